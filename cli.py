@@ -1,0 +1,230 @@
+"""The `lm` command: a thin click layer over the `lm` library, rendered with rich."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+
+import click
+from click.core import ParameterSource
+from rich.console import Console
+from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import lm
+from lm.model import CELLS
+from lm.tokenizer import KINDS
+from lm.trainer import OPTIMIZERS, SCHEDULES
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class LMGroup(click.Group):
+    """Turns library errors into one `Error: ...` line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except lm.LMError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=LMGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(lm.__version__, prog_name="lm")
+def cli():
+    """Train stacked-LSTM language models on your own text and get keyboard-style suggestions.
+
+    Example:
+
+        lm train corpus.txt
+    """
+
+
+def field_option(cls, name: str, help: str, flag: str | None = None, **kwargs):
+    """A --flag whose default is the dataclass field's own (defaults are never typed twice)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = field.default
+    kwargs.setdefault("show_default", default is not None)
+    if "type" not in kwargs and default is not None and not isinstance(default, str):
+        kwargs["type"] = type(default)
+    flag = flag or f"--{name.replace('_', '-')}"
+    return click.option(flag, name, default=default, help=help, **kwargs)
+
+
+def parse_duration(ctx, param, value):
+    """Seconds, or a number with s / m / h: 300, 90s, 5m, 1.5h."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", value)
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration — use seconds or 90s, 5m, 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--valid", type=click.Path(), help="Validation file (default: hold out the end of the corpus).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
+@field_option(lm.TokenizerConfig, "kind", "Tokenizer.", flag="--tokenizer", type=click.Choice(KINDS))
+@field_option(lm.TokenizerConfig, "vocab_size", "Vocabulary size (default: all chars; 4000 subwords; words seen --min-count times).", type=int)
+@field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk>.")
+@field_option(lm.ModelConfig, "cell", "Recurrent cell.", type=click.Choice(list(CELLS)))
+@field_option(lm.ModelConfig, "layers", "Stacked recurrent layers.")
+@field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")
+@field_option(lm.ModelConfig, "emb", "Embedding size (the tied output layer shares it).")
+@field_option(lm.ModelConfig, "dropout", "Dropout on embeddings, between layers and on outputs.")
+@field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
+@field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
+@field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
+@field_option(lm.TrainConfig, "lr", "Peak learning rate (default: 3e-3 adamw, 20 sgd, 1e-3 rmsprop).", type=float)
+@field_option(lm.TrainConfig, "weight_decay", "Weight decay.")
+@field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off).")
+@field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
+@field_option(lm.TrainConfig, "warmup", "Warm-up steps.")
+@field_option(lm.TrainConfig, "epochs", "Passes over the training text.")
+@field_option(lm.TrainConfig, "max_steps", "Stop after this many steps.", type=int)
+@click.option("--max-time", callback=parse_duration, help="Stop after this long: seconds, or 90s, 5m, 1h.")
+@field_option(lm.TrainConfig, "eval_every", "Evaluate every N steps (0: each epoch).")
+@field_option(lm.TrainConfig, "patience", "Stop after this many evaluations without improvement (0: never).")
+@field_option(lm.TrainConfig, "seed", "Random seed.")
+@field_option(lm.TrainConfig, "device", "auto, cpu or cuda.")
+@click.option("--out", "-o", type=click.Path(), help="Checkpoint folder (default: a new one under checkpoints/).")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def train(ctx, paths, valid, encoding, out, resume, overwrite, quiet, **options):
+    """Train a language model on text files, folders of them, or hf:NAME[:CONFIG].
+
+    The checkpoint folder holds the config, weights, tokenizer and metrics; Ctrl-C saves it
+    and tells you how to resume.
+
+    Example:
+
+        lm train corpus.txt --tokenizer char --max-time 5m
+    """
+    given = {k for k in options if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if resume and out is None:
+        out = lm.newest_checkpoint()
+        if out is None:
+            raise lm.ConfigError("--resume: no checkpoint under checkpoints/ — pass --out DIR")
+    model_config, tokenizer_config, train_config = _configs(options, given, out if resume else None)
+    corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
+    progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
+    result = lm.train(corpus, out, model_config, tokenizer_config, train_config, progress, resume=resume, overwrite=overwrite)
+    if not quiet:
+        stdout.print(summary_table(result))
+    if result.interrupted:
+        command = " ".join(["lm", "train", *paths, "--out", str(result.checkpoint), "--resume"])
+        stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\nResume with: {command}", highlight=False)
+        sys.exit(130)
+
+
+def _configs(options: dict, given: set[str], resume_from):
+    """Fill the three config dataclasses from the flags; on --resume the saved ones win."""
+    saved = lm.checkpoint.read_config(lm.checkpoint.resolve_checkpoint(resume_from)) if resume_from else {}
+    built = []
+    for cls, section in ((lm.ModelConfig, "model"), (lm.TokenizerConfig, "tokenizer"), (lm.TrainConfig, "training")):
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in saved.get(section, {}).items() if k in names}
+        values.update({k: v for k, v in options.items() if k in names and (k in given or k not in values)})
+        built.append(cls(**values))
+    model_config = built[0]
+    model_config.vocab_size = saved.get("model", {}).get("vocab_size", 0)
+    return model_config, built[1], built[2]
+
+
+class LineProgress(lm.Progress):
+    """Plain lines, for logs and pipes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.char = False
+
+    def start(self, info):
+        self.char = info["tokenizer"] == "char"
+        self.console.print(
+            f"Training {info['parameters']:,} parameters on {info['train_tokens']:,} tokens "
+            f"({info['tokenizer']}, vocab {info['vocab_size']:,}) on {info['device']} → {info['out']}",
+            highlight=False,
+        )
+
+    def step(self, stats):
+        self.console.print(f"step {stats['step']:>6}  {_step_text(stats, self.char)}", highlight=False)
+
+    def evaluated(self, record):
+        mark = " (best, saved)" if record["improved"] else ""
+        self.console.print(f"valid  step {record['step']}: {_valid_text(record, self.char)}{mark}", highlight=False)
+
+    def message(self, text):
+        self.console.print(text, highlight=False)
+
+
+class LiveProgress(LineProgress):
+    """A rich progress bar with loss, perplexity or bits per character, tokens/s, lr and ETA."""
+
+    def start(self, info):
+        super().start(info)
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
+        )
+        self.task = self.bar.add_task("epoch 1", total=1000, stats="", completed=0)
+        self.bar.start()
+
+    def step(self, stats):
+        self.bar.update(self.task, completed=stats["fraction"] * 1000,
+                        description=f"epoch {stats['epoch']}/{stats['epochs']} step {stats['step']:,}",
+                        stats=_step_text(stats, self.char))
+
+    def evaluated(self, record):
+        self.bar.console.print(f"valid  step {record['step']}: {_valid_text(record, self.char)}"
+                               + (" [green](best, saved)" if record["improved"] else ""), highlight=False)
+
+    def message(self, text):
+        if hasattr(self, "bar"):
+            self.bar.console.print(text, highlight=False)
+        else:
+            super().message(text)
+
+    def end(self, result):
+        self.bar.stop()
+
+
+def _step_text(stats, char: bool) -> str:
+    quality = f"{stats['bits_per_token']:.3f} bpc" if char else f"ppl {stats['perplexity']:.1f}"
+    return f"loss {stats['loss']:.3f}  {quality}  {stats['tokens_per_s']:,.0f} tok/s  lr {stats['lr']:.2e}"
+
+
+def _valid_text(record, char: bool) -> str:
+    text = f"loss {record['valid_loss']:.4f}  ppl {record['valid_perplexity']:.2f}"
+    text += f"  word ppl {record['valid_word_perplexity']:.1f}" if not char else ""
+    return text + f"  {record['valid_bits_per_char']:.4f} bits/char"
+
+
+def summary_table(result: lm.TrainResult) -> Table:
+    table = Table(title="Training finished" if not result.interrupted else "Training interrupted", show_header=False)
+    best = result.best
+    rows = [
+        ("checkpoint", str(result.checkpoint)),
+        ("stopped", result.stop_reason),
+        ("steps", f"{result.step:,} ({result.epoch} full epochs)"),
+        ("time", f"{result.elapsed:.1f} s"),
+        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+    ]
+    if best:
+        rows += [
+            ("best valid loss", f"{best['valid_loss']:.4f} (step {best['step']})"),
+            ("perplexity / token", f"{best['valid_perplexity']:.2f}"),
+            ("perplexity / word", f"{best['valid_word_perplexity']:.2f}"),
+            ("bits / char", f"{best['valid_bits_per_char']:.4f}"),
+        ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,45 @@
+"""lm: next-word prediction with stacked LSTM language models.
+
+    import lm
+    corpus = lm.load_corpus(["corpus.txt"])
+    result = lm.train(corpus, out="checkpoints/demo")
+    model, tokenizer = lm.load("checkpoints/demo")
+"""
+from .checkpoint import Checkpoint, load, load_checkpoint, newest_checkpoint, save_checkpoint
+from .corpus import Corpus, load_corpus
+from .errors import CheckpointError, ConfigError, CorpusError, LMError, NoCheckpointError, TokenizerError
+from .evaluate import LossMetrics, evaluate_loss
+from .model import LanguageModel, ModelConfig, detach_state
+from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
+from .trainer import Progress, TrainConfig, TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "Corpus",
+    "CorpusError",
+    "LMError",
+    "LanguageModel",
+    "LossMetrics",
+    "ModelConfig",
+    "NoCheckpointError",
+    "Progress",
+    "Tokenizer",
+    "TokenizerConfig",
+    "TokenizerError",
+    "TrainConfig",
+    "TrainResult",
+    "detach_state",
+    "evaluate_loss",
+    "load",
+    "load_checkpoint",
+    "load_corpus",
+    "load_tokenizer",
+    "newest_checkpoint",
+    "save_checkpoint",
+    "train",
+    "train_tokenizer",
+]

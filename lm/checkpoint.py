@@ -1,0 +1,313 @@
+"""Checkpoints: one folder that holds everything needed to use a model again.
+
+    config.json          model, tokenizer and training config, corpus fingerprint, metrics
+    model.safetensors    the weights (the best seen on the validation text)
+    tokenizer.*          the tokenizer's own files
+    metrics.jsonl        one line per evaluation
+    resume.safetensors   latest weights, optimizer moments, RNG and carried state (for --resume)
+    resume.json          the plain-data half of the resume state
+
+Nothing here is pickled, so loading never runs code from the folder. A save writes a sibling
+staging folder and swaps it in with renames, so a crash at any moment leaves a loadable folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ._util import first_line
+from .errors import CheckpointError, NoCheckpointError
+from .model import LanguageModel, ModelConfig
+from .tokenizer import Tokenizer, load_tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+RESUME_TENSORS_FILE = "resume.safetensors"
+RESUME_META_FILE = "resume.json"
+DEFAULT_ROOT = Path("checkpoints")
+# Limits checked before anything is allocated from a config read off disk.
+MAX_VOCAB, MAX_WIDTH, MAX_LAYERS = 10_000_000, 65_536, 64
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint folder."""
+
+    path: Path
+    model: LanguageModel
+    tokenizer: Tokenizer
+    config: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict:
+        return self.config.get("metrics", {})
+
+
+def save_checkpoint(
+    folder: Path,
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    config: dict,
+    metrics_log: list[dict] | None = None,
+    resume: tuple[dict[str, torch.Tensor], dict] | None = None,
+    best_weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a complete checkpoint folder atomically.
+
+    Args:
+        folder: where the checkpoint lives; replaced as a whole.
+        config: JSON-ready dict; model and tokenizer config and the format version are added.
+        metrics_log: evaluation records, written one per line to metrics.jsonl.
+        resume: (tensors, plain data) needed to continue training, or None.
+        best_weights: weights to store as model.safetensors instead of the model's own.
+    """
+    from safetensors.torch import save_file, save_model
+
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        full = dict(config)
+        full.update(
+            format_version=FORMAT_VERSION,
+            model=model.config.to_dict(),
+            tokenizer={**full.get("tokenizer", {}), "kind": tokenizer.kind},
+            saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+        if best_weights is None:
+            save_model(model, str(staging / WEIGHTS_FILE))
+        else:
+            save_file(_untie(best_weights), str(staging / WEIGHTS_FILE))
+        full["tokenizer"]["files"] = tokenizer.save(staging)
+        _write_text(staging / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics_log or []))
+        if resume is not None:
+            tensors, meta = resume
+            save_file(_untie(tensors), str(staging / RESUME_TENSORS_FILE))
+            _write_text(staging / RESUME_META_FILE, json.dumps(meta, indent=1))
+        # config.json goes last: its presence marks a complete folder.
+        _write_text(staging / CONFIG_FILE, json.dumps(full, indent=2, ensure_ascii=False))
+        _fsync_tree(staging)
+        _swap_in(staging, folder)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {folder}: {e.strerror or e} — free some disk space or "
+            "choose a writable --out; the previous checkpoint is intact"
+        ) from None
+    return folder
+
+
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint folder (the newest under checkpoints/ when `path` is None)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    folder = resolve_checkpoint(path)
+    config = read_config(folder)
+    model_config = _model_config(config, folder)
+    tokenizer = load_tokenizer(folder, config.get("tokenizer", {}).get("kind", ""))
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+            f"{model_config.vocab_size} — the tokenizer files do not belong to these weights"
+        )
+    _check_weight_shapes(folder, model_config)
+    model = LanguageModel(model_config)
+    try:
+        load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE} cannot be read ({first_line(e)}) — the checkpoint is "
+            "damaged; retrain or restore it"
+        ) from None
+    model.to(device).eval()
+    return Checkpoint(folder, model, tokenizer, config)
+
+
+def load(path: str | Path | None = None, device: str | torch.device = "cpu"):
+    """Load a checkpoint and return (model, tokenizer), ready for inference."""
+    ckpt = load_checkpoint(path, device)
+    return ckpt.model, ckpt.tokenizer
+
+
+def read_resume(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The resume state saved beside the weights: (tensors, plain data)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / RESUME_META_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / RESUME_TENSORS_FILE))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{folder} has no resume state — it was not saved by `lm train`; start a new run instead"
+        ) from None
+    except Exception as e:  # safetensors and json raise several types for damaged files
+        raise CheckpointError(f"{folder}: resume state is damaged ({first_line(e)}) — start a new run") from None
+    return tensors, meta
+
+
+def resolve_checkpoint(path: str | Path | None = None, root: Path = DEFAULT_ROOT) -> Path:
+    """The checkpoint folder to use: `path`, or the newest complete one under `root`."""
+    if path is None:
+        newest = newest_checkpoint(root)
+        if newest is None:
+            raise NoCheckpointError(
+                f"no checkpoint found under {root}/ — train one first with `lm train CORPUS`, "
+                "or pass --checkpoint PATH"
+            )
+        return newest
+    folder = Path(path)
+    _recover_interrupted_swap(folder)
+    if not folder.exists():
+        raise CheckpointError(f"checkpoint {folder} does not exist — check the path, or train one with `lm train`")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a checkpoint folder — pass the folder `lm train` wrote")
+    if not (folder / CONFIG_FILE).exists():
+        raise CheckpointError(f"{folder} has no {CONFIG_FILE} — it is not a complete checkpoint; retrain or restore it")
+    return folder
+
+
+def newest_checkpoint(root: Path = DEFAULT_ROOT) -> Path | None:
+    """The most recently saved complete checkpoint folder under `root`, if any."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG_FILE).exists()]
+    return max(found, key=lambda p: (p / CONFIG_FILE).stat().st_mtime, default=None)
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of a checkpoint, checked for a format this version understands."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder}/{CONFIG_FILE} cannot be read ({first_line(e)}) — the checkpoint is damaged") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{folder}/{CONFIG_FILE} is not a JSON object — the checkpoint is damaged")
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{folder}/{CONFIG_FILE} has no format_version — the checkpoint is damaged")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder} uses checkpoint format {version}, newer than this lm understands "
+            f"({FORMAT_VERSION}) — upgrade lm to load it"
+        )
+    return config
+
+
+def _model_config(config: dict, folder: Path) -> ModelConfig:
+    data = config.get("model")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{folder}/{CONFIG_FILE} has no model section — the checkpoint is damaged")
+    try:
+        model_config = ModelConfig.from_dict(data)
+        model_config.validate()
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}: invalid model config ({e}) — the checkpoint is damaged") from None
+    limits = {"vocab_size": MAX_VOCAB, "hidden": MAX_WIDTH, "emb": MAX_WIDTH, "layers": MAX_LAYERS}
+    for name, limit in limits.items():
+        if getattr(model_config, name) > limit:
+            raise CheckpointError(
+                f"{folder}: {name}={getattr(model_config, name)} is beyond the supported {limit} — "
+                "the checkpoint is damaged or not from lm"
+            )
+    return model_config
+
+
+def _check_weight_shapes(folder: Path, config: ModelConfig) -> None:
+    """Compare the weight file's header with the config before allocating a model."""
+    from safetensors import safe_open
+
+    expected = {k: tuple(v.shape) for k, v in LanguageModel.expected_shapes(config).items()}
+    try:
+        with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # a truncated or foreign file
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE} cannot be read ({first_line(e)}) — the checkpoint is damaged; "
+            "retrain or restore it"
+        ) from None
+    for name, shape in found.items():
+        if name in expected and expected[name] != shape:
+            raise CheckpointError(
+                f"{folder}: weight {name} has shape {list(shape)} but config.json implies "
+                f"{list(expected[name])} — the config does not match the weights"
+            )
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights that keeps tied tensors tied (one clone per shared tensor)."""
+    clones: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, t in model.state_dict().items():
+        key = t.data_ptr()
+        if key not in clones:
+            clones[key] = t.detach().clone()
+        out[name] = clones[key]
+    return out
+
+
+def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: keep one copy of each distinct tensor."""
+    out, seen = {}, set()
+    for name, t in sorted(tensors.items()):  # the same name safetensors' save_model keeps
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous().cpu()
+    return out
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)  # between the two renames the loader falls back on .old
+    _fsync_dir(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_interrupted_swap(folder: Path) -> None:
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and (old / CONFIG_FILE).exists():
+        try:
+            os.replace(old, folder)
+        except OSError:
+            pass
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

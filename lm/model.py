@@ -1,0 +1,131 @@
+"""The language model: embedding -> stacked RNN -> tied output layer.
+
+Every other stage talks to it through one call, `model(ids, state) -> (logits, state)`.
+This module imports nothing else from the project.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+# LSTM state is a pair (h, c); GRU and RNN state is h alone. Each is [layers, batch, hidden],
+# even with batch_first=True.
+State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None"
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the network; saved in config.json and enough to rebuild it."""
+
+    vocab_size: int = 0
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    emb: int = 256
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        for name in ("vocab_size", "layers", "hidden", "emb"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LanguageModel(nn.Module):
+    """Stacked RNN language model with the output layer tied to the embedding.
+
+    Tying (Press & Wolf 2017, Inan et al. 2017) shares the [vocab, emb] matrix between
+    input and output; when hidden != emb a linear projection maps hidden -> emb first.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.emb)
+        self.dropout = nn.Dropout(config.dropout)
+        rnn_dropout = config.dropout if config.layers > 1 else 0.0
+        self.rnn = CELLS[config.cell](
+            config.emb, config.hidden, config.layers, batch_first=True, dropout=rnn_dropout
+        )
+        self.projection = (
+            nn.Linear(config.hidden, config.emb, bias=False) if config.hidden != config.emb else None
+        )
+        self.decoder = nn.Linear(config.emb, config.vocab_size)
+        self.decoder.weight = self.embedding.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """Raw next-token logits for every position, and the state after the last one.
+
+        Args:
+            ids: [batch, time] token ids.
+            state: what the cell carries, or None for zeros.
+        Returns:
+            logits [batch, time, vocab] and the new state.
+        """
+        x = self.dropout(self.embedding(ids))  # [batch, time, emb]
+        out, state = self.rnn(x, state)  # [batch, time, hidden]
+        out = self.dropout(out)
+        if self.projection is not None:
+            out = self.projection(out)  # [batch, time, emb]
+        return self.decoder(out), state  # [batch, time, vocab]
+
+    @staticmethod
+    def expected_shapes(config: ModelConfig) -> dict[str, torch.Tensor]:
+        """The state dict a config implies, built on the meta device (nothing allocated)."""
+        with torch.device("meta"):
+            return LanguageModel(config).state_dict()
+
+    def init_state(self, batch: int):
+        """Zero state for `batch` streams, on the weights' device and dtype."""
+        weight = self.embedding.weight
+        shape = (self.config.layers, batch, self.config.hidden)
+        h = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        if self.config.cell == "lstm":
+            return (h, torch.zeros_like(h))
+        return h
+
+
+def map_state(state, fn):
+    """Apply `fn` to every tensor of a state (tensor, tuple of tensors or None)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return tuple(map_state(s, fn) for s in state)
+
+
+def detach_state(state):
+    """Cut the graph at a window boundary (truncated BPTT) while keeping the values."""
+    return map_state(state, lambda t: t.detach())
+
+
+def select_state(state, index: torch.Tensor):
+    """Pick streams (dim 1 of every tensor) from a state, e.g. to branch a beam."""
+    return map_state(state, lambda t: t.index_select(1, index))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (the tied matrix counts once)."""
+    return sum(p.numel() for p in model.parameters())

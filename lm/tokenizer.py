@@ -1,0 +1,318 @@
+"""The tokenizer stage: character, sentencepiece subword (unigram / BPE) and word vocabularies.
+
+A tokenizer is trained from the training text, saved inside the checkpoint folder and loaded
+back exactly. All kinds share one small interface: `encode`, `decode`, `vocab_size`,
+`pieces` (the text each id stands for) and `save`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ._util import hash_text
+from .errors import TokenizerError
+
+KINDS = ("char", "unigram", "bpe", "word")
+UNK = "<unk>"
+EOS = "<eos>"
+SPM_SPACE = "\u2581"  # sentencepiece's visible space, "▁"
+DEFAULT_SUBWORD_VOCAB = 4000
+SPM_SAMPLE_LINES = 2_000_000  # a bounded sample keeps sentencepiece's memory in check
+
+
+@dataclass
+class TokenizerConfig:
+    """Which vocabulary to build. vocab_size=None picks a size that suits the kind."""
+
+    kind: str = "char"
+    vocab_size: int | None = None
+    min_count: int = 2  # word kind: rarer words become <unk>
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise TokenizerError(f"unknown tokenizer {self.kind!r} — use one of {', '.join(KINDS)}")
+        if self.vocab_size is not None and self.vocab_size <= 1:
+            raise TokenizerError(
+                f"--vocab-size must be at least 2, not {self.vocab_size} — pick a larger vocabulary"
+            )
+        if self.min_count < 1:
+            raise TokenizerError(f"--min-count must be at least 1, not {self.min_count}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenizerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Tokenizer:
+    """Interface shared by every kind."""
+
+    kind: str
+    unk_id: int
+    pieces: list[str]  # the text each id decodes to on its own ("" for byte pieces)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Token ids as a compact numpy array (int32)."""
+        return np.asarray(self.encode(text), dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the tokenizer's files into `folder`; returns their names."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Content hash of the vocabulary, used to key the token cache."""
+        raise NotImplementedError
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character seen in training, plus <unk> (id 0) for the rest."""
+
+    kind = "char"
+    unk_id = 0
+    FILE = "tokenizer.json"
+
+    def __init__(self, chars: list[str]):
+        self.pieces = [""] + list(chars)  # <unk> decodes to nothing
+        self.chars = list(chars)
+        self._index = {c: i + 1 for i, c in enumerate(chars)}
+        # Sorted code points let encode_array map a whole text with one searchsorted.
+        points = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._order = np.argsort(points)
+        self._sorted_points = points[self._order]
+
+    @classmethod
+    def train(cls, text: str, config: TokenizerConfig) -> "CharTokenizer":
+        counts = Counter(text)
+        chars = [c for c, _ in counts.most_common()]
+        if config.vocab_size is not None:
+            chars = chars[: config.vocab_size - 1]
+        return cls(sorted(chars))
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        pos = np.searchsorted(self._sorted_points, points)
+        pos = np.minimum(pos, len(self._sorted_points) - 1)
+        found = self._sorted_points[pos] == points
+        return np.where(found, self._order[pos] + 1, self.unk_id).astype(np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.pieces[i] for i in ids)
+
+    def save(self, folder: Path) -> list[str]:
+        data = {"kind": self.kind, "chars": self.chars}
+        (Path(folder) / self.FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path) -> "CharTokenizer":
+        return cls(_read_json(Path(folder) / cls.FILE)["chars"])
+
+    def fingerprint(self) -> str:
+        return hash_text("char\0" + "".join(self.chars))
+
+
+class WordTokenizer(Tokenizer):
+    """Whitespace words; each line ends in <eos>, as in the WikiText and PTB benchmarks."""
+
+    kind = "word"
+    FILE = "tokenizer.json"
+
+    def __init__(self, words: list[str]):
+        self.pieces = [UNK, EOS] + [w for w in words if w not in (UNK, EOS)]
+        self.unk_id, self.eos_id = 0, 1
+        self._index = {w: i for i, w in enumerate(self.pieces)}
+
+    @classmethod
+    def train(cls, text: str, config: TokenizerConfig) -> "WordTokenizer":
+        counts = Counter(text.split())
+        counts.pop(UNK, None)
+        counts.pop(EOS, None)
+        kept = [(w, n) for w, n in counts.most_common() if n >= config.min_count]
+        if config.vocab_size is not None:
+            kept = kept[: max(config.vocab_size - 2, 0)]
+        return cls([w for w, _ in kept])
+
+    def encode(self, text: str) -> list[int]:
+        index, unk = self._index, self.unk_id
+        ids: list[int] = []
+        lines = text.split("\n")
+        for n, line in enumerate(lines):
+            ids.extend(index.get(w, unk) for w in line.split())
+            if n < len(lines) - 1:
+                ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out: list[str] = []
+        at_line_start = True
+        for i in ids:
+            if i == self.eos_id:
+                out.append("\n")
+                at_line_start = True
+                continue
+            if not at_line_start:
+                out.append(" ")
+            out.append(self.pieces[i])
+            at_line_start = False
+        return "".join(out)
+
+    def save(self, folder: Path) -> list[str]:
+        data = {"kind": self.kind, "words": self.pieces[2:]}
+        (Path(folder) / self.FILE).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path) -> "WordTokenizer":
+        return cls(_read_json(Path(folder) / cls.FILE)["words"])
+
+    def fingerprint(self) -> str:
+        return hash_text("word\0" + "\0".join(self.pieces))
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """Unigram or BPE subwords from sentencepiece, with byte fallback so no text is lost.
+
+    Trained with identity normalisation, no dummy prefix and whitespace kept as is, so
+    decode(encode(text)) == text for any text.
+    """
+
+    FILE = "tokenizer.model"
+
+    def __init__(self, model_proto: bytes, kind: str):
+        import sentencepiece as spm
+
+        self.kind = kind
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.unk_id = self.sp.unk_id()
+        self.pieces = [self._piece_text(i) for i in range(self.sp.get_piece_size())]
+        # sentencepiece reads a literal "▁" as a space; we spell it with its UTF-8 bytes.
+        self._space_mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPM_SPACE.encode()]
+
+    def _piece_text(self, i: int) -> str:
+        if self.sp.is_byte(i) or self.sp.is_unknown(i) or self.sp.is_control(i):
+            return ""
+        return self.sp.id_to_piece(i).replace(SPM_SPACE, " ")
+
+    @classmethod
+    def train(cls, text: str, config: TokenizerConfig) -> "SentencePieceTokenizer":
+        import sentencepiece as spm
+
+        vocab_size = config.vocab_size or DEFAULT_SUBWORD_VOCAB
+        lines = _sample_lines(text, SPM_SAMPLE_LINES)
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=config.kind,
+                byte_fallback=True,
+                character_coverage=0.9995,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                allow_whitespace_only_pieces=True,
+                user_defined_symbols=["\n"],
+                split_digits=True,
+                bos_id=-1,
+                eos_id=-1,
+                hard_vocab_limit=False,
+                train_extremely_large_corpus=False,
+                minloglevel=2,
+                num_threads=2,
+            )
+        except RuntimeError as e:
+            raise TokenizerError(
+                f"sentencepiece could not build a {config.kind} vocabulary of {vocab_size}: "
+                f"{str(e).strip().splitlines()[-1]} — try a different --vocab-size"
+            ) from None
+        return cls(model.getvalue(), config.kind)
+
+    def encode(self, text: str) -> list[int]:
+        if SPM_SPACE not in text:
+            return self.sp.encode(text)
+        ids: list[int] = []
+        for n, part in enumerate(text.split(SPM_SPACE)):
+            if n:
+                ids.extend(self._space_mark_ids)
+            ids.extend(self.sp.encode(part))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode(list(ids))
+
+    def save(self, folder: Path) -> list[str]:
+        (Path(folder) / self.FILE).write_bytes(self.model_proto)
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path, kind: str) -> "SentencePieceTokenizer":
+        return cls((Path(folder) / cls.FILE).read_bytes(), kind)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_proto).hexdigest()
+
+
+def train_tokenizer(text: str, config: TokenizerConfig) -> Tokenizer:
+    """Build a vocabulary of the configured kind from the training text."""
+    config.validate()
+    if not text.strip():
+        raise TokenizerError("the training text is empty — give a corpus with some text in it")
+    if config.kind == "char":
+        return CharTokenizer.train(text, config)
+    if config.kind == "word":
+        return WordTokenizer.train(text, config)
+    return SentencePieceTokenizer.train(text, config)
+
+
+def load_tokenizer(folder: Path, kind: str) -> Tokenizer:
+    """Load the tokenizer saved in a checkpoint folder."""
+    try:
+        if kind == "char":
+            return CharTokenizer.load(folder)
+        if kind == "word":
+            return WordTokenizer.load(folder)
+        if kind in ("unigram", "bpe"):
+            return SentencePieceTokenizer.load(folder, kind)
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise TokenizerError(
+            f"cannot load the {kind} tokenizer in {folder}: {e} — the checkpoint is damaged; "
+            "retrain or restore it"
+        ) from None
+    raise TokenizerError(f"unknown tokenizer kind {kind!r} in {folder} — the checkpoint is damaged")
+
+
+def _sample_lines(text: str, limit: int) -> list[str]:
+    lines = [line for line in text.split("\n") if line]
+    if len(lines) > limit:
+        lines = random.Random(0).sample(lines, limit)
+    return lines
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
