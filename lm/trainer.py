@@ -275,6 +275,8 @@ class _Loop:
                         reason = self._evaluate_and_save(run, started)
                     if reason == "done" and self.stop_requested:
                         reason = "interrupted"
+            if loss_count:  # the steps since the last log line
+                self._log(run, loss_sum.item() / loss_count, (run.tokens - tokens_at_log) / (time.perf_counter() - time_at_log))
             if not run.metrics_log or run.metrics_log[-1]["step"] != run.step:
                 self._evaluate_and_save(run, started, final=True)
         result = self._result(run, reason, started)

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from lm.model import LanguageModel, ModelConfig, count_parameters, detach_state
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_two_windows_with_carried_state_equal_one_joined_window(cell):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=2, hidden=24, emb=16, dropout=0.3)).eval()
+    ids = torch.randint(0, 50, (3, 20))
+    whole, _ = model(ids)
+    first, state = model(ids[:, :8])
+    second, _ = model(ids[:, 8:], detach_state(state))
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+
+
+def test_logits_and_state_shapes():
+    model = LanguageModel(ModelConfig(vocab_size=30, layers=3, hidden=20, emb=12))
+    logits, (h, c) = model(torch.zeros(4, 9, dtype=torch.long))
+    assert logits.shape == (4, 9, 30)
+    assert h.shape == c.shape == (3, 4, 20)  # [layers, batch, hidden] even with batch_first
+    gru = LanguageModel(ModelConfig(vocab_size=30, cell="gru", layers=2, hidden=20, emb=20))
+    _, h = gru(torch.zeros(2, 5, dtype=torch.long))
+    assert h.shape == (2, 2, 20)
+
+
+def test_none_state_means_zeros():
+    model = LanguageModel(ModelConfig(vocab_size=30, hidden=16, emb=8)).eval()
+    ids = torch.randint(0, 30, (2, 6))
+    torch.testing.assert_close(model(ids)[0], model(ids, model.init_state(2))[0])
+
+
+def test_output_layer_is_tied_to_the_embedding():
+    model = LanguageModel(ModelConfig(vocab_size=100, hidden=32, emb=16))
+    assert model.decoder.weight is model.embedding.weight
+    assert model.projection.weight.shape == (16, 32)
+    same = LanguageModel(ModelConfig(vocab_size=100, hidden=16, emb=16))
+    assert same.projection is None
+    untied_count = count_parameters(model) + 100 * 16
+    assert sum(p.numel() for p in model.state_dict().values()) == untied_count
+
+
+@pytest.mark.parametrize("bad", [dict(cell="transformer"), dict(hidden=0), dict(layers=-1), dict(dropout=1.0)])
+def test_invalid_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        LanguageModel(ModelConfig(vocab_size=10, **bad))

@@ -1,0 +1,82 @@
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lm
+from lm.tokenizer import CharTokenizer, WordTokenizer, load_tokenizer, train_tokenizer
+
+from conftest import make_text
+
+TEXT = make_text(300) + "Émile said: «naïve» 日本語 — ok?\n"
+
+
+@pytest.fixture(scope="module")
+def subword(request):
+    return {kind: train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=320)) for kind in ("unigram", "bpe")}
+
+
+def test_char_vocabulary_is_the_training_characters_plus_unk():
+    tok = train_tokenizer("abca\n", lm.TokenizerConfig(kind="char"))
+    assert tok.vocab_size == 4 + 1
+    assert tok.encode("abz") == [tok.encode("a")[0], tok.encode("b")[0], tok.unk_id]
+    assert tok.decode(tok.encode("cab\n")) == "cab\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=sorted(set(TEXT))))
+def test_char_round_trip_over_its_alphabet(text):
+    tok = train_tokenizer(TEXT, lm.TokenizerConfig(kind="char"))
+    assert tok.decode(tok.encode(text)) == text
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text())
+def test_sentencepiece_round_trips_any_text(subword, text):
+    for tok in subword.values():
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_sentencepiece_keeps_whitespace_and_newlines_exactly(subword):
+    text = "  two  spaces\n\n\tand a tab ▁ and the marker\n"
+    for tok in subword.values():
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_word_tokenizer_marks_line_ends_and_unknown_words():
+    tok = train_tokenizer("a b a\nb c\n", lm.TokenizerConfig(kind="word", min_count=2))
+    assert tok.pieces[:2] == ["<unk>", "<eos>"]
+    ids = tok.encode("a c b\n")
+    assert ids == [tok.pieces.index("a"), tok.unk_id, tok.pieces.index("b"), tok.eos_id]
+    assert tok.decode(ids) == "a <unk> b\n"
+
+
+def test_word_vocab_size_caps_the_most_frequent_words():
+    tok = train_tokenizer("a a a b b c\n", lm.TokenizerConfig(kind="word", vocab_size=4, min_count=1))
+    assert tok.pieces == ["<unk>", "<eos>", "a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "unigram", "bpe"])
+def test_saved_tokenizer_reloads_exactly(tmp_path, kind):
+    tok = train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=320 if kind in ("unigram", "bpe") else None, min_count=1))
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path, kind)
+    assert type(again) is type(tok)
+    assert again.pieces == tok.pieces
+    assert again.encode(TEXT) == tok.encode(TEXT)
+    assert again.fingerprint() == tok.fingerprint()
+
+
+def test_sentencepiece_vocab_too_small_is_a_clear_error():
+    with pytest.raises(lm.TokenizerError, match="--vocab-size"):
+        train_tokenizer(TEXT, lm.TokenizerConfig(kind="unigram", vocab_size=50))
+
+
+def test_unknown_kind_and_empty_text_are_errors():
+    with pytest.raises(lm.TokenizerError, match="unknown tokenizer"):
+        train_tokenizer(TEXT, lm.TokenizerConfig(kind="bytes"))
+    with pytest.raises(lm.TokenizerError, match="empty"):
+        train_tokenizer("  \n", lm.TokenizerConfig(kind="char"))
+
+
+def test_encode_array_matches_encode():
+    for tok in (CharTokenizer.train(TEXT, lm.TokenizerConfig()), WordTokenizer.train(TEXT, lm.TokenizerConfig(kind="word"))):
+        assert tok.encode_array(TEXT).tolist() == tok.encode(TEXT)

@@ -1,0 +1,132 @@
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lm
+from lm.checkpoint import WEIGHTS_FILE
+
+from conftest import train_tiny
+
+
+def test_tiny_model_learns_the_pattern_below_what_an_untrained_model_can_reach(tiny_checkpoints):
+    config = json.loads((tiny_checkpoints("char") / "config.json").read_text())
+    vocab = config["model"]["vocab_size"]
+    # An untrained model is close to uniform: log(vocab) nats. The text's characters are far
+    # from uniform and its sentences repeat, so a model that learned reaches well under half.
+    assert config["metrics"]["valid_loss"] < 0.5 * math.log(vocab)
+
+
+def test_each_evaluation_is_logged_and_the_best_weights_are_kept(tmp_path, corpus_file):
+    result = train_tiny(corpus_file, tmp_path / "m", max_steps=60, eval_every=20, patience=0)
+    lines = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [20, 40, 60]
+    best = min(lines, key=lambda r: r["valid_loss"])
+    assert result.best["valid_loss"] == best["valid_loss"]
+    assert {"valid_perplexity", "valid_word_perplexity", "valid_bits_per_char"} <= set(best)
+
+
+def params(folder):
+    return {k[len("model."):]: v for k, v in load_file(str(folder / "resume.safetensors")).items() if k.startswith("model.")}
+
+
+class InterruptAt(lm.Progress):
+    """Sends the process a real SIGINT when training reaches a step."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def step(self, stats):
+        if stats["step"] == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, corpus_file):
+    settings = dict(max_steps=80, eval_every=0, patience=0, log_every=5, dropout=0.2, batch=4, bptt=16)
+    train_tiny(corpus_file, tmp_path / "straight", **settings)
+
+    corpus = lm.load_corpus([str(corpus_file)])
+    model_config = lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.2)
+    tok_config = lm.TokenizerConfig(kind="char", min_count=1)
+    train_config = lm.TrainConfig(max_steps=80, eval_every=0, patience=0, log_every=5, batch=4, bptt=16, lr=1e-2, warmup=0, device="cpu")
+    first = lm.train(corpus, tmp_path / "resumed", model_config, tok_config, train_config, progress=InterruptAt(35))
+    assert first.interrupted and first.step == 35
+    second = lm.train(corpus, tmp_path / "resumed", lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.2),
+                      tok_config, train_config, resume=True)
+    assert second.step == 80 and second.stop_reason == "max-steps"
+    straight, resumed = params(tmp_path / "straight"), params(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_interrupt_saves_a_loadable_checkpoint(tmp_path, corpus_file):
+    corpus = lm.load_corpus([str(corpus_file)])
+    result = lm.train(corpus, tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16),
+                      config=lm.TrainConfig(max_steps=500, batch=4, bptt=16, log_every=5), progress=InterruptAt(10))
+    assert result.stop_reason == "interrupted" and result.step == 10
+    model, tokenizer = lm.load(tmp_path / "m")
+    assert tokenizer.kind == "char"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path, corpus_file):
+    train_tiny(corpus_file, tmp_path / "m", max_steps=5)
+    corpus = lm.load_corpus([str(corpus_file)])
+    with pytest.raises(lm.ConfigError, match="different model .*hidden 64→128"):
+        lm.train(corpus, tmp_path / "m", lm.ModelConfig(layers=1, hidden=128, emb=32, dropout=0.0), resume=True)
+
+
+def test_existing_checkpoint_is_not_overwritten_without_asking(tmp_path, corpus_file):
+    train_tiny(corpus_file, tmp_path / "m", max_steps=5)
+    before = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(lm.ConfigError, match="--overwrite"):
+        train_tiny(corpus_file, tmp_path / "m", max_steps=5)
+    assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes() == before
+
+
+def test_early_stop_on_a_plateau(tmp_path, corpus_file):
+    result = train_tiny(corpus_file, tmp_path / "m", max_steps=400, eval_every=5, patience=2, lr=1e-5)
+    assert result.stop_reason in ("early-stop", "max-steps")
+    result = train_tiny(corpus_file, tmp_path / "m2", max_steps=400, eval_every=5, patience=1, lr=0.5, clip=0)
+    assert result.stop_reason == "early-stop"
+
+
+def test_max_time_stops_the_run(tmp_path, corpus_file):
+    result = train_tiny(corpus_file, tmp_path / "m", max_steps=None, epochs=1000, max_time=1.0, patience=0)
+    assert result.stop_reason == "max-time"
+    assert 1.0 <= result.elapsed < 10
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train(tmp_path, corpus_file, cell):
+    result = train_tiny(corpus_file, tmp_path / cell, cell=cell, max_steps=30)
+    assert math.isfinite(result.best["valid_loss"])
+    model, _ = lm.load(tmp_path / cell)
+    assert model.config.cell == cell
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+def test_other_optimizers_train(tmp_path, corpus_file, optimizer):
+    result = train_tiny(corpus_file, tmp_path / optimizer, optimizer=optimizer, lr=None, max_steps=30)
+    assert math.isfinite(result.best["valid_loss"])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(dict(batch=0), "--batch must be positive"), (dict(bptt=-3), "--bptt must be positive"),
+     (dict(optimizer="adam"), "--optimizer must be one of"), (dict(max_time=-1), "--max-time must be positive")],
+)
+def test_impossible_training_flags(tmp_path, corpus_file, bad, message):
+    with pytest.raises(lm.ConfigError, match=message):
+        train_tiny(corpus_file, tmp_path / "m", **bad)
+
+
+def test_batch_too_large_for_the_corpus(tmp_path):
+    (tmp_path / "a.txt").write_text("abc def\n" * 30)
+    with pytest.raises(lm.ConfigError, match="too few for --batch 500"):
+        train_tiny(tmp_path / "a.txt", tmp_path / "m", batch=500)
