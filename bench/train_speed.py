@@ -1,0 +1,162 @@
+"""Training speed: tokens/s and peak memory of `lm.train`, against this machine's own ceilings.
+
+Ceilings measured in the same run:
+  - fp32 matrix multiply GFLOP/s (what the cores can do at best);
+  - a bare nn.LSTM + output layer forward/backward/step at the same size, batch and BPTT
+    (what a plain PyTorch loop does with no data, logging, evaluation or checkpoints).
+
+    python bench/train_speed.py                       # char model on Tiny Shakespeare
+    python bench/train_speed.py --tokenizer word --corpus ../shared/corpora/wikitext-2/train.txt
+    python bench/train_speed.py --quick               # a few seconds, for a smoke test
+
+Prints a table and JSON (also written to bench/results/train_speed.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import lm  # noqa: E402
+
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def bare_lstm_tokens_per_s(config: lm.ModelConfig, batch: int, bptt: int, steps: int) -> float:
+    """A plain loop: embedding, nn.LSTM, projection, tied decoder, loss, backward, clip, AdamW step."""
+    model = lm.LanguageModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, config.vocab_size, (batch, bptt + 1))
+    state = None
+    times = []
+    for step in range(steps + 3):
+        start = time.perf_counter()
+        logits, state = model(ids[:, :-1], state)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        state = lm.detach_state(state)
+        if step >= 3:  # the first steps warm up allocators and kernels
+            times.append(time.perf_counter() - start)
+    return batch * bptt / statistics.median(times)
+
+
+class Recorder(lm.Progress):
+    def __init__(self):
+        self.rates: list[float] = []
+        self.info: dict = {}
+
+    def start(self, info):
+        self.info = info
+
+    def step(self, stats):
+        self.rates.append(stats["tokens_per_s"])
+
+
+def lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) -> tuple[float, dict]:
+    recorder = Recorder()
+    with tempfile.TemporaryDirectory() as out:
+        result = lm.train(corpus, Path(out) / "m", model_config, tokenizer_config, train_config, recorder)
+    steady = recorder.rates[1:] or recorder.rates  # the first interval includes start-up
+    return statistics.median(steady), {"info": recorder.info, "best": result.best, "elapsed": result.elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    parser.add_argument("--tokenizer", default="char", choices=["char", "unigram", "bpe", "word"])
+    parser.add_argument("--vocab-size", type=int)
+    parser.add_argument("--layers", type=int, default=lm.ModelConfig.layers)
+    parser.add_argument("--hidden", type=int, default=lm.ModelConfig.hidden)
+    parser.add_argument("--emb", type=int, default=lm.ModelConfig.emb)
+    parser.add_argument("--batch", type=int, default=lm.TrainConfig.batch)
+    parser.add_argument("--bptt", type=int, default=lm.TrainConfig.bptt)
+    parser.add_argument("--optimizer", default=lm.TrainConfig.optimizer)
+    parser.add_argument("--steps", type=int, default=200, help="training steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "train_speed.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.hidden, args.emb, args.steps, args.repeats = 64, 32, 30, 1
+
+    if not Path(args.corpus).exists():
+        sys.exit(f"corpus {args.corpus} not found — pass --corpus (the shared corpora live beside the repository)")
+    corpus = lm.load_corpus([args.corpus])
+    model_config = lm.ModelConfig(layers=args.layers, hidden=args.hidden, emb=args.emb)
+    tokenizer_config = lm.TokenizerConfig(kind=args.tokenizer, vocab_size=args.vocab_size)
+    train_config = lm.TrainConfig(batch=args.batch, bptt=args.bptt, optimizer=args.optimizer, max_steps=args.steps,
+                                  eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device="cpu")
+
+    gflops = matmul_gflops()
+    runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
+    rate = statistics.median(r[0] for r in runs)
+    info = runs[0][1]["info"]
+    sized = lm.ModelConfig(**{**model_config.to_dict(), "vocab_size": info["vocab_size"], "dropout": 0.0})
+    bare = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, 20 if not args.quick else 5)
+                             for _ in range(args.repeats))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    report = {
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_gflops": round(gflops, 1)},
+        "corpus": str(args.corpus), "tokenizer": args.tokenizer, "vocab_size": info["vocab_size"],
+        "model": {"layers": args.layers, "hidden": args.hidden, "emb": args.emb, "parameters": info["parameters"]},
+        "batch": args.batch, "bptt": args.bptt, "optimizer": args.optimizer, "steps": args.steps, "repeats": args.repeats,
+        "lm_train_tokens_per_s": round(rate), "bare_lstm_tokens_per_s": round(bare),
+        "fraction_of_bare": round(rate / bare, 3), "peak_rss_mb": round(peak_mb),
+        "valid_loss_after_steps": runs[0][1]["best"].get("valid_loss"),
+    }
+    print_table(report)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lm train speed (CPU)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    model = report["model"]
+    rows = [
+        ("model", f"{model['layers']}×{model['hidden']} {report['tokenizer']}, emb {model['emb']}, vocab {report['vocab_size']:,}"),
+        ("parameters", f"{model['parameters']:,}"),
+        ("batch × bptt", f"{report['batch']} × {report['bptt']}"),
+        ("matmul ceiling", f"{report['machine']['matmul_gflops']} GFLOP/s"),
+        ("bare LSTM loop", f"{report['bare_lstm_tokens_per_s']:,} tok/s"),
+        ("lm train", f"{report['lm_train_tokens_per_s']:,} tok/s"),
+        ("lm train / bare", f"{report['fraction_of_bare']:.0%}"),
+        ("peak memory (RSS)", f"{report['peak_rss_mb']:,} MB"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
