@@ -7,7 +7,7 @@
 """
 from .checkpoint import Checkpoint, load, load_checkpoint, newest_checkpoint, save_checkpoint
 from .corpus import Corpus, load_corpus
-from .errors import CheckpointError, ConfigError, CorpusError, LMError, NoCheckpointError, TokenizerError
+from .errors import CheckpointError, ConfigError, CorpusError, LMError, NoCheckpointError, TokenizerError, TrainingDiverged
 from .evaluate import LossMetrics, evaluate_loss
 from .model import LanguageModel, ModelConfig, detach_state
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
@@ -32,6 +32,7 @@ __all__ = [
     "TokenizerError",
     "TrainConfig",
     "TrainResult",
+    "TrainingDiverged",
     "detach_state",
     "evaluate_loss",
     "load",

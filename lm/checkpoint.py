@@ -74,8 +74,8 @@ def save_checkpoint(
     folder = Path(folder)
     staging = folder.with_name(folder.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         full = dict(config)
         full.update(
             format_version=FORMAT_VERSION,

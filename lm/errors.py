@@ -23,3 +23,7 @@ class CheckpointError(LMError):
 
 class NoCheckpointError(CheckpointError):
     """No checkpoint was given and none exists under the default folder."""
+
+
+class TrainingDiverged(LMError):
+    """The loss became NaN or infinite and rolling back did not help."""

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from .batching import batchify, count_windows, windows
 from .checkpoint import CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, read_config, read_resume, save_checkpoint, snapshot
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDiverged
 from .evaluate import evaluate_loss
 from .model import LanguageModel, ModelConfig, count_parameters, detach_state
 from .tokenizer import TokenizerConfig
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
 SCHEDULES = ("cosine", "constant")
 
@@ -224,64 +225,96 @@ class _Loop:
         self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
         self.best_weights = None
         self.stop_requested = False
+        self.lr_scale = 1.0  # halved after each roll-back from a non-finite loss
+        self.rollbacks = 0
+        self.loss_sum = torch.zeros((), device=device)
 
     def run(self) -> TrainResult:
-        model, config, run = self.model, self.config, self.run_state
         self.progress.start(self._info())
-        started = time.perf_counter() - run.elapsed
-        loss_sum = torch.zeros((), device=self.device)
-        loss_count, tokens_at_log, time_at_log = 0, run.tokens, time.perf_counter()
+        self.started = time.perf_counter() - self.run_state.elapsed
+        self._reset_log_window()
+        self.model.train()
         reason = "done"
-        model.train()
         with _stop_on_signals(self):
-            while run.epoch < config.epochs and reason == "done":
-                if run.window == 0:
-                    run.state = None  # a new pass starts from zero state
-                for inputs, targets in windows(self.data.train, config.bptt, run.window, self.device):
-                    # Learning rate from how far the run has come, by steps or by time.
-                    run.elapsed = time.perf_counter() - started
-                    self._set_lr(self._progress_fraction(run))
-                    # Forward and backward over one window; the state enters detached.
-                    with self.autocast:
-                        logits, state = model(inputs, run.state)
-                        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
-                    if config.clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-                    self.optimizer.step()
-                    run.state = detach_state(state)
-                    run.step += 1
-                    run.window += 1
-                    run.tokens += targets.numel()
-                    loss_sum += loss.detach()
-                    loss_count += 1
-                    # Log: the only place the loss is read back from the device.
-                    if run.step % config.log_every == 0:
-                        now = time.perf_counter()
-                        self._log(run, loss_sum.item() / loss_count, (run.tokens - tokens_at_log) / (now - time_at_log))
-                        loss_sum.zero_()
-                        loss_count, tokens_at_log, time_at_log = 0, run.tokens, now
-                    if config.eval_every and run.step % config.eval_every == 0:
-                        reason = self._evaluate_and_save(run, started)
-                    reason = self._stop_reason(run, started, reason)
-                    if reason != "done":
-                        break
-                else:
-                    run.epoch += 1
-                    run.window = 0
-                    if not config.eval_every or not run.metrics_log or run.metrics_log[-1]["step"] != run.step:
-                        reason = self._evaluate_and_save(run, started)
-                    if reason == "done" and self.stop_requested:
-                        reason = "interrupted"
-            if loss_count:  # the steps since the last log line
-                self._log(run, loss_sum.item() / loss_count, (run.tokens - tokens_at_log) / (time.perf_counter() - time_at_log))
-            if not run.metrics_log or run.metrics_log[-1]["step"] != run.step:
-                self._evaluate_and_save(run, started, final=True)
-        result = self._result(run, reason, started)
+            while self.run_state.epoch < self.config.epochs and reason in ("done", "rolled-back"):
+                reason = self._run_epoch()
+            if self.loss_count:  # the steps since the last log line
+                self._log()
+            if not self._just_evaluated():
+                self._evaluate_and_save(final=True)
+        result = self._result(reason)
         self.progress.end(result)
         return result
+
+    def _run_epoch(self) -> str:
+        """One pass down the streams (or the rest of one, after a resume)."""
+        run, config = self.run_state, self.config
+        if run.window == 0:
+            run.state = None  # a new pass starts from zero state
+        for inputs, targets in windows(self.data.train, config.bptt, run.window, self.device):
+            self._train_step(inputs, targets)
+            reason = "done"
+            # Log: the only place the loss is read back from the device.
+            if run.step % config.log_every == 0 and not self._log():
+                return self._roll_back("training loss")
+            if config.eval_every and run.step % config.eval_every == 0:
+                reason = self._evaluate_and_save()
+            reason = self._stop_reason(reason)
+            if reason != "done":
+                return reason
+        run.epoch += 1
+        run.window = 0
+        reason = "done" if self._just_evaluated() else self._evaluate_and_save()
+        return self._stop_reason(reason)
+
+    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        run = self.run_state
+        # Learning rate from how far the run has come, by steps or by time.
+        run.elapsed = time.perf_counter() - self.started
+        self._set_lr(self._progress_fraction(run))
+        # Forward and backward over one window; the state enters detached.
+        with self.autocast:
+            logits, state = self.model(inputs, run.state)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
+        if self.config.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        run.state = detach_state(state)
+        run.step += 1
+        run.window += 1
+        run.tokens += targets.numel()
+        self.loss_sum += loss.detach()  # summed on the device: no host sync per step
+        self.loss_count += 1
+
+    def _reset_log_window(self) -> None:
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.tokens_at_log, self.time_at_log = self.run_state.tokens, time.perf_counter()
+
+    def _just_evaluated(self) -> bool:
+        log = self.run_state.metrics_log
+        return bool(log) and log[-1]["step"] == self.run_state.step
+
+    def _roll_back(self, what: str) -> str:
+        """A non-finite loss: reload the last good checkpoint and halve the learning rate."""
+        step = self.run_state.step
+        self.rollbacks += 1
+        if self.rollbacks > MAX_ROLLBACKS or not (self.out / CONFIG_FILE).exists():
+            raise TrainingDiverged(
+                f"the {what} became NaN or infinite at step {step} — lower --lr or --clip; "
+                + (f"the last good checkpoint in {self.out} is intact" if (self.out / CONFIG_FILE).exists() else "nothing was saved")
+            )
+        self.run_state = _restore(self.out, self.model, self.optimizer, self.device)
+        self.lr_scale /= 2
+        self.progress.message(
+            f"The {what} became NaN or infinite at step {step}: rolled back to step "
+            f"{self.run_state.step} and halved the learning rate."
+        )
+        self._reset_log_window()
+        return "rolled-back"
 
     def _progress_fraction(self, run: _RunState) -> float:
         fraction = run.step / max(self.total_steps, 1)
@@ -291,26 +324,29 @@ class _Loop:
 
     def _set_lr(self, fraction: float) -> None:
         config, base = self.config, self.config.learning_rate
-        lr = base
+        lr = base * self.lr_scale
         if config.schedule == "cosine":
-            lr = base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))  # decays to 10 %
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction))  # decays to 10 %
         if config.warmup and self.run_state.step < config.warmup:
             lr *= (self.run_state.step + 1) / config.warmup
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _stop_reason(self, run: _RunState, started: float, reason: str) -> str:
+    def _stop_reason(self, reason: str) -> str:
         if reason != "done":
             return reason
         if self.stop_requested:
             return "interrupted"
-        if self.config.max_steps and run.step >= self.config.max_steps:
+        if self.config.max_steps and self.run_state.step >= self.config.max_steps:
             return "max-steps"
-        if self.config.max_time and time.perf_counter() - started >= self.config.max_time:
+        if self.config.max_time and time.perf_counter() - self.started >= self.config.max_time:
             return "max-time"
         return "done"
 
-    def _log(self, run: _RunState, loss: float, tokens_per_s: float) -> None:
+    def _log(self) -> bool:
+        """Report the mean loss since the last log line; False when it is not finite."""
+        run, now = self.run_state, time.perf_counter()
+        loss = self.loss_sum.item() / self.loss_count
         self.progress.step({
             "step": run.step,
             "total_steps": self.total_steps,
@@ -319,19 +355,24 @@ class _Loop:
             "loss": loss,
             "perplexity": math.exp(min(loss, 700)),
             "bits_per_token": loss / math.log(2),
-            "tokens_per_s": tokens_per_s,
+            "tokens_per_s": (run.tokens - self.tokens_at_log) / max(now - self.time_at_log, 1e-9),
             "lr": self.optimizer.param_groups[0]["lr"],
             "elapsed": run.elapsed,
             "fraction": self._progress_fraction(run),
         })
+        self._reset_log_window()
+        return math.isfinite(loss)
 
-    def _evaluate_and_save(self, run: _RunState, started: float, final: bool = False) -> str:
+    def _evaluate_and_save(self, final: bool = False) -> str:
         """Evaluate on the validation ids, keep the best weights, save; 'early-stop' on a plateau."""
+        run = self.run_state
         metrics = evaluate_loss(
             self.model, self.data.valid, self.data.valid_chars, self.data.valid_words,
             batch=self.config.batch, bptt=max(self.config.bptt, 128), autocast=self.autocast,
         )
-        run.elapsed = time.perf_counter() - started
+        if not math.isfinite(metrics.loss):  # never save non-finite weights over a good checkpoint
+            return self._roll_back("validation loss")
+        run.elapsed = time.perf_counter() - self.started
         record = {"step": run.step, "epoch": run.epoch, "elapsed": round(run.elapsed, 2), "tokens": run.tokens,
                   **{f"valid_{k}": v for k, v in metrics.to_dict().items() if k not in ("tokens", "chars", "words")}}
         run.metrics_log.append(record)
@@ -374,8 +415,8 @@ class _Loop:
             "max_time": self.config.max_time, "resumed_at": self.run_state.step,
         }
 
-    def _result(self, run: _RunState, reason: str, started: float) -> TrainResult:
-        elapsed = time.perf_counter() - started
+    def _result(self, reason: str) -> TrainResult:
+        run, elapsed = self.run_state, time.perf_counter() - self.started
         return TrainResult(
             checkpoint=self.out, step=run.step, epoch=run.epoch, elapsed=elapsed, stop_reason=reason,
             best=run.best_record, last=run.metrics_log[-1] if run.metrics_log else {},

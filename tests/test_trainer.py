@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -130,3 +131,49 @@ def test_batch_too_large_for_the_corpus(tmp_path):
     (tmp_path / "a.txt").write_text("abc def\n" * 30)
     with pytest.raises(lm.ConfigError, match="too few for --batch 500"):
         train_tiny(tmp_path / "a.txt", tmp_path / "m", batch=500)
+
+
+def nan_after(first_bad: int, last_bad: float):
+    """A cross_entropy that returns NaN for calls first_bad..last_bad (1-based)."""
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = torch.nn.functional.cross_entropy(*args, **kwargs)
+        return loss * float("nan") if first_bad <= calls["n"] <= last_bad else loss
+
+    return SimpleNamespace(cross_entropy=flaky)
+
+
+class Messages(lm.Progress):
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+
+def run_with_nans(tmp_path, corpus_file, monkeypatch, first_bad, last_bad):
+    monkeypatch.setattr(lm.trainer, "F", nan_after(first_bad, last_bad))
+    corpus = lm.load_corpus([str(corpus_file)])
+    progress = Messages()
+    config = lm.TrainConfig(max_steps=60, eval_every=20, log_every=5, patience=0, batch=4, bptt=16, device="cpu")
+    result = lm.train(corpus, tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16), config=config, progress=progress)
+    return result, progress.lines
+
+
+def test_a_nan_loss_rolls_back_to_the_last_good_checkpoint_and_halves_the_lr(tmp_path, corpus_file, monkeypatch):
+    result, messages = run_with_nans(tmp_path, corpus_file, monkeypatch, 31, 32)
+    assert any("NaN or infinite at step 35: rolled back to step 20 and halved the learning rate" in m for m in messages)
+    assert result.step == 60 and math.isfinite(result.best["valid_loss"])
+    for name, tensor in params(tmp_path / "m").items():
+        assert torch.isfinite(tensor).all(), name
+
+
+def test_a_loss_that_stays_nan_stops_with_the_good_checkpoint_intact(tmp_path, corpus_file, monkeypatch):
+    with pytest.raises(lm.LMError, match="NaN or infinite .* lower --lr .* intact"):
+        run_with_nans(tmp_path, corpus_file, monkeypatch, 21, math.inf)
+    model, _ = lm.load(tmp_path / "m")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    steps = [json.loads(x)["step"] for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [20]
