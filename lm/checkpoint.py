@@ -182,7 +182,8 @@ def newest_checkpoint(root: Path = DEFAULT_ROOT) -> Path | None:
     root = Path(root)
     if not root.is_dir():
         return None
-    found = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG_FILE).exists()]
+    found = [p for p in root.iterdir()
+             if p.is_dir() and p.suffix not in (".staging", ".old") and (p / CONFIG_FILE).exists()]
     return max(found, key=lambda p: (p / CONFIG_FILE).stat().st_mtime, default=None)
 
 
