@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +26,7 @@ UNK = "<unk>"
 EOS = "<eos>"
 SPM_SPACE = "\u2581"  # sentencepiece's visible space, "▁"
 DEFAULT_SUBWORD_VOCAB = 4000
+COUNT_CHUNK_CHARS = 1 << 22
 SPM_SAMPLE_LINES = 2_000_000  # a bounded sample keeps sentencepiece's memory in check
 
 
@@ -148,7 +150,10 @@ class WordTokenizer(Tokenizer):
 
     @classmethod
     def train(cls, text: str, config: TokenizerConfig) -> "WordTokenizer":
-        counts = Counter(text.split())
+        counts: Counter = Counter()
+        for start in range(0, len(text), COUNT_CHUNK_CHARS):  # chunks keep the word list small
+            end = text.find("\n", start + COUNT_CHUNK_CHARS)
+            counts.update(text[start : len(text) if end < 0 else end].split())
         counts.pop(UNK, None)
         counts.pop(EOS, None)
         kept = [(w, n) for w, n in counts.most_common() if n >= config.min_count]
@@ -212,6 +217,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.pieces = [self._piece_text(i) for i in range(self.sp.get_piece_size())]
         # sentencepiece reads a literal "▁" as a space; we spell it with its UTF-8 bytes.
         self._space_mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPM_SPACE.encode()]
+        self._newline_id = self.sp.piece_to_id("\n")
 
     def _piece_text(self, i: int) -> str:
         if self.sp.is_byte(i) or self.sp.is_unknown(i) or self.sp.is_control(i):
@@ -254,10 +260,32 @@ class SentencePieceTokenizer(Tokenizer):
         return cls(model.getvalue(), config.kind)
 
     def encode(self, text: str) -> list[int]:
-        if SPM_SPACE not in text:
-            return self.sp.encode(text)
+        return self._encode_lines(text, threads=1)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.fromiter(self._encode_lines(text, threads=os.cpu_count() or 1), dtype=np.int32)
+
+    def _encode_lines(self, text: str, threads: int) -> list[int]:
+        """Each line on its own, "\n" as its own piece.
+
+        Line by line keeps a text's pieces independent of how much text surrounds it (one
+        long input can tie-break differently), and lets sentencepiece use several threads.
+        """
+        lines = text.split("\n")
+        if SPM_SPACE in text:
+            encoded = [self._encode_with_space_marks(line) for line in lines]
+        else:
+            encoded = self.sp.encode(lines, num_threads=threads)
         ids: list[int] = []
-        for n, part in enumerate(text.split(SPM_SPACE)):
+        for n, line_ids in enumerate(encoded):
+            if n:
+                ids.append(self._newline_id)
+            ids.extend(line_ids)
+        return ids
+
+    def _encode_with_space_marks(self, line: str) -> list[int]:
+        ids: list[int] = []
+        for n, part in enumerate(line.split(SPM_SPACE)):
             if n:
                 ids.extend(self._space_mark_ids)
             ids.extend(self.sp.encode(part))

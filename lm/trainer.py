@@ -228,6 +228,7 @@ class _Loop:
         self.lr_scale = 1.0  # halved after each roll-back from a non-finite loss
         self.rollbacks = 0
         self.loss_sum = torch.zeros((), device=device)
+        self.corpus_fingerprint = corpus.fingerprint()  # hashed once, not at every save
 
     def run(self) -> TrainResult:
         self.progress.start(self._info())
@@ -398,7 +399,7 @@ class _Loop:
         config = {
             "training": asdict(self.config),
             "tokenizer": self.tokenizer_config.to_dict(),
-            "corpus": {"sources": self.corpus.sources, "fingerprint": self.corpus.fingerprint(),
+            "corpus": {"sources": self.corpus.sources, "fingerprint": self.corpus_fingerprint,
                        "train_tokens": int(self.data.train.size)},
             "parameters": count_parameters(self.model),
             "metrics": run.best_record,

@@ -1,0 +1,34 @@
+"""The CUDA path: runs wherever a GPU exists, skips elsewhere."""
+import pytest
+import torch
+
+import lm
+
+from conftest import train_tiny
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_training_on_cuda_saves_a_checkpoint_that_loads_on_cpu(tmp_path, corpus_file):
+    result = train_tiny(corpus_file, tmp_path / "m", device="cuda", max_steps=40)
+    assert result.best["valid_loss"] < 3.0
+    model, tokenizer = lm.load(tmp_path / "m", device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+
+
+@cuda
+def test_cuda_and_cpu_logits_agree(tiny_checkpoints):
+    cpu_model, tokenizer = lm.load(tiny_checkpoints("char"), device="cpu")
+    gpu_model, _ = lm.load(tiny_checkpoints("char"), device="cuda")
+    ids = torch.tensor([tokenizer.encode("the clouds are in the sky")])
+    cpu_logits, _ = cpu_model(ids)
+    gpu_logits, _ = gpu_model(ids.cuda())
+    torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(lm.ConfigError, match="no CUDA GPU is available — use --device cpu"):
+        lm.trainer.pick_device("cuda")
+    assert lm.trainer.pick_device("auto").type == "cpu"
