@@ -226,5 +226,92 @@ def summary_table(result: lm.TrainResult) -> Table:
     return table
 
 
+@cli.command("eval")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@field_option(lm.evaluate.EvalConfig, "batch", "Parallel streams (1: one stream, the exact reference).")
+@field_option(lm.evaluate.EvalConfig, "bptt", "Tokens per window.")
+@field_option(lm.evaluate.EvalConfig, "overlap", "Tokens each stream after the first reads unscored before its cut (0: zero-state cuts).")
+@field_option(lm.evaluate.EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
+@field_option(lm.evaluate.EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
+@field_option(lm.evaluate.EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
+@field_option(lm.evaluate.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.SPLITS))
+@field_option(lm.evaluate.EvalConfig, "encoding", "Text encoding of the files.")
+@field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def eval_(paths, checkpoint, as_json, quiet, **options):
+    """Measure a model on text files, folders or hf:NAME[:CONFIG]: perplexity, bits per char, keyboard metrics.
+
+    The loss is summed over the whole text with the state carried; perplexity per word and
+    bits per character compare char, subword and word models. The keyboard metrics simulate
+    typing the first --keyboard-words words with a three-slot suggestion strip.
+
+    Example:
+
+        lm eval wikitext-2/test.txt -c checkpoints/wiki --max-words 50000
+    """
+    config = lm.evaluate.EvalConfig(**options)
+    with EvalBar(stderr, show=not quiet and stderr.is_terminal) as bar:
+        result = lm.evaluate.evaluate_paths(list(paths), checkpoint, config, bar)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        stdout.print(eval_table(result))
+
+
+class EvalBar(lm.evaluate.EvalProgress):
+    """A rich progress bar for each phase of `lm eval` (disabled: shows nothing)."""
+
+    PHASES = {"loss": "likelihood (tokens)", "keyboard": "keyboard (words)"}
+
+    def __init__(self, console: Console, show: bool = True):
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True, disable=not show,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def start(self, task, total):
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(self.PHASES.get(task, task), total=total)
+
+    def advance(self, n):
+        self.bar.advance(self.task, n)
+
+
+def eval_table(result) -> Table:
+    table = Table(title=f"Evaluation of {result.checkpoint}", show_header=False)
+    loss = result.loss
+    sources = ", ".join(result.sources[:3]) + (f" and {len(result.sources) - 3} more" if len(result.sources) > 3 else "")
+    sample = f"first {loss.words:,} of {result.total_words:,} words (--max-words)" if result.sampled else f"{loss.words:,} words"
+    rows = [
+        ("text", sources), ("evaluated", f"{sample}, {loss.tokens:,} tokens, {loss.chars:,} chars"),
+        ("loss / token", f"{loss.loss:.4f}"), ("perplexity / token", f"{loss.perplexity:.2f}"),
+        ("perplexity / word", f"{loss.word_perplexity:.2f}"), ("bits / char", f"{loss.bits_per_char:.4f}"),
+        ("speed", f"{result.words_per_s:,.0f} words/s on {result.device}"),
+    ]
+    keys = result.keyboard
+    if keys is not None:
+        rows += [
+            ("keyboard sample", f"first {keys.words + keys.unknown_words:,} words, {keys.unknown_words:,} <unk> skipped"),
+            ("top-1 accuracy", f"{keys.top1_accuracy:.1%}"), ("top-3 accuracy", f"{keys.top3_accuracy:.1%}"),
+            ("keystroke savings", f"{keys.keystroke_savings:.1%} ({keys.keystrokes:,} of {keys.baseline_keystrokes:,} keys)"),
+        ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
 if __name__ == "__main__":
     cli()

@@ -265,8 +265,14 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
     total_words = count_words(text)
     if config.max_words is not None:
         text = leading_words(text, config.max_words)
-    started = time.perf_counter()
-    loss = text_loss(model, tokenizer, text, config, progress)
+    # Score the text's first token too: after a newline, the natural start-of-text context.
+    context = tokenizer.encode("\n")
+    ids = np.concatenate([np.asarray(context, dtype=np.int64), token_ids(text, tokenizer)])  # [context + text]
+    progress.start("loss", len(ids) - len(context))
+    started = time.perf_counter()  # speed counts the model, not the (cached) tokenization
+    total, scored = total_nll(model, ids, config.batch, config.bptt, overlap=config.overlap,
+                              first=len(context), advance=progress.advance)
+    loss = LossMetrics(loss=total.item() / max(scored, 1), tokens=scored, chars=len(text), words=count_words(text))
     result = EvalResult("", [], total_words, loss, time.perf_counter() - started,
                         device=str(next(model.parameters()).device), config=config)
     if config.keyboard:
@@ -274,16 +280,6 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
         result.keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words), progress)
         result.keyboard_seconds = time.perf_counter() - started
     return result
-
-
-def text_loss(model, tokenizer, text: str, config: EvalConfig, progress: EvalProgress) -> LossMetrics:
-    """Every token of the text scored, the first one after a newline (the start-of-text context)."""
-    context = np.asarray(tokenizer.encode("\n"), dtype=np.int64)
-    ids = np.concatenate([context, token_ids(text, tokenizer)])  # [context + text tokens]
-    progress.start("loss", len(ids) - len(context))
-    total, scored = total_nll(model, ids, config.batch, config.bptt, overlap=config.overlap,
-                              first=len(context), advance=progress.advance)
-    return LossMetrics(loss=total.item() / max(scored, 1), tokens=scored, chars=len(text), words=count_words(text))
 
 
 def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress) -> KeyboardMetrics:

@@ -1,0 +1,64 @@
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+
+from conftest import make_text
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_text(make_text(40, seed=5))
+    return CliRunner()
+
+
+def test_eval_prints_a_summary_table(runner, tiny_checkpoints):
+    result = runner.invoke(cli, ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--no-keyboard"])
+    assert result.exit_code == 0, result.output
+    for row in ("Evaluation of", "text.txt", "perplexity / token", "perplexity / word", "bits / char", "words/s on cpu"):
+        assert row in result.output
+    assert "(--max-words)" not in result.output and "keystroke savings" not in result.output
+
+
+def test_eval_json_has_comparable_figures_and_states_the_sample(runner, tiny_checkpoints):
+    args = ["eval", "text.txt", "-c", str(tiny_checkpoints("word")), "--no-keyboard", "--json", "--max-words", "50"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["sampled"] and data["words"] == 50 and data["total_words"] == len(make_text(40, seed=5).split())
+    assert data["word_perplexity"] == pytest.approx(math.exp(data["loss"] * data["tokens"] / data["words"]))
+    assert data["bits_per_char"] == pytest.approx(data["loss"] * data["tokens"] / data["chars"] / math.log(2))
+    assert data["keyboard"] is None and data["config"]["max_words"] == 50
+
+
+def test_batch_does_not_change_the_reported_loss(runner, tiny_checkpoints):
+    losses = []
+    for batch in ("1", "8"):
+        args = ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--no-keyboard", "--json", "--batch", batch, "--overlap", "64"]
+        losses.append(json.loads(runner.invoke(cli, args).output)["loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_missing_text_is_one_error_line(runner, tiny_checkpoints):
+    result = runner.invoke(cli, ["eval", "nope.txt", "-c", str(tiny_checkpoints("char"))])
+    assert result.exit_code == 1
+    assert result.output == "Error: nope.txt does not exist — check the path\n"
+
+
+def test_missing_checkpoint_says_how_to_train_one(runner):
+    result = runner.invoke(cli, ["eval", "text.txt"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: no checkpoint found under checkpoints/ — train one first with `lm train CORPUS`, "
+        "or pass --checkpoint PATH\n"
+    )
+
+
+def test_bad_max_words_is_one_error_line(runner, tiny_checkpoints):
+    result = runner.invoke(cli, ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--max-words", "0"])
+    assert result.exit_code == 1
+    assert result.output == "Error: --max-words must be positive, not 0 — leave it out to evaluate everything\n"
