@@ -1,17 +1,22 @@
 """Keyboard metrics: how much a suggestion strip helps someone typing the text.
 
-A simulated typist writes the text word by word with a strip of three suggestions:
+A simulated typist writes the text word by word (whitespace words) with a strip of three
+suggestions:
 
-- Before the first letter of each word the strip shows next-word suggestions; whether the
-  true word is first, or among the three, gives top-1 and top-3 accuracy.
-- The typist taps the word as soon as it appears on the strip (one keystroke) and otherwise
-  types its next letter (one keystroke) and looks again. A word never offered is typed in full.
-- After a tap, whitespace the suggestion appended after the word counts toward the separator
-  when it matches the text (a tap that adds the space saves typing it); whitespace that does
-  not match (a space where the line ends) costs one backspace per character. A completion
-  without trailing whitespace leaves the separator to be typed, a key per character.
+- Before the first letter of each word the strip shows next-word suggestions. A suggestion is
+  a hit when it is the word, or the word's leading run of letters or of punctuation ("world"
+  for "world." — char and subword suggesters offer punctuation as a word of its own). Hits in
+  first place, or anywhere on the strip, give top-1 and top-3 accuracy.
+- The typist taps a suggestion as soon as one reaches the end of the word or of such a run
+  without typing anything wrong (one keystroke; the longest if several do), and otherwise
+  types the next letter (one keystroke) and looks again. A word never offered is typed in full.
+- After a tap that ends the word, whitespace the suggestion appended counts toward the
+  separator when it matches the text (a tap that adds the space saves typing it); whitespace
+  that does not match (a space where the line ends, or inside "world.") costs one backspace
+  per character. A completion without trailing whitespace leaves the separator to be typed.
 - Keystroke savings = 1 - keys pressed with the strip / keys typing every character, both
   counted over the same words and their separators (spaces and newlines are keys too).
+  Suggestions are compared exactly, case included.
 
 Words the model cannot produce (<unk>) are typed in full and left out of every figure; they
 are counted in `unknown_words`. Leading whitespace before the first word is not counted.
@@ -24,6 +29,7 @@ text is typed instead of re-reading it for every keystroke.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -113,24 +119,54 @@ def keyboard_metrics(
 
 def _type_word(session, word: str, separator: str, metrics: KeyboardMetrics) -> int:
     """Type one word with the strip, adding up its keys; returns how many letters went into the session."""
-    for typed in range(len(word)):
+    typed = 0
+    while typed < len(word):
         shown = session.suggestions(STRIP_SLOTS)
-        words = [s.word.strip() for s in shown]
+        reach = [_reach(word, typed, s.completion) for s in shown]  # letters each tap would complete
         if typed == 0:
-            metrics.top1 += words[:1] == [word]
-            metrics.top3 += word in words
-        if word in words:
-            metrics.taps += 1
-            metrics.keystrokes += typed + 1 + _keys_after_tap(shown[words.index(word)].completion, separator)
-            return typed
-        session.type(word[typed])
-    metrics.keystrokes += len(word) + len(separator)
-    return len(word)
+            metrics.top1 += bool(reach[:1]) and _is_hit(word, reach[0])
+            metrics.top3 += any(_is_hit(word, r) for r in reach)
+        best = max(range(len(shown)), key=lambda i: reach[i], default=None)
+        if best is None or reach[best] <= typed:
+            session.type(word[typed])  # nothing usable on the strip: type a letter
+            metrics.keystrokes += 1
+            typed += 1
+            continue
+        metrics.taps += 1
+        inserted = shown[best].completion[len(shown[best].completion.rstrip()):]  # whitespace after the word
+        after = separator if reach[best] == len(word) else ""
+        metrics.keystrokes += 1 + _keys_after_tap(inserted, after) - len(after)
+        session.type(word[typed: reach[best]])
+        typed = reach[best]
+    metrics.keystrokes += len(separator)
+    return typed
 
 
-def _keys_after_tap(completion: str, separator: str) -> int:
-    """Keys to finish the separator after a tap inserted `completion`."""
-    inserted = completion[len(completion.rstrip()):]  # whitespace the tap added after the word
+def _reach(word: str, typed: int, completion: str) -> int:
+    """How far into `word` tapping this completion gets (`typed` if it is wrong or ends mid-run)."""
+    core = completion.rstrip()
+    end = typed + len(core)
+    if not core or not word.startswith(core, typed) or end < len(word) and not _boundary(word, end):
+        return typed
+    return end
+
+
+def _is_hit(word: str, reach: int) -> bool:
+    """A next-word suggestion is the word, or its leading run of letters or punctuation."""
+    return reach == len(word) or 0 < reach and not any(_boundary(word, i) for i in range(1, reach))
+
+
+def _boundary(word: str, i: int) -> bool:
+    """Whether word[:i] ends a run: letters (digits, apostrophes) meet punctuation or symbols."""
+    return _is_punctuation(word[i - 1]) != _is_punctuation(word[i])
+
+
+def _is_punctuation(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "PS" and ch not in "'’"
+
+
+def _keys_after_tap(inserted: str, separator: str) -> int:
+    """Keys to finish the separator after a tap that appended the whitespace `inserted`."""
     if separator.startswith(inserted):
         return len(separator) - len(inserted)
     return len(inserted) + len(separator)  # backspace it, then type the separator

@@ -35,6 +35,19 @@ def test_eval_json_has_comparable_figures_and_states_the_sample(runner, tiny_che
     assert data["keyboard"] is None and data["config"]["max_words"] == 50
 
 
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_keyboard_metrics_on_a_bounded_sample(runner, tiny_checkpoints, kind):
+    args = ["eval", "text.txt", "-c", str(tiny_checkpoints(kind)), "--keyboard-words", "30"]
+    table = runner.invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    for row in ("keyboard sample", "first 30 words, 0 <unk> skipped", "top-1 accuracy", "top-3 accuracy", "keystroke savings"):
+        assert row in table.output
+    keyboard = json.loads(runner.invoke(cli, [*args, "--json"]).output)["keyboard"]
+    assert keyboard["words"] + keyboard["unknown_words"] == 30
+    assert 0 <= keyboard["top1_accuracy"] <= keyboard["top3_accuracy"] <= 1
+    assert keyboard["top3"] > 0 and 0 < keyboard["keystroke_savings"] < 1  # a trained model helps
+
+
 def test_batch_does_not_change_the_reported_loss(runner, tiny_checkpoints):
     losses = []
     for batch in ("1", "8"):

@@ -60,6 +60,18 @@ def test_words_never_offered_are_typed_in_full_and_unknown_words_are_skipped():
     assert metrics.to_dict()["keystroke_savings"] == pytest.approx(3 / 11)
 
 
+def test_punctuation_glued_to_a_word_is_typed_after_tapping_the_word():
+    metrics = keyboard_metrics(FakeSuggester(["hello", "world", "."]), "hello world.\n")
+    # hello: tap + space = 2 (of 6)   world.: "world" is a hit; tap, then ".", newline = 3 (of 7)
+    assert (metrics.top1, metrics.top3, metrics.taps) == (1, 2, 2)
+    assert (metrics.keystrokes, metrics.baseline_keystrokes) == (5, 13)
+
+
+def test_a_suggestion_that_stops_inside_a_run_of_letters_is_not_taken():
+    metrics = keyboard_metrics(FakeSuggester(["the"]), "therefore\n")
+    assert (metrics.top3, metrics.taps, metrics.keystrokes) == (0, 0, 10)
+
+
 def test_the_suggester_only_ever_sees_prefixes_of_the_true_text():
     suggester = FakeSuggester(RANKED)
     keyboard_metrics(suggester, TEXT)
