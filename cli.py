@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 from rich.table import Table
 
 import lm
+import lm.repl  # also loads lm.sampler, for the generate and repl commands
 from lm.model import CELLS
 from lm.tokenizer import KINDS
 from lm.trainer import OPTIMIZERS, SCHEDULES
@@ -311,6 +312,162 @@ def eval_table(result) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+@cli.command()
+@click.argument("prompt", required=False, default="")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@field_option(lm.sampler.GenerationConfig, "n", "Samples drawn at once, as one batch.")
+@field_option(lm.sampler.GenerationConfig, "max_tokens", f"Most tokens per sample (default: {lm.sampler.DEFAULT_MAX_TOKENS} unless --max-words is given).", type=int)
+@field_option(lm.sampler.GenerationConfig, "max_words", "Most words per sample.", type=int)
+@field_option(lm.sampler.GenerationConfig, "stop_at", "End a sample with its sentence or paragraph.", type=click.Choice(lm.sampler.STOP_AT))
+@field_option(lm.sampler.GenerationConfig, "stop", "End a sample after this text (repeatable).", type=str, multiple=True, show_default=False)
+@field_option(lm.sampler.GenerationConfig, "temperature", "Sampling temperature (0: greedy).")
+@field_option(lm.sampler.GenerationConfig, "top_k", "Draw from the k most likely tokens (0: all).")
+@field_option(lm.sampler.GenerationConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all).")
+@field_option(lm.sampler.GenerationConfig, "repetition_penalty", "Make tokens seen in the last --repetition-window tokens less likely (1: off).")
+@field_option(lm.sampler.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
+@field_option(lm.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
+def generate(prompt, checkpoint, as_json, **options):
+    """Continue PROMPT (or start a new text) with a trained model, streaming the text.
+
+    The prompt is read once after a newline; each new token costs one step of the model.
+
+    Example:
+
+        lm generate "The old man" --max-words 40 --temperature 0.7 --n 3
+    """
+    config = lm.sampler.GenerationConfig(**options)
+    config.validate()
+    model, tokenizer = lm.load(checkpoint)
+    generation = lm.sampler.generate(model, tokenizer, prompt, config)
+    try:
+        if as_json:
+            import json
+
+            generation.run()
+            click.echo(json.dumps({"prompt": prompt, "config": config.to_dict(), **generation.to_dict()}, indent=2, ensure_ascii=False))
+        elif config.n == 1:
+            stream_text(prompt, (piece.text for piece in generation))
+        else:
+            show_samples(prompt, generation)
+    except KeyboardInterrupt:
+        stderr.print("\nInterrupted.", highlight=False)
+        sys.exit(130)
+
+
+def stream_text(prompt: str, pieces, style: str = "") -> str:
+    """Write the prompt in bold, then each piece as it comes; end with one newline."""
+    if prompt:
+        stdout.out(prompt, style="bold", end="", highlight=False)
+    text = prompt
+    for piece in pieces:
+        stdout.out(piece, style=style, end="", highlight=False)
+        text += piece
+    if not text.endswith("\n"):
+        stdout.out("")
+    return text
+
+
+class SampleView:
+    """Live panels, one per sample, redrawn from the text so far."""
+
+    def __init__(self, prompt: str, n: int):
+        self.prompt, self.texts = prompt, [""] * n
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        return Group(*(Panel(Text(self.prompt, style="bold") + Text(text.rstrip("\n")), title=f"sample {i + 1}", title_align="left")
+                       for i, text in enumerate(self.texts)))
+
+
+def show_samples(prompt: str, generation) -> None:
+    from rich.live import Live
+
+    view = SampleView(prompt, len(generation.samples))
+    if not stdout.is_terminal:  # pipes and logs get the finished samples once
+        view.texts = [sample.text for sample in generation.run()]
+        stdout.print(view)
+        return
+    with Live(view, console=stdout, refresh_per_second=12):
+        for piece in generation:
+            view.texts[piece.index] += piece.text
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@field_option(lm.repl.ReplConfig, "temperature", "Sampling temperature (0: greedy); :temp changes it.")
+@field_option(lm.repl.ReplConfig, "top_k", "Draw from the k most likely tokens (0: all); :topk changes it.")
+@field_option(lm.repl.ReplConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all); :topp changes it.")
+@field_option(lm.repl.ReplConfig, "max_words", "Most words the model writes per turn; :len changes it.")
+@field_option(lm.repl.ReplConfig, "stop_at", "End a turn with the sentence, the paragraph or none; :until changes it.",
+              type=click.Choice([*lm.sampler.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
+@field_option(lm.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
+@field_option(lm.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
+def repl(checkpoint, **options):
+    """Write a text together with the model, turn by turn.
+
+    Type some text and press Enter: the model continues it, and both stay in the text for the
+    next turn (the state is carried, not recomputed). An empty line lets the model go on.
+    Commands start with ':' (:help lists them: :temp, :topk, :topp, :len, :reset, :undo,
+    :context, :suggest, :quit). Ctrl-C stops the model, Ctrl-D leaves. When stdin is not a
+    terminal, lines are read from it and plain text is written.
+
+    Example:
+
+        lm repl -c checkpoints/wiki --temperature 0.7
+    """
+    model, tokenizer = lm.load(checkpoint)
+    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options))
+    interactive = sys.stdin.isatty()
+    if interactive:
+        enable_line_editing()
+        stdout.print("Type text for the model to continue; :help lists the commands, Ctrl-D leaves.", style="dim")
+    while (line := read_line(interactive)) is not None:
+        reply = session.handle(line)
+        if reply.quit:
+            break
+        show_reply(session, reply, interactive)
+
+
+def enable_line_editing() -> None:
+    """input() gains line editing and history once readline is loaded."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:  # not on every platform; input() still works
+        pass
+
+
+def read_line(interactive: bool) -> str | None:
+    """The next input line, or None at the end (Ctrl-D, end of stdin)."""
+    while True:
+        try:
+            if interactive:
+                return input("> ")
+            line = sys.stdin.readline()
+            return line or None
+        except EOFError:
+            return None
+        except KeyboardInterrupt:  # at the prompt: drop the line, as Python's REPL does
+            if not interactive:
+                return None
+            stdout.out("")
+
+
+def show_reply(session, reply, interactive: bool) -> None:
+    if reply.text:
+        stdout.out(reply.text, highlight=False)
+    if reply.stream is None:
+        return
+    try:
+        stream_text("", reply.stream, style="cyan" if interactive else "")
+    except KeyboardInterrupt:
+        session.stop()  # what was shown stays in the text
+        stdout.out(" [stopped]", style="dim", highlight=False)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,246 @@
 """The sampler: a model plus the hidden state of the text read so far.
 
 Text is read once; every token after it costs one step of the model, never a re-read of the
-prefix. The sampler drives generation, the REPL and suggestions.
+prefix (as in pytorch/examples' word_language_model generate.py). The sampler drives
+generation, the REPL and suggestions.
+
+Decoding is a chain of small functions on [batch, vocab] logits, one step each (the steps of
+nanoGPT's `generate`): repetition guard, temperature, top-k, top-p, then a draw or argmax.
 """
 from __future__ import annotations
 
+import codecs
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
 import torch
 
-from .model import map_state
+from .errors import ConfigError
+from .model import map_state, select_state
+
+START_TEXT = "\n"  # there is no BOS token: a text starts where a line starts
+DEFAULT_MAX_TOKENS = 200  # when neither max_tokens nor max_words is given
+TOKENS_PER_WORD = 32  # a max_words run also ends after this many tokens per word
+HISTORY_LIMIT = 1024  # token ids a sampler remembers for the repetition guard
+STOP_AT = ("sentence", "paragraph")
+SENTENCE_MARKS = (".", "!", "?", "…")
+CLOSERS = "\"'”’)]»"
+BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@dataclass
+class GenerationConfig:
+    """How to continue a text. The `lm generate` flags fill it by the same names."""
+
+    n: int = 1  # samples drawn at once, as one batch
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS, unless max_words is set
+    max_words: int | None = None  # whitespace words of generated text
+    stop_at: str | None = None  # "sentence" or "paragraph"
+    stop: tuple[str, ...] = ()  # end after the token that completes one of these strings
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 0  # keep the k most likely tokens (0: off)
+    top_p: float = 1.0  # keep the smallest set holding this much probability (1: off)
+    repetition_penalty: float = 1.1  # on tokens seen in the last repetition_window (1: off)
+    repetition_window: int = 64
+    seed: int | None = None  # None: a fresh seed, reported on the Generation
+
+    def validate(self) -> None:
+        positive = {"n": self.n, "max_tokens": self.max_tokens, "max_words": self.max_words,
+                    "repetition_window": self.repetition_window}
+        for name, value in positive.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"--{_flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
+        if self.repetition_window > HISTORY_LIMIT:
+            raise ConfigError(f"--repetition-window is at most {HISTORY_LIMIT}, not {self.repetition_window} — pick a smaller window")
+        if not self.temperature >= 0:
+            raise ConfigError(f"--temperature must be 0 or more, not {self.temperature!r} — 0 is greedy, 1 samples as trained")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ConfigError(f"--top-k must be 0 (off) or a positive integer, not {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], not {self.top_p!r} — 1 switches it off, 0.9 is usual")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"--repetition-penalty must be above 0, not {self.repetition_penalty!r} — 1 switches it off")
+        if self.stop_at is not None and self.stop_at not in STOP_AT:
+            raise ConfigError(f"--stop-at must be one of {', '.join(STOP_AT)}, not {self.stop_at!r}")
+        if any(not s for s in self.stop):
+            raise ConfigError("--stop strings must not be empty — drop the empty one")
+
+    @property
+    def token_limit(self) -> int:
+        """The most tokens one sample may take."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        if self.max_words is not None:
+            return self.max_words * TOKENS_PER_WORD
+        return DEFAULT_MAX_TOKENS
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# One decoding step each, on [batch, vocab] logits.
+
+def repetition_guard(logits: torch.Tensor, recent: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make recently seen tokens less likely (CTRL, Keskar et al. 2019): positive logits are
+    divided by the penalty and negative ones multiplied, so both move towards unlikely.
+
+    Args:
+        logits: [batch, vocab].
+        recent: [batch, window] ids of the tokens to penalise (repeats allowed).
+    """
+    if penalty == 1 or recent.numel() == 0:
+        return logits
+    scores = logits.gather(1, recent)  # [batch, window]
+    scores = torch.where(scores > 0, scores / penalty, scores * penalty)
+    return logits.scatter(1, recent, scores)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sharpen (below 1) or flatten (above 1) the distribution; temperature must be above 0."""
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep exactly the k highest logits of each row (-inf elsewhere); k=0 keeps all."""
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    top = torch.topk(logits, k, dim=-1)  # values and indices [batch, k]
+    return torch.full_like(logits, float("-inf")).scatter(1, top.indices, top.values)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling (Holtzman et al. 2020): keep the most likely tokens until their
+    probability reaches p (-inf elsewhere); the most likely token always stays."""
+    if p >= 1:
+        return logits
+    ranked, order = logits.sort(dim=-1, descending=True)  # [batch, vocab]
+    probs = ranked.softmax(-1)
+    # A token is dropped when the tokens ranked above it already hold p.
+    drop = probs.cumsum(-1) - probs >= p
+    ranked = ranked.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter(1, order, ranked)
+
+
+def next_tokens(logits: torch.Tensor, recent: torch.Tensor, config: GenerationConfig,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One decoding step: [batch, vocab] logits -> [batch] token ids."""
+    logits = repetition_guard(logits, recent, config.repetition_penalty)
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    logits = apply_temperature(logits, config.temperature)
+    logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [batch]
+
+
+class TextStream:
+    """Turns token ids into text as they come, for any tokenizer kind.
+
+    Sentencepiece byte pieces are held back until they form complete UTF-8; word models get a
+    space between words and a newline for <eos>. Concatenated, the pieces equal
+    `tokenizer.decode(ids)` for ids that start a line.
+    """
+
+    def __init__(self, tokenizer, last_char: str = START_TEXT):
+        self.tokenizer = tokenizer
+        self.lead = last_char  # the character before the stream's first piece
+        self.last_char = last_char  # the character before the next piece
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._word = tokenizer.kind == "word"
+
+    def push(self, token: int, commit: bool = True) -> str:
+        """The text this token adds (possibly ""); with commit=False nothing changes."""
+        if self._word:
+            text = self._word_text(token)
+        else:
+            saved = self._decoder.getstate()
+            text = self._decoder.decode(self._piece_bytes(token))
+            if not commit:
+                self._decoder.setstate(saved)
+        if commit and text:
+            self.last_char = text[-1]
+        return text
+
+    def flush(self) -> str:
+        """Whatever an unfinished byte sequence stands for (replacement characters)."""
+        return "" if self._word else self._decoder.decode(b"", final=True)
+
+    def _word_text(self, token: int) -> str:
+        if token == self.tokenizer.eos_id:
+            return "\n"
+        space = "" if self.last_char.isspace() or not self.last_char else " "
+        return space + self.tokenizer.pieces[token]
+
+    def _piece_bytes(self, token: int) -> bytes:
+        sp = getattr(self.tokenizer, "sp", None)
+        if sp is not None and sp.is_byte(token):
+            return bytes([int(BYTE_PIECE.fullmatch(sp.id_to_piece(token)).group(1), 16)])
+        return self.tokenizer.pieces[token].encode("utf-8")
+
+
+def count_word_starts(last_char: str, text: str) -> int:
+    """How many whitespace words begin in `text`, given the character before it."""
+    starts = 0
+    for ch in text:
+        if not ch.isspace() and (not last_char or last_char.isspace()):
+            starts += 1
+        last_char = ch
+    return starts
+
+
+@dataclass
+class Piece:
+    """One generated token of one sample, and the text it adds ("" while a character is incomplete)."""
+
+    index: int  # which sample
+    token: int
+    text: str
+
+
+@dataclass
+class Sample:
+    """One generated continuation."""
+
+    text: str = ""
+    ids: list[int] = field(default_factory=list)
+    words: int = 0
+    stop_reason: str | None = None  # max_tokens, max_words, stop, sentence, paragraph; None while running
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": len(self.ids), "words": self.words, "stop_reason": self.stop_reason}
+
+
+class Generation:
+    """A running generation. Iterate it for `Piece`s as they are produced; `samples` fills as it goes."""
+
+    def __init__(self, sampler: "Sampler", config: GenerationConfig):
+        config.validate()
+        self.config = config
+        self.samples = [Sample() for _ in range(config.n)]
+        self.generator = torch.Generator(device=sampler.device)
+        if config.seed is None:
+            self.seed = self.generator.seed()  # a fresh seed, kept so a run can be repeated
+        else:
+            self.seed = config.seed
+            self.generator.manual_seed(config.seed)
+        self._pieces = sampler._generate(config, self.samples, self.generator)
+
+    def __iter__(self) -> Iterator[Piece]:
+        return self._pieces
+
+    def run(self) -> list[Sample]:
+        """Generate to the end; returns the samples."""
+        for _ in self._pieces:
+            pass
+        return self.samples
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "samples": [s.to_dict() for s in self.samples]}
 
 
 class Sampler:
@@ -16,6 +249,8 @@ class Sampler:
     Attributes:
         state: what the cell carries after the text fed so far (None before any text).
         logits: [vocab] raw next-token logits after the last token fed (None before any).
+        recent: the last token ids fed or generated (for the repetition guard).
+        last_char: the last character of the text so far (word spacing and word counts).
     """
 
     def __init__(self, model, tokenizer, state=None, logits: torch.Tensor | None = None):
@@ -24,6 +259,8 @@ class Sampler:
         self.device = next(model.parameters()).device
         self.state = state
         self.logits = logits
+        self.recent: list[int] = []
+        self.last_char = START_TEXT
 
     @torch.inference_mode()
     def feed_ids(self, ids: list[int]) -> torch.Tensor | None:
@@ -33,18 +270,130 @@ class Sampler:
         x = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, time]
         logits, self.state = self.model(x, self.state)
         self.logits = logits[0, -1].float()
+        self.recent = (self.recent + list(ids))[-HISTORY_LIMIT:]
+        self.last_char = self.tokenizer.decode(ids[-4:])[-1:] or self.last_char
         return self.logits
 
     def feed(self, text: str) -> torch.Tensor | None:
         """Advance the state over a text; returns the next-token logits [vocab]."""
-        return self.feed_ids(self.tokenizer.encode(text))
+        logits = self.feed_ids(self.tokenizer.encode(text))
+        self.last_char = text[-1:] or self.last_char  # exact even where decode would differ
+        return logits
 
     def copy(self) -> "Sampler":
         """An independent sampler at the same point, to branch from the same context."""
         state = map_state(self.state, lambda t: t.clone())
         logits = None if self.logits is None else self.logits.clone()
-        return Sampler(self.model, self.tokenizer, state, logits)
+        twin = Sampler(self.model, self.tokenizer, state, logits)
+        twin.recent, twin.last_char = list(self.recent), self.last_char
+        return twin
 
     def reset(self) -> None:
         """Forget the context."""
         self.state, self.logits = None, None
+        self.recent, self.last_char = [], START_TEXT
+
+    def generate(self, config: GenerationConfig | None = None) -> Generation:
+        """Continue the text fed so far (the newline context if none), streaming as it goes.
+
+        With n=1 the sampler follows what it writes, token by token, so a later feed or
+        generate continues the generated text, even after the caller stops early; copy()
+        first to branch. With n>1 the sampler stays where it is; each Sample keeps its ids.
+
+        Raises:
+            ConfigError: a setting is out of range.
+        """
+        return Generation(self, config or GenerationConfig())
+
+    @torch.inference_mode()
+    def _generate(self, config: GenerationConfig, samples: list[Sample], generator) -> Iterator[Piece]:
+        if self.logits is None:
+            self.feed(START_TEXT)
+        n, follow = config.n, config.n == 1
+        state = map_state(self.state, lambda t: t.repeat(1, n, 1))  # [layers, n, hidden]
+        logits = self.logits.expand(n, -1)  # [n, vocab]
+        window = self.recent[-config.repetition_window:]
+        recent = torch.tensor(window, dtype=torch.long, device=self.device).expand(n, -1)  # [n, window]
+        streams = [TextStream(self.tokenizer, self.last_char) for _ in range(n)]
+        active = list(range(n))  # the sample each batch row belongs to
+        while active:
+            tokens = next_tokens(logits, recent, config, generator).tolist()
+            outcomes = [self._take(samples[i], streams[i], t, config) for i, t in zip(active, tokens)]
+            # Feed the tokens that were emitted and go on (or that the sampler follows).
+            fed = [r for r, (text, stop) in enumerate(outcomes) if text is not None and (stop is None or follow)]
+            if fed:
+                rows = torch.tensor(fed, dtype=torch.long, device=self.device)
+                x = torch.tensor([[tokens[r]] for r in fed], device=self.device)  # [fed, 1]
+                if len(fed) < len(active):
+                    state, recent = select_state(state, rows), recent.index_select(0, rows)
+                out, state = self.model(x, state)
+                logits = out[:, -1].float()  # [fed, vocab]
+                recent = torch.cat([recent, x], 1)[:, -config.repetition_window:]  # [fed, <=window]
+                if follow:
+                    self._follow(state, logits[0], tokens[0], streams[0])
+            for r, (text, stop) in enumerate(outcomes):
+                if text is not None:
+                    yield Piece(active[r], tokens[r], text)
+            going = [j for j, r in enumerate(fed) if outcomes[r][1] is None]
+            if going and len(going) < len(fed):
+                keep = torch.tensor(going, dtype=torch.long, device=self.device)
+                state, logits, recent = select_state(state, keep), logits[keep], recent[keep]
+            active = [active[fed[j]] for j in going]
+
+    def _follow(self, state, logits: torch.Tensor, token: int, stream: TextStream) -> None:
+        """Move this sampler to the end of the single sample being generated."""
+        self.state, self.logits = state, logits
+        self.recent = (self.recent + [token])[-HISTORY_LIMIT:]
+        self.last_char = stream.last_char
+
+    @staticmethod
+    def _take(sample: Sample, stream: TextStream, token: int, config: GenerationConfig):
+        """Add a drawn token to a sample: (text it added or None if refused, reason to stop or None)."""
+        before = stream.last_char
+        text = stream.push(token, commit=False)
+        words = sample.words + count_word_starts(before, text)
+        if config.max_words is not None and words > config.max_words:
+            sample.stop_reason = "max_words"  # the token would start one word too many: not emitted
+            return None, sample.stop_reason
+        stream.push(token)
+        sample.ids.append(token)
+        sample.text += text
+        sample.words = words
+        sample.stop_reason = _stop_reason(sample, text, stream.lead, config)
+        return text, sample.stop_reason
+
+
+def _stop_reason(sample: Sample, text: str, lead: str, config: GenerationConfig) -> str | None:
+    """Why the sample ends after adding `text` (lead: the character before the sample)."""
+    if any(_completes(sample.text, text, s) for s in config.stop):
+        return "stop"
+    if config.stop_at is not None and "\n" in text:
+        before = sample.text[: len(sample.text) - len(text) + text.index("\n")]
+        if before.strip():  # a line the sample wrote something on has ended
+            return config.stop_at
+    if config.stop_at == "sentence" and text.rstrip().rstrip(CLOSERS).endswith(SENTENCE_MARKS):
+        if any(ch.isalnum() for ch in lead + sample.text):
+            return "sentence"
+    if len(sample.ids) >= config.token_limit:
+        return "max_tokens"
+    return None
+
+
+def _completes(whole: str, added: str, stop: str) -> bool:
+    """Whether `stop` occurs in `whole` ending inside its last `added` characters."""
+    return whole.find(stop, max(0, len(whole) - len(added) - len(stop) + 1)) >= 0
+
+
+def generate(model, tokenizer, prompt: str = "", config: GenerationConfig | None = None) -> Generation:
+    """Continue a prompt, read after the newline context (with no prompt, start a new text).
+
+    Returns a Generation: iterate it for pieces as they come, or call `.run()` for the samples.
+
+    Raises:
+        ConfigError: a setting is out of range.
+    """
+    config = config or GenerationConfig()
+    config.validate()
+    sampler = Sampler(model, tokenizer)
+    sampler.feed(START_TEXT + prompt)
+    return sampler.generate(config)
