@@ -1,0 +1,552 @@
+"""Keyboard-style suggestions: the next words, or the rest of a half-typed word.
+
+Suggestions are whole words for every tokenizer. A word model ranks its vocabulary. Char and
+subword models search over pieces with a small beam, one model call per step for all beams;
+a word's probability is the product of its pieces' probabilities times the probability that
+the word ends there (the next piece starts with whitespace or punctuation), summed over the
+piece sequences that spell it.
+
+A half-typed word backs off to the last word boundary: the context before it is read once and
+the search follows only pieces that agree with the typed prefix, so "s" still finds "sky"
+when the model spells it " sk" + "y". Probabilities are conditional on the typed prefix.
+
+The context is read in a canonical way, word groups first and then word by word, so that a
+`SuggestionSession` which keeps the state of every word boundary as the text is typed gives
+exactly the numbers `Suggester.suggest` gives for the whole text.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+
+from .errors import ConfigError
+from .model import select_state
+
+START = "\n"  # there is no BOS token: a text starts where a line starts
+GROUP_WORDS = 32  # whole groups of this many words are read in one model call
+MAX_MARKS = 4 * GROUP_WORDS  # word-boundary states a session keeps (older ones are re-read)
+MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no suggestions
+SENTENCE_END = ".!?…\n"
+JOINERS = "'’"  # apostrophes stay inside words: don't, it's
+SEGMENT = re.compile(r"\s*\S+|\s+")  # one word with the whitespace before it
+
+# Character classes, and what a beam hypothesis is doing.
+SPACE, LETTER, PUNCT = -1, 0, 1  # a word is a run of letters or a run of punctuation
+START_WORD, INSIDE = 2, 3  # no letter of the word yet; still inside the typed prefix
+
+
+@dataclass
+class SuggestConfig:
+    """How many suggestions and how hard to search for them."""
+
+    k: int = 3
+    beam_width: int = 8  # live piece sequences per search step
+    max_depth: int = 16  # search steps after the typed prefix (char models: longest word)
+    punctuation_min: float = 0.3  # punctuation is offered only when at least this likely
+
+    def validate(self) -> None:
+        for name in ("k", "beam_width", "max_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, not {value!r} — try the default")
+        if not 0.0 <= self.punctuation_min <= 1.0:
+            raise ConfigError(f"punctuation-min must be in [0, 1], not {self.punctuation_min!r}")
+
+
+@dataclass
+class Suggestion:
+    """One word on the suggestion strip."""
+
+    word: str  # the whole word as shown
+    probability: float  # for a half-typed word: conditional on the typed prefix
+    completion: str  # text to append to the typed text to get the word
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@lru_cache(maxsize=65536)
+def char_class(ch: str) -> int:
+    """SPACE, LETTER (letters, digits, marks, apostrophes) or PUNCT (punctuation and symbols)."""
+    if ch.isspace():
+        return SPACE
+    if ch in JOINERS:
+        return LETTER
+    return PUNCT if unicodedata.category(ch)[0] in "PS" else LETTER
+
+
+def word_end(text: str, cls: int) -> int:
+    """Index of the first character of `text` that cannot continue a word of class `cls`."""
+    for i, ch in enumerate(text):
+        if char_class(ch) != cls:
+            return i
+    return len(text)
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A typed text split where decoding backs off to: context, whitespace, typed part of the word."""
+
+    context_end: int  # text[:context_end] is read as context
+    lead: str  # whitespace the next word starts with ("" at a line start or after a bracket)
+    partial: str  # the typed part of the word ("" for next-word suggestions)
+    prefix: str  # put before each completion: " " after punctuation typed without a space
+    sentence_start: bool  # capitalise the suggestions
+
+    @property
+    def too_long(self) -> bool:
+        return len(self.partial) > MAX_WORD_CHARS
+
+    def fragments(self) -> list[str]:
+        """What the next text must start with; a capitalised prefix also matches the word in lower case."""
+        variants = [self.partial]
+        if self.partial[:1].isupper():
+            variants += [self.partial[:1].lower() + self.partial[1:], self.partial.lower()]
+        # Lower-casing can change the length ("İ"): such variants would not line up with the typed text.
+        kept = [v for v in dict.fromkeys(variants) if len(v) == len(self.partial)]
+        return [self.lead + v for v in kept]
+
+    def present(self, word: str) -> str:
+        """The word as typed so far, with the rest cased like the typed prefix or the sentence."""
+        if self.partial:
+            rest = word[len(self.partial):]
+            return self.partial + (rest.upper() if len(self.partial) > 1 and self.partial.isupper() else rest)
+        return word[:1].upper() + word[1:] if self.sentence_start else word
+
+
+def split_typed(text: str, by_whitespace: bool = False) -> Typed:
+    """Split a text into the context to read and the word being typed.
+
+    Args:
+        by_whitespace: word models: a word is any run of non-whitespace (their vocabulary's unit).
+    """
+    if by_whitespace:
+        in_word = lambda ch: not ch.isspace()  # noqa: E731
+    else:
+        in_word = lambda ch: char_class(ch) == LETTER  # noqa: E731
+    start = len(text)
+    while start > 0 and in_word(text[start - 1]) and len(text) - start <= MAX_WORD_CHARS:
+        start -= 1
+    partial, before = text[start:], text[start - 1] if start else START
+    sentence_start = _sentence_start(text, start)
+    if by_whitespace:
+        return Typed(start, "", partial, "", sentence_start)
+    if before.isspace() and before != START:  # "the s", "the ": the word starts with this space
+        return Typed(start - 1, before, partial, "", sentence_start)
+    if partial or before == START:  # a line start, or a word right after punctuation ("hi,th")
+        return Typed(start, "", partial, "", sentence_start)
+    # Punctuation typed without a space after it: the next word follows a space, except after
+    # an opening bracket or quote.
+    space = "" if unicodedata.category(before) in ("Ps", "Pi") else " "
+    return Typed(start, space, "", space, sentence_start)
+
+
+def _sentence_start(text: str, end: int) -> bool:
+    while end > 0 and text[end - 1] in " \t":
+        end -= 1
+    return end == 0 or text[end - 1] in SENTENCE_END
+
+
+class _PieceTable:
+    """What each piece does to a word, worked out once per tokenizer.
+
+    For a word of class LETTER or PUNCT, and for a word not started yet (START_WORD), a piece
+    either ends the word (`ends`), extends it and leaves it open (`grows`), finishes it inside
+    the piece (`splits`: id and the cut), or is not allowed (byte, <unk> and control pieces,
+    and whitespace where the word has not started).
+    """
+
+    def __init__(self, pieces: list[str], device: torch.device):
+        self.pieces = pieces
+        self.first = [char_class(p[0]) if p else SPACE for p in pieces]
+        ends = torch.zeros(4, len(pieces), dtype=torch.bool)  # [mode, vocab]; INSIDE rows stay empty
+        grows = torch.zeros(4, len(pieces), dtype=torch.bool)  # [mode, vocab]
+        splits: dict[int, list[tuple[int, int]]] = {LETTER: [], PUNCT: [], START_WORD: []}
+        for i, piece in enumerate(pieces):
+            if not piece:
+                continue
+            for mode in (LETTER, PUNCT, START_WORD):
+                first = self.first[i]
+                if mode != START_WORD and first != mode:
+                    ends[mode, i] = True
+                elif first != SPACE:
+                    cut = word_end(piece, first)
+                    if cut == len(piece):
+                        grows[mode, i] = True
+                    else:
+                        splits[mode].append((i, cut))
+        self.ends, self.grows = ends.to(device), grows.to(device)
+        # mode -> (ids on the device, the same ids as a list, cuts)
+        self.splits = {m: (torch.tensor([i for i, _ in s], dtype=torch.long, device=device), [i for i, _ in s],
+                           [c for _, c in s]) for m, s in splits.items()}
+        ordered = sorted((p, i) for i, p in enumerate(pieces) if p)
+        self.sorted_texts = [p for p, _ in ordered]
+        self.sorted_ids = [i for _, i in ordered]
+        self.by_text: dict[str, list[int]] = defaultdict(list)
+        for p, i in ordered:
+            self.by_text[p].append(i)
+        self.longest = max((len(p) for p in pieces), default=0)
+
+    def agreeing(self, rest: str) -> list[int]:
+        """Ids of pieces that agree with `rest` on their common length (either may be longer)."""
+        ids = [i for n in range(1, min(len(rest), self.longest + 1)) for i in self.by_text.get(rest[:n], ())]
+        j = bisect.bisect_left(self.sorted_texts, rest)
+        while j < len(self.sorted_texts) and self.sorted_texts[j].startswith(rest):
+            ids.append(self.sorted_ids[j])
+            j += 1
+        return ids
+
+
+@dataclass
+class _Options:
+    """What each allowed piece does to a hypothesis still inside the typed prefix."""
+
+    next: dict[int, tuple[str, int]]  # piece id -> (text, mode) of the hypothesis it leads to
+    next_ids: torch.Tensor  # the keys of `next`
+    crossing_ids: torch.Tensor  # pieces that reach the end of the typed prefix
+    finished_ids: torch.Tensor  # pieces that also finish a word...
+    finished_words: list[str]  # ...this one
+
+
+class _Vocabulary:
+    """Word-model vocabulary sorted by text, so a prefix is one contiguous range."""
+
+    def __init__(self, tokenizer, device: torch.device):
+        special = {tokenizer.unk_id, getattr(tokenizer, "eos_id", tokenizer.unk_id)}
+        ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in special)
+        self.texts = [w for w, _ in ordered]
+        self.ids = torch.tensor([i for _, i in ordered], dtype=torch.long, device=device)
+
+    def matching(self, prefix: str) -> torch.Tensor:
+        """Ids of the words that start with `prefix`."""
+        lo = bisect.bisect_left(self.texts, prefix)
+        hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff")
+        return self.ids[lo:hi]
+
+
+@dataclass
+class _Mark:
+    """The model after reading the text up to `end` (`words` words of the context)."""
+
+    end: int
+    words: int
+    state: object
+    logits: torch.Tensor  # [vocab] next-token logits
+
+
+class Suggester:
+    """Suggests whole next words, or completions of a half-typed word, from a model."""
+
+    def __init__(self, model, tokenizer, config: SuggestConfig | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or SuggestConfig()
+        self.config.validate()
+        self.device = next(model.parameters()).device
+        # Tokens per model call while reading: bounds the [1, time, vocab] logits to ~16 MB.
+        self.chunk = max(16, min(2048, 2**22 // tokenizer.vocab_size))
+        self.by_whitespace = tokenizer.kind == "word"
+        if self.by_whitespace:
+            self._vocabulary, self._find = _Vocabulary(tokenizer, self.device), self._rank
+        else:
+            self._table, self._find = _PieceTable(tokenizer.pieces, self.device), self._search
+        self._options = lru_cache(maxsize=1024)(self._fragment_options)
+        self._start: _Mark | None = None
+
+    def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
+        """Next words if `text` ends in whitespace (or is empty), else completions of its last word.
+
+        Args:
+            k: how many (default: the config's k).
+        Returns:
+            Up to k suggestions, most likely first; empty when nothing fits the typed prefix.
+        """
+        return SuggestionSession(self, text).suggestions(k)
+
+    def start(self) -> _Mark:
+        """The model at the start of a text (after a newline)."""
+        if self._start is None:
+            state, logits = self.read(None, None, START)
+            self._start = _Mark(0, 0, state, logits)
+        return self._start
+
+    @torch.inference_mode()
+    def read(self, state, logits, text: str):
+        """Advance (state, logits) over a text, a bounded number of tokens per model call."""
+        ids = self.tokenizer.encode(text)
+        for at in range(0, len(ids), self.chunk):
+            x = torch.tensor([ids[at: at + self.chunk]], dtype=torch.long, device=self.device)  # [1, time]
+            out, state = self.model(x, state)  # [1, time, vocab]
+            logits = out[0, -1].float()
+        return state, logits
+
+    def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None) -> list[Suggestion]:
+        """Suggestions for the typed word, given the model after its context."""
+        k = self.config.k if k is None else k
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer, not {k!r} — ask for at least one suggestion")
+        if typed.too_long:
+            return []
+        words = self._conditional(mark, typed, k)
+        strip = self._present(words, typed)
+        # A typed word that is itself complete ("the") may be followed by the next word (" sky").
+        complete = sum(words.get(f[len(typed.lead):], 0.0) for f in typed.fragments()) if typed.partial else 0.0
+        if complete > (strip[k - 1].probability if len(strip) >= k else 0.0):
+            strip += self._after_typed_word(mark, typed, complete, k)
+        best: dict[str, Suggestion] = {}
+        for s in sorted(strip, key=lambda s: (-s.probability, s.word, s.completion)):
+            best.setdefault(s.word, s)
+        return list(best.values())[:k]
+
+    def _conditional(self, mark: _Mark, typed: Typed, k: int) -> dict[str, float]:
+        """Words that can follow the context, with their probability given the typed prefix."""
+        words: dict[str, float] = defaultdict(float)
+        reached = 0.0  # probability that the text goes on with the typed prefix
+        for fragment in typed.fragments():
+            found, mass = self._find(mark, fragment, len(typed.lead), k)
+            reached += mass
+            for word, p in found.items():
+                words[word] += p
+        return {w: min(p / reached, 1.0) for w, p in words.items()} if reached > 0.0 else {}
+
+    def _after_typed_word(self, mark: _Mark, typed: Typed, complete: float, k: int) -> list[Suggestion]:
+        """Next words after the typed word taken as finished, weighted by how likely it is finished."""
+        state, logits = self.read(mark.state, mark.logits, typed.lead + typed.partial)
+        after = Typed(mark.end, "" if self.by_whitespace else " ", "", " ", False)
+        words = self._conditional(_Mark(mark.end, mark.words, state, logits), after, k)
+        return self._present({w: p * complete for w, p in words.items()}, after)
+
+    def _present(self, words: dict[str, float], typed: Typed) -> list[Suggestion]:
+        """Keyboard conventions: punctuation only when likely, casing from the context; best first."""
+        shown: dict[str, float] = defaultdict(float)
+        for word, p in words.items():
+            if char_class(word[0]) == PUNCT and p < self.config.punctuation_min:
+                continue
+            shown[typed.present(word)] += p
+        best = sorted(shown.items(), key=lambda wp: (-wp[1], wp[0]))
+        return [Suggestion(w, min(p, 1.0), typed.prefix + w[len(typed.partial):]) for w, p in best]
+
+    @torch.inference_mode()
+    def _rank(self, mark: _Mark, fragment: str, lead: int, k: int) -> tuple[dict[str, float], float]:
+        """Word models: the vocabulary's words that start with `fragment`, and their total probability."""
+        probs = torch.softmax(mark.logits, -1)  # [vocab]
+        ids = self._vocabulary.matching(fragment)
+        matching = probs[ids]  # [matching]
+        # Extra candidates leave room for punctuation dropped and cases merged later.
+        top = matching.topk(min(len(ids), 4 * k + 8))
+        pieces = self.tokenizer.pieces
+        words = {pieces[i]: p for p, i in zip(top.values.tolist(), ids[top.indices].tolist())}
+        return words, matching.sum().item()
+
+    @torch.inference_mode()
+    def _search(self, mark: _Mark, fragment: str, lead: int, k: int) -> tuple[dict[str, float], float]:
+        """Char and subword models: beam search over pieces for words that start with `fragment`.
+
+        Returns:
+            word -> probability that the text goes on with `fragment` and then exactly this word,
+            and the probability that it goes on with `fragment` at all.
+        """
+        words: dict[str, float] = defaultdict(float)
+        texts, modes = [""], [INSIDE if fragment else START_WORD]
+        reached = 0.0 if fragment else 1.0
+        state, logits = mark.state, mark.logits[None]  # [beam, vocab]
+        logp = torch.zeros(1, device=self.device)  # [beam]
+        for _ in range(len(fragment) + self.config.max_depth):
+            scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
+            reached += self._collect(texts, modes, scores, fragment, lead, words)
+            parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k))
+            if not texts:
+                break
+            state = select_state(state, parents)
+            logits, state = self.model(ids[:, None], state)  # ids [beam, 1] -> logits [beam, 1, vocab]
+            logits = logits[:, -1]  # [beam, vocab]
+        return words, reached
+
+    def _collect(self, texts, modes, scores, fragment, lead, words) -> float:
+        """Add the words each hypothesis finishes at this step; returns the mass reaching the prefix's end."""
+        table, reached = self._table, 0.0
+        mode_index = torch.tensor(modes, device=self.device)
+        ended = torch.logsumexp(scores.masked_fill(~table.ends[mode_index], -math.inf), -1).exp().tolist()  # [beam]
+        for b, (text, mode) in enumerate(zip(texts, modes)):
+            if mode == INSIDE:
+                options = self._options(fragment, lead, len(text))
+                reached += torch.logsumexp(scores[b, options.crossing_ids], 0).exp().item()
+                finishing = zip(options.finished_words, scores[b, options.finished_ids].exp().tolist())
+            else:
+                if text:
+                    words[text] += ended[b]
+                split_ids, id_list, cuts = table.splits[mode]
+                chosen = scores[b, split_ids].exp().tolist()
+                finishing = ((text + table.pieces[i][:c], p) for i, c, p in zip(id_list, cuts, chosen))
+            for word, p in finishing:
+                if p > 0.0:
+                    words[word] += p
+        return reached
+
+    def _extend(self, texts, modes, scores, fragment, lead, floor):
+        """The best `beam_width` one-piece extensions of all hypotheses together."""
+        table = self._table
+        allowed = table.grows[torch.tensor(modes, device=self.device)]  # [beam, vocab]
+        for b, (text, mode) in enumerate(zip(texts, modes)):
+            if mode == INSIDE:
+                allowed[b, self._options(fragment, lead, len(text)).next_ids] = True
+        flat = scores.masked_fill(~allowed, -math.inf).flatten()  # [beam * vocab]
+        top = flat.topk(min(self.config.beam_width, flat.numel()))
+        keep = top.values > floor  # also drops the -inf of pieces not allowed
+        values, index = top.values[keep], top.indices[keep]
+        vocab = scores.shape[1]
+        parents, ids = index // vocab, index % vocab
+        new_texts, new_modes = [], []
+        for b, i in zip(parents.tolist(), ids.tolist()):
+            text, mode = self._grow(texts[b], modes[b], i, fragment, lead)
+            new_texts.append(text)
+            new_modes.append(mode)
+        return parents, ids, new_texts, new_modes, values
+
+    def _grow(self, text: str, mode: int, piece_id: int, fragment: str, lead: int) -> tuple[str, int]:
+        if mode == INSIDE:
+            return self._options(fragment, lead, len(text)).next[piece_id]
+        if mode == START_WORD:
+            return self._table.pieces[piece_id], self._table.first[piece_id]
+        return text + self._table.pieces[piece_id], mode
+
+    def _fragment_options(self, fragment: str, lead: int, pos: int) -> _Options:
+        """What each piece does to a hypothesis that has produced fragment[:pos] so far."""
+        table = self._table
+        following: dict[int, tuple[str, int]] = {}
+        crossing, finished = [], []
+        for i in table.agreeing(fragment[pos:]):
+            text = fragment[:pos] + table.pieces[i]
+            if len(text) < len(fragment):
+                following[i] = (text, INSIDE)
+                continue
+            word = text[lead:]  # the typed prefix is covered: what follows the lead is the word
+            mode = char_class(word[0]) if word else START_WORD
+            if mode == SPACE:
+                continue
+            crossing.append(i)
+            cut = len(word) if mode == START_WORD else word_end(word, mode)
+            if cut == len(word):
+                following[i] = (word, mode)
+            else:
+                finished.append((i, word[:cut]))
+        as_ids = lambda ids: torch.tensor(ids, dtype=torch.long, device=self.device)  # noqa: E731
+        return _Options(following, as_ids(list(following)), as_ids(crossing),
+                        as_ids([i for i, _ in finished]), [w for _, w in finished])
+
+
+def _floor(words: dict[str, float], k: int) -> float:
+    """Log-probability a hypothesis needs to beat the k-th best letter word found so far."""
+    found = sorted((p for w, p in words.items() if char_class(w[0]) == LETTER), reverse=True)
+    return math.log(found[k - 1]) if len(found) >= k and found[k - 1] > 0.0 else -math.inf
+
+
+class SuggestionSession:
+    """Suggestions that follow a text as it is typed, reading each word once.
+
+    The model's state is kept at every word boundary of the context (a stack of marks), so a
+    keystroke reads at most the last word, and a deletion falls back to an earlier mark. The
+    context is read like `Suggester.suggest` reads it: a word group whole once it is complete,
+    the words after the last complete group one by one. Results equal `suggest(text)`.
+    """
+
+    def __init__(self, suggester: Suggester, text: str = ""):
+        self.suggester = suggester
+        self._text = ""
+        self._marks: list[_Mark] = [suggester.start()]
+        self.set_text(text)
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def type(self, chars: str) -> None:
+        """Append typed characters."""
+        self.set_text(self._text + chars)
+
+    def delete(self, n: int = 1) -> None:
+        """Delete the last `n` characters (all of them if fewer)."""
+        self.set_text(self._text[: max(len(self._text) - max(n, 0), 0)])
+
+    def set_text(self, text: str) -> None:
+        """Replace the text; marks before the first changed character are kept."""
+        same = _common_prefix(self._text, text)
+        while len(self._marks) > 1 and self._marks[-1].end > same:
+            self._marks.pop()
+        self._text = text
+
+    def suggestions(self, k: int | None = None) -> list[Suggestion]:
+        """Suggestions for the text typed so far (see `Suggester.suggest`)."""
+        typed = split_typed(self._text, self.suggester.by_whitespace)
+        if typed.too_long:
+            return []
+        return self.suggester.suggest_after(self._sync(typed.context_end), typed, k)
+
+    def _sync(self, end: int) -> _Mark:
+        """The mark for text[:end], reading only what the kept marks do not cover."""
+        self._drop_stale(end)
+        ends = _segment_ends(self._text, self._marks[-1].end, end)
+        if self._marks[-1].words % GROUP_WORDS + len(ends) >= GROUP_WORDS:
+            # A group completes: read it whole from its start, as a fresh read of the text would.
+            while self._marks[-1].words % GROUP_WORDS:
+                self._marks.pop()
+            ends = _segment_ends(self._text, self._marks[-1].end, end)
+            whole = len(ends) // GROUP_WORDS * GROUP_WORDS
+            for stop in ends[GROUP_WORDS - 1: whole: GROUP_WORDS]:
+                self._push(stop, GROUP_WORDS)
+            ends = ends[whole:]
+        for stop in ends:
+            self._push(stop, 1)
+        return self._marks[-1]
+
+    def _drop_stale(self, end: int) -> None:
+        """Drop marks past `end` or at what is no longer a word boundary of text[:end]."""
+        text = self._text
+        while len(self._marks) > 1:
+            at = self._marks[-1].end
+            if at == end or at < end and not text[at - 1].isspace() and text[at].isspace():
+                return
+            self._marks.pop()
+
+    def _push(self, stop: int, words: int) -> None:
+        mark = self._marks[-1]
+        state, logits = self.suggester.read(mark.state, mark.logits, self._text[mark.end: stop])
+        self._marks.append(_Mark(stop, mark.words + words, state, logits))
+        if len(self._marks) > MAX_MARKS:
+            del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start
+
+
+def _segment_ends(text: str, start: int, end: int) -> list[int]:
+    """End positions of the words (each with the whitespace before it) in text[start:end]."""
+    return [m.end() for m in SEGMENT.finditer(text, start, end)]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings (slices compared in C: fast on megabytes)."""
+    if b.startswith(a):
+        return len(a)
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu") -> list[Suggestion]:
+    """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text."""
+    from .checkpoint import load
+
+    config = config or SuggestConfig()
+    config.validate()
+    model, tokenizer = load(checkpoint, device)
+    return Suggester(model, tokenizer, config).suggest(text)
