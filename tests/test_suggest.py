@@ -166,6 +166,13 @@ def test_session_with_deletions_equals_whole_text(suggesters, kind, monkeypatch)
         assert session.suggestions(3) == suggester.suggest(session.text, 3), repr(session.text)
     session.set_text(SESSION_TEXT)
     assert session.suggestions(5) == suggester.suggest(SESSION_TEXT, 5)
+    for word in ("want ", "birds ", "the "):  # change the last letter before a kept mark
+        at = SESSION_TEXT.rindex(word) + len(word) - 2
+        changed = SESSION_TEXT[:at] + "x" + SESSION_TEXT[at + 1:]
+        session.set_text(SESSION_TEXT)
+        session.suggestions()
+        session.set_text(changed)
+        assert session.suggestions(5) == suggester.suggest(changed, 5), changed
 
 
 def test_a_keystroke_reads_only_the_last_word(suggesters, monkeypatch):
