@@ -41,6 +41,7 @@ from .corpus import HF_PREFIX, count_words, expand_paths, load_hf_dataset, read_
 from .errors import ConfigError, CorpusError
 from .keyboard import KeyboardMetrics, keyboard_metrics, leading_words
 from .model import detach_state
+from .suggest import Suggester, SuggestionSession
 from .tokenizer import UNK
 
 DEFAULT_OVERLAP = 256  # priming tokens per stream; an LSTM's memory of its start state is shorter
@@ -284,8 +285,6 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
 
 def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress) -> KeyboardMetrics:
     """Keyboard metrics of the model's own suggester, typed through an incremental session."""
-    from .suggest import Suggester, SuggestionSession
-
     suggester = Suggester(model, tokenizer)
     progress.start("keyboard", count_words(text))
     return keyboard_metrics(suggester, text, session=SuggestionSession(suggester),

@@ -75,3 +75,18 @@ def test_bad_max_words_is_one_error_line(runner, tiny_checkpoints):
     result = runner.invoke(cli, ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--max-words", "0"])
     assert result.exit_code == 1
     assert result.output == "Error: --max-words must be positive, not 0 — leave it out to evaluate everything\n"
+
+
+def test_progress_bar_draws_on_a_terminal_and_stays_silent_when_disabled():
+    import io
+
+    from rich.console import Console
+
+    from cli import EvalBar
+
+    for show in (True, False):
+        buffer = io.StringIO()
+        with EvalBar(Console(file=buffer, force_terminal=True, width=100), show=show) as bar:
+            bar.start("loss", 10)
+            bar.advance(10)
+        assert ("likelihood (tokens)" in buffer.getvalue()) == show

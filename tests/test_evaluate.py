@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lm
-from lm.evaluate import EvalConfig, evaluate_text, read_eval_text, stream_plan, total_nll
+from lm.evaluate import EvalConfig, EvalProgress, evaluate_text, read_eval_text, stream_plan, total_nll
 from lm.tokenizer import CharTokenizer, WordTokenizer
 
 from conftest import make_text
@@ -141,3 +141,31 @@ def test_missing_text_and_bad_settings_raise_named_errors(tmp_path):
         read_eval_text([str(tmp_path / "nope.txt")])
     with pytest.raises(lm.ConfigError, match="--max-words must be positive"):
         EvalConfig(max_words=0).validate()
+
+
+def test_hf_datasets_give_the_chosen_split(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.txt").write_text("line one\nline two\n")
+    (folder / "validation.txt").write_text("held out\n")
+    (folder / "test.txt").write_text("the test\n")
+    text, sources = read_eval_text([f"hf:{folder}"])
+    assert text == "the test\n" and sources == [f"hf:{folder} (test)"]
+    assert read_eval_text([f"hf:{folder}"], split="valid")[0] == "held out\n"
+
+
+def test_progress_hears_each_phase_with_its_total(tiny_checkpoints):
+    class Recording(EvalProgress):
+        def __init__(self):
+            self.totals, self.done = {}, {}
+
+        def start(self, task, total):
+            self.totals[task], self.done[task], self.task = total, 0, task
+
+        def advance(self, n):
+            self.done[self.task] += n
+
+    model, tokenizer = lm.load(tiny_checkpoints("word"))
+    progress = Recording()
+    result = evaluate_text(model, tokenizer, make_text(20, seed=2), EvalConfig(keyboard_words=25), progress)
+    assert progress.totals == progress.done == {"loss": result.loss.tokens, "keyboard": 25}
