@@ -1,0 +1,201 @@
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import lm
+from cli import cli
+from lm.repl import Repl, ReplConfig, help_text
+from lm.sampler import START_TEXT, Sampler
+from lm.suggest import Suggester
+
+GREEDY = dict(temperature=0.0, repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def char_model(tiny_checkpoints):
+    return lm.load(tiny_checkpoints("char"))
+
+
+def reread(model, tokenizer, context: str) -> torch.Tensor:
+    """The logits a fresh sampler gives after reading the whole context at once."""
+    return Sampler(model, tokenizer).feed(START_TEXT + context)
+
+
+def take(stream, n: int | None = None) -> str:
+    return "".join(piece for _, piece in zip(range(n or 10**9), stream))
+
+
+def assert_state_matches_context(session: Repl, model=None):
+    model = model or session.model
+    torch.testing.assert_close(session.sampler.logits, reread(model, session.tokenizer, session.context))
+
+
+# The session as a library class.
+
+def test_the_context_carries_over_between_turns(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=4, seed=0))
+    first = take(session.handle("the clouds").stream)
+    assert session.context == "the clouds" + first and first
+    assert_state_matches_context(session)
+    second = take(session.handle("my friend").stream)
+    assert session.context == "the clouds" + first + " my friend" + second  # a space joins the turns
+    assert_state_matches_context(session)
+
+
+def test_an_empty_line_lets_the_model_go_on(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=3, seed=1))
+    first = take(session.handle("the cat").stream)
+    more = take(session.handle("").stream)
+    assert more and session.context == "the cat" + first + more
+    assert_state_matches_context(session)
+
+
+def test_undo_takes_back_the_last_turn_and_its_state(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=3, seed=2))
+    take(session.handle("the dog").stream)
+    after_first = session.context
+    logits = session.sampler.logits.clone()
+    take(session.handle("a bird").stream)
+    assert session.undo() and session.context == after_first
+    assert torch.equal(session.sampler.logits, logits)
+    assert session.undo() and session.context == ""
+    assert not session.undo()
+    assert session.handle(":undo").text == "(nothing to undo)"
+
+
+def test_reset_forgets_the_text_and_undo_brings_it_back(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=3, seed=2))
+    take(session.handle("the dog").stream)
+    before = session.context
+    assert session.handle(":reset").text.startswith("(the text is empty")
+    assert session.context == "" and session.handle(":context").text == "(the text is empty)"
+    assert_state_matches_context(session)
+    session.handle(":undo")
+    assert session.context == before
+    assert_state_matches_context(session)
+
+
+def test_stopping_a_turn_keeps_what_was_shown(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=50, stop_at=None, seed=3))
+    shown = take(session.handle("the old man").stream, 5)
+    session.stop()
+    assert session.context == "the old man" + shown
+    assert_state_matches_context(session)
+
+
+class InterruptAt(nn.Module):
+    """The real model, except that its `at`-th call raises KeyboardInterrupt (a Ctrl-C mid-step)."""
+
+    def __init__(self, model, at: int):
+        super().__init__()
+        self.model, self.calls, self.at = model, 0, at
+
+    def forward(self, ids, state=None):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.model(ids, state)
+
+
+def test_ctrl_c_inside_a_model_step_stops_the_turn_but_not_the_session(char_model):
+    model, tokenizer = char_model
+    session = Repl(InterruptAt(model, at=8), tokenizer, ReplConfig(max_words=50, stop_at=None, seed=4))
+    shown = []
+    with pytest.raises(KeyboardInterrupt):
+        for piece in session.handle("the cat").stream:
+            shown.append(piece)
+    session.stop()
+    assert len(shown) == 5  # calls: the start context, the typed text, then one per token
+    assert session.context == "the cat" + "".join(shown)
+    assert_state_matches_context(session, model)
+    more = take(session.handle("and").stream)  # the session goes on
+    assert session.context.endswith(" and" + more)
+    assert_state_matches_context(session, model)
+
+
+def test_settings_commands_change_the_next_turn(char_model):
+    session = Repl(*char_model)
+    assert session.handle(":temp 0.5").text == "temp = 0.5" and session.config.temperature == 0.5
+    assert session.handle(":topk 5").text == "topk = 5" and session.config.top_k == 5
+    assert session.handle(":topp 0.9").text == "topp = 0.9" and session.config.top_p == 0.9
+    assert session.handle(":until paragraph").text == "until = paragraph"
+    assert session.handle(":until none").text == "until = None" and session.config.stop_at is None
+    assert session.handle(":len 2").text == "len = 2"
+    take(session.handle("the").stream)
+    assert session.context.split()[1:] and len(session.context.split()) <= 3
+    assert "temp = 0.5" in session.handle(":settings").text
+
+
+@pytest.mark.parametrize("line, message", [
+    (":temp -1", "Error: --temperature must be 0 or more, not -1.0 — 0 is greedy, 1 samples as trained"),
+    (":topp x", "Error: 'x' is not a number — type e.g. 0.8 or 20"),
+    (":until page", "Error: 'page' is not a place to stop — use sentence, paragraph or none"),
+    (":frobnicate", "Error: unknown command :frobnicate — type :help for the list"),
+])
+def test_bad_commands_explain_themselves_and_change_nothing(char_model, line, message):
+    session = Repl(*char_model)
+    before = session.config
+    assert session.handle(line).text == message
+    assert session.config == before
+
+
+def test_the_same_seed_gives_the_same_turns(char_model):
+    runs = []
+    for _ in range(2):
+        session = Repl(*char_model, ReplConfig(seed=9, max_words=5))
+        runs.append([take(session.handle(line).stream) for line in ("the clouds", "a dog")])
+    assert runs[0] == runs[1]
+
+
+def test_help_quit_and_a_literal_colon(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=2, seed=0))
+    text = session.handle(":help").text
+    assert text == help_text()
+    for command in ("temp", "topk", "topp", "len", "reset", "undo", "context", "suggest", "help", "quit"):
+        assert f":{command}" in text
+    assert session.handle(":quit").quit and session.handle(":q").quit
+    take(session.handle("::) smile").stream)
+    assert session.context.startswith(":) smile")
+
+
+def test_suggest_shows_the_suggesters_next_words(char_model):
+    session = Repl(*char_model, ReplConfig(max_words=3, seed=0))
+    take(session.handle("the clouds are in the").stream)
+    expected = Suggester(*char_model).suggest(session.context + " ", 2)
+    lines = session.handle(":suggest 2").text.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [s.word for s in expected] and expected
+
+
+def test_a_repl_writes_one_text():
+    with pytest.raises(lm.ConfigError, match="a REPL writes one text"):
+        Repl(nn.Linear(1, 1), None, ReplConfig(n=2))
+
+
+# The CLI, driven through its stdin.
+
+def test_the_cli_repl_carries_the_context_and_runs_commands(tiny_checkpoints, char_model):
+    lines = ["the clouds are in the", ":context", "my friend", ":context", ":undo", ":context", ":temp 0.3", ":settings", ":quit", "ignored"]
+    result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--temperature", "0", "--max-words", "4"],
+                                input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    session = Repl(*char_model, ReplConfig(temperature=0, max_words=4))
+    shown = [take(session.handle(lines[0]).stream), session.context]
+    shown += [take(session.handle(lines[2]).stream), session.context]
+    session.undo()
+    shown += [session.context, session.context, session.handle(":temp 0.3").text, session.handle(":settings").text]
+    assert result.output == "".join(text if text.endswith("\n") else text + "\n" for text in shown)
+    assert "ignored" not in result.output and "until = sentence" in result.output
+
+
+def test_the_cli_repl_ends_at_the_end_of_stdin(tiny_checkpoints):
+    result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--seed", "1"], input=":temp 0\n:context")
+    assert (result.exit_code, result.output) == (0, "temp = 0.0\n(the text is empty)\n")
+
+
+def test_the_cli_repl_without_a_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["repl"], input="hello\n")
+    assert result.exit_code == 1
+    assert result.output == ("Error: no checkpoint found under checkpoints/ — train one first with `lm train CORPUS`, "
+                             "or pass --checkpoint PATH\n")
