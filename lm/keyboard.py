@@ -21,8 +21,9 @@ suggestions:
 Words the model cannot produce (<unk>) are typed in full and left out of every figure; they
 are counted in `unknown_words`. Leading whitespace before the first word is not counted.
 
-The suggester is anything with `.suggest(text, k) -> [suggestion with .word and .completion]`,
-so the simulation can be tested with a hand-made fake; a session (anything with `.type(chars)`
+The suggester is anything with `.suggest(text, k) -> [suggestion with .completion]` (the text a
+tap appends; a word is judged by what its tap would type), so the simulation can be tested with
+a hand-made fake; a session (anything with `.type(chars)`
 and `.suggestions(k)`, such as lm.suggest.SuggestionSession) keeps the model's state as the
 text is typed instead of re-reading it for every keystroke.
 """
@@ -45,7 +46,7 @@ class KeyboardMetrics:
     unknown_words: int = 0  # positions skipped because the true word is <unk>
     top1: int = 0  # positions whose word was the first next-word suggestion
     top3: int = 0  # positions whose word was among the three next-word suggestions
-    taps: int = 0  # words taken from the strip (before or while typing them)
+    taps: int = 0  # suggestions taken from the strip (before or while typing a word)
     keystrokes: int = 0  # keys pressed with the strip: letters, taps, separators, backspaces
     baseline_keystrokes: int = 0  # keys typing the same words and separators in full
 
