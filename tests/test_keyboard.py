@@ -2,9 +2,13 @@ from dataclasses import dataclass
 
 import pytest
 
+import lm
 from lm.evaluate import unknown_word_test
 from lm.keyboard import TextSession, keyboard_metrics, leading_words
+from lm.suggest import Suggester, SuggestionSession
 from lm.tokenizer import CharTokenizer, WordTokenizer
+
+from conftest import make_text
 
 
 @dataclass
@@ -102,3 +106,13 @@ def test_unknown_words_follow_the_tokenizer():
 def test_leading_words_cuts_after_the_nth_word():
     assert leading_words(" a b\nc d", 3) == " a b\nc"
     assert leading_words("a b", 5) == "a b"
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_an_incremental_session_gives_the_same_metrics_as_rereading(tiny_checkpoints, kind):
+    model, tokenizer = lm.load(tiny_checkpoints(kind))
+    suggester = Suggester(model, tokenizer)
+    text = leading_words(make_text(10, seed=4), 40)
+    reread = keyboard_metrics(suggester, text)
+    incremental = keyboard_metrics(suggester, text, session=SuggestionSession(suggester))
+    assert incremental == reread and reread.taps > 0
