@@ -470,5 +470,54 @@ def show_reply(session, reply, interactive: bool) -> None:
         stdout.out(" [stopped]", style="dim", highlight=False)
 
 
+import lm.suggest  # noqa: E402  (SuggestConfig fills the options below; it loads torch and the model code only)
+
+
+@cli.command()
+@click.argument("text", required=False, default="")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@field_option(lm.suggest.SuggestConfig, "k", "How many suggestions.", flag="-k")
+@field_option(lm.suggest.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
+@field_option(lm.suggest.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
+@field_option(lm.suggest.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
+@click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
+@click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
+def suggest(text, checkpoint, output, **options):
+    """Suggest words for TEXT like a phone keyboard's suggestion strip.
+
+    TEXT ending in a space (or empty) gets the most likely next words; otherwise its last word
+    is completed, and when that word is already whole the words after it are offered too, with
+    a completion that starts with a space. Probabilities of completions are conditional on the
+    typed letters.
+
+    Example:
+
+        lm suggest "the clouds are in the " -k 5
+    """
+    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options))
+    if output == "json":
+        import json
+
+        click.echo(json.dumps([s.to_dict() for s in suggestions], ensure_ascii=False))
+    elif output == "plain":
+        for s in suggestions:
+            click.echo(s.word)
+    elif suggestions:
+        stdout.print(suggestion_table(suggestions))
+    else:
+        stderr.print("No suggestions: no word the model knows starts with the typed letters.", highlight=False)
+
+
+def suggestion_table(suggestions: list[lm.suggest.Suggestion]) -> Table:
+    from rich.text import Text
+
+    table = Table(show_edge=False)
+    table.add_column("word")
+    table.add_column("probability", justify="right")
+    for s in suggestions:
+        table.add_row(Text(s.word, style="bold"), f"{s.probability:.1%}")
+    return table
+
+
 if __name__ == "__main__":
     cli()
