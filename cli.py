@@ -300,7 +300,7 @@ def eval_table(result) -> Table:
         ("text", sources), ("evaluated", f"{sample}, {loss.tokens:,} tokens, {loss.chars:,} chars"),
         ("loss / token", f"{loss.loss:.4f}"), ("perplexity / token", f"{loss.perplexity:.2f}"),
         ("perplexity / word", f"{loss.word_perplexity:.2f}"), ("bits / char", f"{loss.bits_per_char:.4f}"),
-        ("speed", f"{result.words_per_s:,.0f} words/s on {result.device}"),
+        ("likelihood speed", f"{result.words_per_s:,.0f} words/s on {result.device}"),
     ]
     keys = result.keyboard
     if keys is not None:

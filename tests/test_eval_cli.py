@@ -19,7 +19,7 @@ def runner(tmp_path, monkeypatch):
 def test_eval_prints_a_summary_table(runner, tiny_checkpoints):
     result = runner.invoke(cli, ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--no-keyboard"])
     assert result.exit_code == 0, result.output
-    for row in ("Evaluation of", "text.txt", "perplexity / token", "perplexity / word", "bits / char", "words/s on cpu"):
+    for row in ("Evaluation of", "text.txt", "perplexity / token", "perplexity / word", "bits / char", "likelihood speed", "words/s on cpu"):
         assert row in result.output
     assert "(--max-words)" not in result.output and "keystroke savings" not in result.output
 
