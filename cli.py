@@ -381,7 +381,7 @@ class SampleView:
         from rich.panel import Panel
         from rich.text import Text
 
-        return Group(*(Panel(Text(self.prompt, style="bold") + Text(text.rstrip("\n")), title=f"sample {i + 1}", title_align="left")
+        return Group(*(Panel(Text.assemble((self.prompt, "bold"), text.rstrip("\n")), title=f"sample {i + 1}", title_align="left")
                        for i, text in enumerate(self.texts)))
 
 
@@ -451,6 +451,8 @@ def read_line(interactive: bool) -> str | None:
             line = sys.stdin.readline()
             return line or None
         except EOFError:
+            if interactive:
+                stdout.out("")  # leave the shell's prompt on a line of its own
             return None
         except KeyboardInterrupt:  # at the prompt: drop the line, as Python's REPL does
             if not interactive:
