@@ -307,6 +307,7 @@ class Sampler:
 
     @torch.inference_mode()
     def _generate(self, config: GenerationConfig, samples: list[Sample], generator) -> Iterator[Piece]:
+        """One model step per token for all live streams; a finished stream leaves the batch."""
         if self.logits is None:
             self.feed(START_TEXT)
         n, follow = config.n, config.n == 1
