@@ -358,9 +358,12 @@ class Suggester:
         reached = 0.0 if fragment else 1.0
         state, logits = mark.state, mark.logits[None]  # [beam, vocab]
         logp = torch.zeros(1, device=self.device)  # [beam]
-        for _ in range(len(fragment) + self.config.max_depth):
+        steps = len(fragment) + self.config.max_depth
+        for step in range(steps):
             scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
             reached += self._collect(texts, modes, scores, fragment, lead, words)
+            if step == steps - 1:
+                break
             parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k))
             if not texts:
                 break
