@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,6 +223,50 @@ def test_bad_settings_raise_config_errors(suggesters):
         suggesters("word", SuggestConfig(beam_width=0))
     with pytest.raises(lm.ConfigError, match="punctuation-min must be in"):
         suggesters("word", SuggestConfig(punctuation_min=2.0))
+
+
+class UniformModel(nn.Module):
+    """Every piece equally likely after anything: word probabilities can be worked out by hand."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.zero = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, ids, state=None):
+        state = torch.zeros(1, ids.shape[0], 1) if state is None else state  # [layers, batch, hidden]
+        return self.zero.expand(*ids.shape, -1), state  # [batch, time, vocab]
+
+
+class GreedyTokenizer:
+    """Longest-match pieces; "ab" can be spelled [ab] or [a, b]."""
+
+    kind, unk_id = "bpe", 0
+    pieces = ["", "\n", " ", "a", "b", "ab", "."]
+    vocab_size = len(pieces)
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        while text:
+            piece = max((p for p in self.pieces if p and text.startswith(p)), key=len, default="")
+            ids.append(self.pieces.index(piece))
+            text = text[len(piece) or 1:]
+        return ids
+
+
+@pytest.mark.parametrize("typed, expected", [("", {"ab": 24 / 343, "a": 21 / 343}), ("a", {"ab": 24 / 98, "a": 3 / 14})])
+def test_word_probability_is_the_product_of_its_pieces_summed_over_spellings(typed, expected):
+    # After "b ", each of the 7 pieces has p = 1/7, and three of them ("\n", " ", ".") end a word.
+    # "ab" = a·b·end + ab·end = (1/7)(1/7)(3/7) + (1/7)(3/7) = 24/343 given the space; given the
+    # typed "a" (reached by the pieces a and ab: 2/7) it is (24/343) / (2/7) = 24/98.
+    config = SuggestConfig(beam_width=64, max_depth=3)
+    suggester = Suggester(UniformModel(GreedyTokenizer.vocab_size), GreedyTokenizer(), config)
+    found = {s.word: s for s in suggester.suggest("b " + typed, 10)}
+    for word, probability in expected.items():
+        assert found[word].probability == pytest.approx(probability, rel=1e-5)
+        assert found[word].completion == word[len(typed):]
+    assert "." not in found  # 1/7 · 5/7 is below the punctuation threshold
+    lenient = Suggester(suggester.model, suggester.tokenizer, SuggestConfig(beam_width=64, max_depth=3, punctuation_min=0.0))
+    assert {s.word: s.probability for s in lenient.suggest("b ", 10)}["."] == pytest.approx(5 / 49, rel=1e-5)
 
 
 @pytest.mark.parametrize(
