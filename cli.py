@@ -13,6 +13,7 @@ from rich.table import Table
 
 import lm
 import lm.repl  # also loads lm.sampler, for the generate and repl commands
+import lm.suggest
 from lm.model import CELLS
 from lm.tokenizer import KINDS
 from lm.trainer import OPTIMIZERS, SCHEDULES
@@ -472,7 +473,6 @@ def show_reply(session, reply, interactive: bool) -> None:
         stdout.out(" [stopped]", style="dim", highlight=False)
 
 
-import lm.suggest  # noqa: E402  (SuggestConfig fills the options below; it loads torch and the model code only)
 
 
 @cli.command()

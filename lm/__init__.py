@@ -8,8 +8,11 @@
 from .checkpoint import Checkpoint, load, load_checkpoint, newest_checkpoint, save_checkpoint
 from .corpus import Corpus, load_corpus
 from .errors import CheckpointError, ConfigError, CorpusError, LMError, NoCheckpointError, TokenizerError, TrainingDiverged
-from .evaluate import LossMetrics, evaluate_loss
+from .evaluate import EvalConfig, EvalResult, LossMetrics, evaluate_loss, evaluate_paths, evaluate_text
+from .keyboard import KeyboardMetrics, keyboard_metrics
 from .model import LanguageModel, ModelConfig, detach_state
+from .sampler import GenerationConfig, Sampler, generate
+from .suggest import SuggestConfig, Suggester, Suggestion, SuggestionSession, suggest_words
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
 from .trainer import Progress, TrainConfig, TrainResult, train
 
@@ -21,12 +24,21 @@ __all__ = [
     "ConfigError",
     "Corpus",
     "CorpusError",
+    "EvalConfig",
+    "EvalResult",
+    "GenerationConfig",
+    "KeyboardMetrics",
     "LMError",
     "LanguageModel",
     "LossMetrics",
     "ModelConfig",
     "NoCheckpointError",
     "Progress",
+    "Sampler",
+    "SuggestConfig",
+    "Suggester",
+    "Suggestion",
+    "SuggestionSession",
     "Tokenizer",
     "TokenizerConfig",
     "TokenizerError",
@@ -35,12 +47,17 @@ __all__ = [
     "TrainingDiverged",
     "detach_state",
     "evaluate_loss",
+    "evaluate_paths",
+    "evaluate_text",
+    "generate",
+    "keyboard_metrics",
     "load",
     "load_checkpoint",
     "load_corpus",
     "load_tokenizer",
     "newest_checkpoint",
     "save_checkpoint",
+    "suggest_words",
     "train",
     "train_tokenizer",
 ]

@@ -229,7 +229,7 @@ def _check_weight_shapes(folder: Path, config: ModelConfig) -> None:
     """Compare the weight file's header with the config before allocating a model."""
     from safetensors import safe_open
 
-    expected = {k: tuple(v.shape) for k, v in LanguageModel.expected_shapes(config).items()}
+    expected = LanguageModel.expected_shapes(config)
     try:
         with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

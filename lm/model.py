@@ -92,10 +92,24 @@ class LanguageModel(nn.Module):
         return self.decoder(out), state  # [batch, time, vocab]
 
     @staticmethod
-    def expected_shapes(config: ModelConfig) -> dict[str, torch.Tensor]:
-        """The state dict a config implies, built on the meta device (nothing allocated)."""
-        with torch.device("meta"):
-            return LanguageModel(config).state_dict()
+    def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """Shape of every weight a config implies, computed without building the model.
+
+        (Building on the meta device would pull in torch._dynamo: most of a second at start-up.)
+        """
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell] * config.hidden
+        shapes = {"embedding.weight": (config.vocab_size, config.emb)}
+        for layer in range(config.layers):
+            inputs = config.emb if layer == 0 else config.hidden
+            shapes[f"rnn.weight_ih_l{layer}"] = (gates, inputs)
+            shapes[f"rnn.weight_hh_l{layer}"] = (gates, config.hidden)
+            shapes[f"rnn.bias_ih_l{layer}"] = (gates,)
+            shapes[f"rnn.bias_hh_l{layer}"] = (gates,)
+        if config.hidden != config.emb:
+            shapes["projection.weight"] = (config.emb, config.hidden)
+        shapes["decoder.weight"] = (config.vocab_size, config.emb)
+        shapes["decoder.bias"] = (config.vocab_size,)
+        return shapes
 
     def init_state(self, batch: int):
         """Zero state for `batch` streams, on the weights' device and dtype."""

@@ -45,3 +45,10 @@ def test_output_layer_is_tied_to_the_embedding():
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         LanguageModel(ModelConfig(vocab_size=10, **bad))
+
+
+@pytest.mark.parametrize("cell, hidden", [("lstm", 24), ("gru", 16), ("rnn", 24)])
+def test_expected_shapes_match_the_built_model(cell, hidden):
+    config = ModelConfig(vocab_size=40, cell=cell, layers=3, hidden=hidden, emb=16)
+    built = {k: tuple(v.shape) for k, v in LanguageModel(config).state_dict().items()}
+    assert LanguageModel.expected_shapes(config) == built
