@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lm.model import LanguageModel, ModelConfig, count_parameters, detach_state
+from lm.model import LanguageModel, ModelConfig, count_parameters, detach_state, quantize_int8, map_state
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -52,3 +52,36 @@ def test_expected_shapes_match_the_built_model(cell, hidden):
     config = ModelConfig(vocab_size=40, cell=cell, layers=3, hidden=hidden, emb=16)
     built = {k: tuple(v.shape) for k, v in LanguageModel(config).state_dict().items()}
     assert LanguageModel.expected_shapes(config) == built
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inference_step_loop_equals_the_whole_rnn(cell, monkeypatch):
+    """Short inference calls run the cells step by step; the maths must be nn.LSTM's."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=3, hidden=24, emb=16)).eval()
+    ids = torch.randint(0, 50, (2, 3))
+    with torch.no_grad():
+        stepped, stepped_state = model(ids[:, :1], None)
+        stepped2, stepped_state = model(ids[:, 1:], stepped_state)
+        monkeypatch.setattr("lm.model.STEP_LOOP_MAX_TIME", 0)  # force nn.LSTM
+        whole, whole_state = model(ids, None)
+    torch.testing.assert_close(torch.cat([stepped, stepped2], 1), whole)
+    for a, b in zip(map_state(stepped_state, lambda t: t), map_state(whole_state, lambda t: t)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_int8_model_keeps_the_contract_and_stays_close(cell):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=60, cell=cell, layers=2, hidden=32, emb=16)).eval()
+    quantized = quantize_int8(model)
+    ids = torch.randint(0, 60, (2, 7))
+    with torch.no_grad():
+        exact, _ = model(ids)
+        logits, state = quantized(ids[:, :5])
+        more, _ = quantized(ids[:, 5:], state)
+    approx = torch.cat([logits, more], 1)
+    assert approx.shape == exact.shape
+    gap = (approx.softmax(-1) - exact.softmax(-1)).abs().max().item()
+    assert gap < 0.02
+    assert isinstance(model.rnn.weight_ih_l0, torch.Tensor)  # the float model is left as it was
