@@ -55,6 +55,13 @@ def field_option(cls, name: str, help: str, flag: str | None = None, **kwargs):
     return click.option(flag, name, default=default, help=help, **kwargs)
 
 
+int8_option = click.option(
+    "--int8/--fp32", "int8", default=True, show_default=True,
+    help="Run the model with int8 weights on the CPU: several times faster per token; "
+         "--fp32 for the exact trained weights.",
+)
+
+
 def parse_duration(ctx, param, value):
     """Seconds, or a number with s / m / h: 300, 90s, 5m, 1.5h."""
     if value is None:
@@ -92,6 +99,8 @@ def parse_duration(ctx, param, value):
 @field_option(lm.TrainConfig, "patience", "Stop after this many evaluations without improvement (0: never).")
 @field_option(lm.TrainConfig, "seed", "Random seed.")
 @field_option(lm.TrainConfig, "device", "auto, cpu or cuda.")
+@field_option(lm.TrainConfig, "precision", "Matrix products in bf16 (auto: on GPUs and CPUs with native bf16) or fp32.",
+              type=click.Choice(lm.trainer.PRECISIONS))
 @click.option("--out", "-o", type=click.Path(), help="Checkpoint folder (default: a new one under checkpoints/).")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
@@ -149,7 +158,7 @@ class LineProgress(lm.Progress):
         self.char = info["tokenizer"] == "char"
         self.console.print(
             f"Training {info['parameters']:,} parameters on {info['train_tokens']:,} tokens "
-            f"({info['tokenizer']}, vocab {info['vocab_size']:,}) on {info['device']} → {info['out']}",
+            f"({info['tokenizer']}, vocab {info['vocab_size']:,}) on {info['device']} ({info['precision']}) → {info['out']}",
             highlight=False,
         )
 
@@ -330,7 +339,8 @@ def eval_table(result) -> Table:
 @field_option(lm.sampler.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
 @field_option(lm.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
-def generate(prompt, checkpoint, as_json, **options):
+@int8_option
+def generate(prompt, checkpoint, as_json, int8, **options):
     """Continue PROMPT (or start a new text) with a trained model, streaming the text.
 
     The prompt is read once after a newline; each new token costs one step of the model.
@@ -341,7 +351,7 @@ def generate(prompt, checkpoint, as_json, **options):
     """
     config = lm.sampler.GenerationConfig(**options)
     config.validate()
-    model, tokenizer = lm.load(checkpoint)
+    model, tokenizer = lm.load(checkpoint, int8=int8)
     generation = lm.sampler.generate(model, tokenizer, prompt, config)
     try:
         if as_json:
@@ -409,7 +419,8 @@ def show_samples(prompt: str, generation) -> None:
               type=click.Choice([*lm.sampler.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
 @field_option(lm.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
 @field_option(lm.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
-def repl(checkpoint, **options):
+@int8_option
+def repl(checkpoint, int8, **options):
     """Write a text together with the model, turn by turn.
 
     Type some text and press Enter: the model continues it, and both stay in the text for the
@@ -422,7 +433,7 @@ def repl(checkpoint, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    model, tokenizer = lm.load(checkpoint)
+    model, tokenizer = lm.load(checkpoint, int8=int8)
     session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options))
     interactive = sys.stdin.isatty()
     if interactive:
@@ -484,7 +495,8 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(lm.suggest.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
-def suggest(text, checkpoint, output, **options):
+@int8_option
+def suggest(text, checkpoint, output, int8, **options):
     """Suggest words for TEXT like a phone keyboard's suggestion strip.
 
     TEXT ending in a space (or empty) gets the most likely next words; otherwise its last word
@@ -496,7 +508,7 @@ def suggest(text, checkpoint, output, **options):
 
         lm suggest "the clouds are in the " -k 5
     """
-    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options))
+    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), int8=int8)
     if output == "json":
         import json
 

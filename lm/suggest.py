@@ -545,11 +545,15 @@ def _common_prefix(a: str, b: str) -> int:
     return lo
 
 
-def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu") -> list[Suggestion]:
-    """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text."""
+def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
+                  int8: bool = False) -> list[Suggestion]:
+    """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
+
+    int8=True runs the model quantized (CPU only): faster, very slightly different odds.
+    """
     from .checkpoint import load
 
     config = config or SuggestConfig()
     config.validate()
-    model, tokenizer = load(checkpoint, device)
+    model, tokenizer = load(checkpoint, device, int8=int8)
     return Suggester(model, tokenizer, config).suggest(text)

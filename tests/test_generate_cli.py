@@ -18,10 +18,12 @@ def run(*args, **kwargs):
     return CliRunner().invoke(cli, ["generate", *args], **kwargs)
 
 
-def test_greedy_output_is_the_prompt_and_the_librarys_continuation(checkpoint):
-    result = run("the clouds", "-c", checkpoint, "--temperature", "0", "--max-tokens", "30")
+@pytest.mark.parametrize("precision", ["--int8", "--fp32"])
+def test_greedy_output_is_the_prompt_and_the_librarys_continuation(checkpoint, precision):
+    result = run("the clouds", "-c", checkpoint, "--temperature", "0", "--max-tokens", "30", precision)
     assert result.exit_code == 0, result.output
-    sample = generate(*lm.load(checkpoint), "the clouds", GenerationConfig(temperature=0, max_tokens=30)).run()[0]
+    model, tokenizer = lm.load(checkpoint, int8=precision == "--int8")
+    sample = generate(model, tokenizer, "the clouds", GenerationConfig(temperature=0, max_tokens=30)).run()[0]
     assert result.output == "the clouds" + sample.text + ("" if sample.text.endswith("\n") else "\n")
 
 

@@ -176,7 +176,7 @@ def test_a_repl_writes_one_text():
 
 def test_the_cli_repl_carries_the_context_and_runs_commands(tiny_checkpoints, char_model):
     lines = ["the clouds are in the", ":context", "my friend", ":context", ":undo", ":context", ":temp 0.3", ":settings", ":quit", "ignored"]
-    result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--temperature", "0", "--max-words", "4"],
+    result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--temperature", "0", "--max-words", "4", "--fp32"],
                                 input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
     session = Repl(*char_model, ReplConfig(temperature=0, max_words=4))

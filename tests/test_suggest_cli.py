@@ -23,8 +23,8 @@ def checkpoint(tiny_checkpoints) -> str:
 
 @pytest.fixture(scope="module")
 def expected(checkpoint):
-    """What the library suggests, for comparing the command's output with."""
-    suggester = Suggester(*lm.load(checkpoint))
+    """What the library suggests with the command's default int8 model, for comparing with."""
+    suggester = Suggester(*lm.load(checkpoint, int8=True))
     return lambda text, k=3: suggester.suggest(text, k)
 
 
@@ -40,6 +40,13 @@ def test_table_shows_each_word_and_its_probability(checkpoint, expected):
     rows = [line.replace("│", " ").split() for line in lines[2:]]
     assert rows == [[s.word, f"{s.probability:.1%}"] for s in expected(CLOUDS)]
     assert rows[0][0] == "sky"
+
+
+def test_fp32_flag_gives_the_exact_model(checkpoint):
+    result = invoke(CLOUDS, "-c", checkpoint, "--fp32", "--json")
+    assert result.exit_code == 0, result.output
+    exact = Suggester(*lm.load(checkpoint)).suggest(CLOUDS)
+    assert json.loads(result.stdout) == [s.to_dict() for s in exact]
 
 
 def test_json_lists_word_probability_and_completion(checkpoint, expected):
