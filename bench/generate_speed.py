@@ -1,8 +1,10 @@
 """Generation speed: tokens/s of the sampler for one stream and for a batch, on CPU.
 
 Also the time per token after a 10-token prompt and after a 2,000-token prompt (the state is
-carried, so it must not grow with the prompt), and a ceiling measured in the same run: a bare
-nn.LSTM single-step forward at the same size (no embedding, output layer, sampling or text).
+carried, so it must not grow with the prompt), for the float model and its int8 quantization,
+and ceilings measured in the same run: bare float LSTM cells stepped at the same size (no
+embedding, output layer, sampling or text), a whole nn.LSTM call for one step, and the model
+step without sampling.
 
     python bench/generate_speed.py                    # random weights, default ModelConfig size
     python bench/generate_speed.py --checkpoint checkpoints/wiki
@@ -26,7 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.model import count_parameters  # noqa: E402
+from lm.model import count_parameters, quantize_int8  # noqa: E402
 from lm.sampler import START_TEXT, GenerationConfig, Sampler  # noqa: E402
 from lm.tokenizer import DEFAULT_SUBWORD_VOCAB, CharTokenizer  # noqa: E402
 
@@ -86,28 +88,42 @@ def steps_per_s(step, tokens: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def ceilings(model, config: lm.ModelConfig):
-    """Two bare loops at the same size: nn.LSTM alone, and the whole model without sampling or text."""
+def ceilings(model, int8_model, config: lm.ModelConfig):
+    """Bare loops at the same size: float LSTM cells alone (the fastest float step torch offers
+    on CPU), a whole nn.LSTM call, and the models without sampling or text."""
+    cells = [nn.LSTMCell(config.emb if i == 0 else config.hidden, config.hidden).eval() for i in range(config.layers)]
     rnn = nn.LSTM(config.emb, config.hidden, config.layers, batch_first=True).eval()
-    x = torch.randn(1, 1, config.emb)  # [batch, time, emb]
+    x = torch.randn(1, config.emb)  # [batch, emb]
     ids = torch.ones(1, 1, dtype=torch.long)  # [batch, time]
-    return (lambda state: rnn(x, state)[1]), (lambda state: model(ids, state)[1])
+
+    def cell_step(state):
+        state = state or [None] * len(cells)
+        inputs, new = x, []
+        for cell, s in zip(cells, state):
+            h, c = cell(inputs, s)
+            new.append((h, c))
+            inputs = h
+        return new
+
+    return {"bare_lstm_cells": cell_step, "bare_nn_lstm": lambda state: rnn(x[:, None], state)[1],
+            "bare_model": lambda state: model(ids, state)[1], "bare_int8_model": lambda state: int8_model(ids, state)[1]}
 
 
-def measure(model, tokenizer, args) -> dict:
+def measure(models: dict, tokenizer, args) -> dict:
     """Every configuration once per repeat, in turn, so that load on the machine hits all alike."""
-    cases = {"single_stream": (args.short_prompt, 1), "single_stream_long_prompt": (args.long_prompt, 1),
-             "batch": (args.short_prompt, args.batch)}
+    cases = {"single_stream": ("fp32", args.short_prompt, 1), "single_stream_long_prompt": ("fp32", args.long_prompt, 1),
+             "batch": ("fp32", args.short_prompt, args.batch), "int8_single_stream": ("int8", args.short_prompt, 1),
+             "int8_single_stream_long_prompt": ("int8", args.long_prompt, 1), "int8_batch": ("int8", args.short_prompt, args.batch)}
     prompts = {length: prompt_ids(tokenizer, length) for length in (args.short_prompt, args.long_prompt)}
-    bare_lstm, bare_model = ceilings(model, model.config)
+    bare = ceilings(models["fp32"], models["int8"], models["fp32"].config)
     runs = {name: [] for name in cases}
-    rates = {"bare_lstm": [], "bare_model": []}
+    rates = {name: [] for name in bare}
     for repeat in range(args.repeats + 1):  # the first round warms up
-        for name, (length, n) in cases.items():
-            runs[name].append(timed_generation(model, tokenizer, prompts[length], n, args.tokens))
-        rates["bare_lstm"].append(steps_per_s(bare_lstm, args.tokens))
-        rates["bare_model"].append(steps_per_s(bare_model, args.tokens))
-    found = {name: summarise(runs[name][1:], *cases[name], args.tokens) for name in cases}
+        for name, (precision, length, n) in cases.items():
+            runs[name].append(timed_generation(models[precision], tokenizer, prompts[length], n, args.tokens))
+        for name, step in bare.items():
+            rates[name].append(steps_per_s(step, args.tokens))
+    found = {name: summarise(runs[name][1:], *cases[name][1:], args.tokens) for name in cases}
     found.update({f"{name}_step_tokens_per_s": round(statistics.median(r[1:])) for name, r in rates.items()})
     return found
 
@@ -137,8 +153,8 @@ def main() -> None:
 
     model, tokenizer = lm.load(args.checkpoint) if args.checkpoint else random_model(args)
     config = model.config
-    found = measure(model, tokenizer, args)
-    single, long, bare = found["single_stream"], found["single_stream_long_prompt"], found["bare_lstm_step_tokens_per_s"]
+    found = measure({"fp32": model, "int8": quantize_int8(model)}, tokenizer, args)
+    single, long, bare = found["single_stream"], found["single_stream_long_prompt"], found["bare_lstm_cells_step_tokens_per_s"]
     report = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"},
         "model": {"source": args.checkpoint or "random weights", **config.to_dict(), "parameters": count_parameters(model),
@@ -146,6 +162,9 @@ def main() -> None:
         "tokens_per_stream": args.tokens, "repeats": args.repeats,
         **found,
         "long_vs_short_ms_per_step": round(long["ms_per_step"] / single["ms_per_step"], 3),
+        "int8_long_vs_short_ms_per_step": round(found["int8_single_stream_long_prompt"]["ms_per_step"]
+                                                / found["int8_single_stream"]["ms_per_step"], 3),
+        "int8_speedup_single_stream": round(found["int8_single_stream"]["tokens_per_s"] / single["tokens_per_s"], 2),
         "single_stream_fraction_of_bare_lstm": round(single["tokens_per_s"] / bare, 3),
         "single_stream_fraction_of_bare_model": round(single["tokens_per_s"] / found["bare_model_step_tokens_per_s"], 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -161,21 +180,28 @@ def print_table(report: dict) -> None:
     from rich.table import Table
 
     model, single, long, batch = report["model"], report["single_stream"], report["single_stream_long_prompt"], report["batch"]
+    int8, int8_batch = report["int8_single_stream"], report["int8_batch"]
     table = Table(title=f"lm generation speed (CPU, {report['machine']['threads']} threads)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
         ("model", f"{model['layers']}×{model['hidden']} {model['cell']}, emb {model['emb']}, vocab {model['vocab_size']:,} ({model['source']})"),
         ("parameters", f"{model['parameters']:,}"),
-        ("bare nn.LSTM step (ceiling)", f"{report['bare_lstm_step_tokens_per_s']:,} tok/s"),
-        ("bare model step, no sampling", f"{report['bare_model_step_tokens_per_s']:,} tok/s"),
+        ("bare float LSTM cells step (ceiling)", f"{report['bare_lstm_cells_step_tokens_per_s']:,} tok/s"),
+        ("bare nn.LSTM call, one step", f"{report['bare_nn_lstm_step_tokens_per_s']:,} tok/s"),
+        ("bare model step, no sampling: fp32, int8", f"{report['bare_model_step_tokens_per_s']:,}, "
+                                                     f"{report['bare_int8_model_step_tokens_per_s']:,} tok/s"),
         ("one stream", f"{single['tokens_per_s']:,} tok/s  (p50 {single['p50_ms']} ms, p99 {single['p99_ms']} ms)"),
-        ("one stream / bare LSTM, / bare model", f"{report['single_stream_fraction_of_bare_lstm']:.0%}, "
-                                                 f"{report['single_stream_fraction_of_bare_model']:.0%}"),
+        ("one stream / bare LSTM cells, / bare model", f"{report['single_stream_fraction_of_bare_lstm']:.0%}, "
+                                                       f"{report['single_stream_fraction_of_bare_model']:.0%}"),
         (f"batch of {batch['streams']}", f"{batch['tokens_per_s']:,} tok/s  ({batch['ms_per_step']} ms per step)"),
         (f"per token after {single['prompt_tokens']:,}-token prompt", f"{single['ms_per_step']} ms (read in {single['prompt_read_ms']} ms)"),
         (f"per token after {long['prompt_tokens']:,}-token prompt", f"{long['ms_per_step']} ms (read in {long['prompt_read_ms']} ms)"),
         ("long / short prompt", f"{report['long_vs_short_ms_per_step']:.2f}×"),
+        ("int8: one stream", f"{int8['tokens_per_s']:,} tok/s  (p50 {int8['p50_ms']} ms, p99 {int8['p99_ms']} ms; "
+                             f"{report['int8_speedup_single_stream']}× fp32)"),
+        (f"int8: batch of {int8_batch['streams']}", f"{int8_batch['tokens_per_s']:,} tok/s"),
+        ("int8: long / short prompt", f"{report['int8_long_vs_short_ms_per_step']:.2f}×"),
         ("peak memory (RSS)", f"{report['peak_rss_mb']:,} MB"),
     ]
     for row in rows:
