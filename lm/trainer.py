@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # bf16 autocast where the hardware runs it fast, else fp32
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "epochs", "log_every"):
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -130,6 +134,30 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown --device {name!r} — use auto, cpu or cuda") from None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX): there it is 2-4x fp32."""
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a private probe: absent means we cannot tell
+        return False
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """The precision a run uses: bf16 autocast on GPUs and bf16-capable CPUs unless told otherwise."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" or cpu_has_fast_bf16() else "fp32"
+    if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        raise ConfigError("--precision bf16 was asked for but this CPU has no fast bf16 — use --precision fp32")
+    return name
+
+
+def autocast_for(device: torch.device, precision: str):
+    """Matrix products in bf16, weights, optimizer state and the loss in fp32."""
+    if precision != "bf16":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def default_out(corpus: Corpus, tokenizer: TokenizerConfig, root: Path = DEFAULT_ROOT) -> Path:
@@ -214,12 +242,12 @@ class _RunState:
 
 class _Loop:
     def __init__(self, model, optimizer, data, config, device, progress, out, corpus, tokenizer_config, run):
+        config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
         self.model, self.optimizer, self.data, self.config = model, optimizer, data, config
         self.device, self.progress, self.out, self.corpus = device, progress, out, corpus
         self.tokenizer_config, self.run_state = tokenizer_config, run
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        )
+        self.precision = config.precision
+        self.autocast = autocast_for(device, self.precision)
         self.steps_per_epoch = count_windows(data.train.shape[1], config.bptt)
         planned = self.steps_per_epoch * config.epochs
         self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
@@ -409,7 +437,8 @@ class _Loop:
 
     def _info(self) -> dict:
         return {
-            "out": str(self.out), "device": str(self.device), "parameters": count_parameters(self.model),
+            "out": str(self.out), "device": str(self.device), "precision": self.precision,
+            "parameters": count_parameters(self.model),
             "vocab_size": self.model.config.vocab_size, "tokenizer": self.tokenizer_config.kind,
             "train_tokens": int(self.data.train.size), "valid_tokens": int(len(self.data.valid)),
             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,

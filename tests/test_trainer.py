@@ -117,9 +117,30 @@ def test_other_optimizers_train(tmp_path, corpus_file, optimizer):
     assert math.isfinite(result.best["valid_loss"])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_and_are_recorded(tmp_path, corpus_file, precision, monkeypatch):
+    monkeypatch.setattr(lm.trainer, "cpu_has_fast_bf16", lambda: True)  # bf16 autocast runs on any CPU, slowly
+    result = train_tiny(corpus_file, tmp_path / precision, precision=precision, max_steps=30)
+    assert math.isfinite(result.best["valid_loss"])
+    saved = json.loads((tmp_path / precision / "config.json").read_text())
+    assert saved["training"]["precision"] == precision
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(lm.trainer, "cpu_has_fast_bf16", lambda: False)
+    assert lm.trainer.pick_precision("auto", cpu) == "fp32"
+    assert lm.trainer.pick_precision("auto", cuda) == "bf16"
+    with pytest.raises(lm.ConfigError, match="no fast bf16 — use --precision fp32"):
+        lm.trainer.pick_precision("bf16", cpu)
+    monkeypatch.setattr(lm.trainer, "cpu_has_fast_bf16", lambda: True)
+    assert lm.trainer.pick_precision("auto", cpu) == "bf16"
+    assert lm.trainer.pick_precision("fp32", cuda) == "fp32"
+
+
 @pytest.mark.parametrize(
     "bad, message",
-    [(dict(batch=0), "--batch must be positive"), (dict(bptt=-3), "--bptt must be positive"),
+    [(dict(batch=0), "--batch must be positive"), (dict(precision="fp16"), "--precision must be one of"), (dict(bptt=-3), "--bptt must be positive"),
      (dict(optimizer="adam"), "--optimizer must be one of"), (dict(max_time=-1), "--max-time must be positive")],
 )
 def test_impossible_training_flags(tmp_path, corpus_file, bad, message):
