@@ -5,7 +5,8 @@ used), then in one warm process:
   - next word: `Suggester.suggest` on a context that ends with a space;
   - half-typed word: the same contexts plus the first letters of the next word;
   - keystroke: a `SuggestionSession` fed a passage one character at a time, suggestions after each;
-and the wall time of a cold `lm suggest` command (a fresh Python process: imports, load, one answer).
+and the wall time of a cold `lm suggest` command (a fresh Python process: imports, load, one answer);
+each with float weights and with int8 weights (the CLI's default).
 Contexts are taken from the held-out end of the corpus. Latencies are p50 / p99 in milliseconds.
 
     python bench/suggest_latency.py                        # 2×512 LSTM per kind on Tiny Shakespeare
@@ -80,9 +81,9 @@ def warm_latencies(suggester: Suggester, points, passage: str, warmup: int = 5) 
     return {"next_word": percentiles(next_word), "half_typed": percentiles(half_typed), "keystroke": percentiles(keystrokes)}
 
 
-def cold_command(checkpoint: Path, text: str, runs: int) -> dict:
+def cold_command(checkpoint: Path, text: str, precision: str, runs: int) -> dict:
     """Wall time of `lm suggest TEXT -c CHECKPOINT --plain` in a fresh process (imports, load, answer)."""
-    command = [sys.executable, str(ROOT / "cli.py"), "suggest", text, "-c", str(checkpoint), "--plain"]
+    command = [sys.executable, str(ROOT / "cli.py"), "suggest", text, "-c", str(checkpoint), "--plain", f"--{precision}"]
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -102,18 +103,19 @@ def train_model(corpus_path: Path, out: Path, kind: str, args) -> None:
     )
 
 
-def measure(checkpoint: Path, text: str, args) -> dict:
+def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
     ckpt = lm.load_checkpoint(checkpoint)
-    suggester = Suggester(ckpt.model, ckpt.tokenizer, SuggestConfig())
+    model = lm.model.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
+    suggester = Suggester(model, ckpt.tokenizer, SuggestConfig())
     held_out = text[int(len(text) * 0.9):]
     points = sample_points(held_out, args.samples)
     passage = held_out[-args.keystrokes:]
     return {
         "checkpoint": str(checkpoint), "tokenizer": ckpt.tokenizer.kind, "vocab_size": ckpt.tokenizer.vocab_size,
-        "model": {k: ckpt.model.config.to_dict()[k] for k in ("cell", "layers", "hidden", "emb")},
+        "precision": precision, "model": {k: ckpt.model.config.to_dict()[k] for k in ("cell", "layers", "hidden", "emb")},
         "parameters": lm.model.count_parameters(ckpt.model),
         **warm_latencies(suggester, points, passage),
-        "cold_command": cold_command(checkpoint, points[0][0], args.cold_runs),
+        "cold_command": cold_command(checkpoint, points[0][0], precision, args.cold_runs),
     }
 
 
@@ -158,7 +160,7 @@ def main() -> None:
         for kind in ([] if args.checkpoint else args.kinds.split(",")):
             checkpoints.append(Path(tmp) / kind)
             train_model(corpus_path, checkpoints[-1], kind, args)
-        runs = [measure(checkpoint, text, args) for checkpoint in checkpoints]
+        runs = [measure(checkpoint, text, precision, args) for checkpoint in checkpoints for precision in ("fp32", "int8")]
     report = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu"},
         "corpus": str(args.corpus), "trained_steps": None if args.checkpoint else args.steps,
@@ -178,11 +180,11 @@ def print_table(report: dict) -> None:
                      for r in report["runs"]})
     table = Table(title=f"lm suggest latency: {'; '.join(shapes)} on CPU ({report['machine']['threads']} threads)",
                   caption="warm: ms p50 / p99 per suggestion; cold: a fresh `lm suggest` process, median")
-    for column in ("tokenizer", "vocab", "params", "next word", "half-typed", "keystroke", "cold"):
+    for column in ("tokenizer", "weights", "vocab", "params", "next word", "half-typed", "keystroke", "cold"):
         table.add_column(column, justify="left" if column == "tokenizer" else "right")
     for run in report["runs"]:
         table.add_row(
-            run["tokenizer"], f"{run['vocab_size']:,}", f"{run['parameters'] / 1e6:.2f}M",
+            run["tokenizer"], run["precision"], f"{run['vocab_size']:,}", f"{run['parameters'] / 1e6:.2f}M",
             *(f"{run[key]['p50_ms']:.1f} / {run[key]['p99_ms']:.1f}" for key in ("next_word", "half_typed", "keystroke")),
             f"{run['cold_command']['median_s']:.2f} s",
         )
