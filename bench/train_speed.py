@@ -7,6 +7,7 @@ Ceilings measured in the same run:
 
     python bench/train_speed.py                       # char model on Tiny Shakespeare
     python bench/train_speed.py --tokenizer word --corpus ../shared/corpora/wikitext-2/train.txt
+    python bench/train_speed.py --reference           # the classic word-level example's configuration
     python bench/train_speed.py --quick               # a few seconds, for a smoke test
 
 Prints a table and JSON (also written to bench/results/train_speed.json).
@@ -43,17 +44,20 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def bare_lstm_tokens_per_s(config: lm.ModelConfig, batch: int, bptt: int, steps: int) -> float:
-    """A plain loop: embedding, nn.LSTM, projection, tied decoder, loss, backward, clip, AdamW step."""
+def bare_lstm_tokens_per_s(config: lm.ModelConfig, batch: int, bptt: int, steps: int, optimizer: str = "adamw",
+                           precision: str = "fp32") -> float:
+    """A plain loop: embedding, nn.LSTM, projection, tied decoder, loss, backward, clip, optimizer step."""
     model = lm.LanguageModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = (torch.optim.SGD(model.parameters(), lr=20.0) if optimizer == "sgd"
+                 else torch.optim.AdamW(model.parameters(), lr=1e-3))
     ids = torch.randint(0, config.vocab_size, (batch, bptt + 1))
     state = None
     times = []
     for step in range(steps + 3):
         start = time.perf_counter()
-        logits, state = model(ids[:, :-1], state)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits, state = model(ids[:, :-1], state)
+        loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -95,38 +99,53 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=lm.TrainConfig.batch)
     parser.add_argument("--bptt", type=int, default=lm.TrainConfig.bptt)
     parser.add_argument("--optimizer", default=lm.TrainConfig.optimizer)
+    parser.add_argument("--dropout", type=float, default=lm.ModelConfig.dropout)
+    parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.trainer.PRECISIONS)
+    parser.add_argument("--reference", action="store_true",
+                        help="the classic word-level PyTorch example: WikiText-2 cut to 10k words, 2×200 tied LSTM, "
+                             "batch 20, BPTT 35, SGD, dropout 0.2")
     parser.add_argument("--steps", type=int, default=200, help="training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "train_speed.json"))
     args = parser.parse_args()
+    if args.reference:
+        args.corpus, args.tokenizer, args.vocab_size = str(ROOT.parent / "shared" / "corpora" / "wikitext-2" / "train.txt"), "word", 10000
+        args.layers, args.hidden, args.emb, args.batch, args.bptt, args.optimizer, args.dropout = 2, 200, 200, 20, 35, "sgd", 0.2
     if args.quick:
         args.hidden, args.emb, args.steps, args.repeats = 64, 32, 30, 1
 
     if not Path(args.corpus).exists():
         sys.exit(f"corpus {args.corpus} not found — pass --corpus (the shared corpora live beside the repository)")
     corpus = lm.load_corpus([args.corpus])
-    model_config = lm.ModelConfig(layers=args.layers, hidden=args.hidden, emb=args.emb)
+    model_config = lm.ModelConfig(layers=args.layers, hidden=args.hidden, emb=args.emb, dropout=args.dropout)
     tokenizer_config = lm.TokenizerConfig(kind=args.tokenizer, vocab_size=args.vocab_size)
     train_config = lm.TrainConfig(batch=args.batch, bptt=args.bptt, optimizer=args.optimizer, max_steps=args.steps,
+                                  precision=args.precision,
                                   eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device="cpu")
 
     gflops = matmul_gflops()
     runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
     rate = statistics.median(r[0] for r in runs)
     info = runs[0][1]["info"]
-    sized = lm.ModelConfig(**{**model_config.to_dict(), "vocab_size": info["vocab_size"], "dropout": 0.0})
-    bare = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, 20 if not args.quick else 5)
+    sized = lm.ModelConfig(**{**model_config.to_dict(), "vocab_size": info["vocab_size"]})
+    bare_steps = 20 if not args.quick else 5
+    bare = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer, info["precision"])
                              for _ in range(args.repeats))
+    bare_fp32 = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer, "fp32")
+                                  for _ in range(args.repeats))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     report = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_gflops": round(gflops, 1)},
         "corpus": str(args.corpus), "tokenizer": args.tokenizer, "vocab_size": info["vocab_size"],
         "model": {"layers": args.layers, "hidden": args.hidden, "emb": args.emb, "parameters": info["parameters"]},
-        "batch": args.batch, "bptt": args.bptt, "optimizer": args.optimizer, "steps": args.steps, "repeats": args.repeats,
+        "batch": args.batch, "bptt": args.bptt, "optimizer": args.optimizer, "dropout": args.dropout,
+        "precision": info["precision"], "steps": args.steps, "repeats": args.repeats,
         "lm_train_tokens_per_s": round(rate), "bare_lstm_tokens_per_s": round(bare),
-        "fraction_of_bare": round(rate / bare, 3), "peak_rss_mb": round(peak_mb),
+        "bare_lstm_fp32_tokens_per_s": round(bare_fp32),
+        "fraction_of_bare": round(rate / bare, 3), "speedup_over_plain_fp32_loop": round(rate / bare_fp32, 2),
+        "peak_rss_mb": round(peak_mb),
         "valid_loss_after_steps": runs[0][1]["best"].get("valid_loss"),
     }
     print_table(report)
@@ -146,11 +165,13 @@ def print_table(report: dict) -> None:
     rows = [
         ("model", f"{model['layers']}×{model['hidden']} {report['tokenizer']}, emb {model['emb']}, vocab {report['vocab_size']:,}"),
         ("parameters", f"{model['parameters']:,}"),
-        ("batch × bptt", f"{report['batch']} × {report['bptt']}"),
+        ("batch × bptt, optimizer", f"{report['batch']} × {report['bptt']}, {report['optimizer']}"),
         ("matmul ceiling", f"{report['machine']['matmul_gflops']} GFLOP/s"),
-        ("bare LSTM loop", f"{report['bare_lstm_tokens_per_s']:,} tok/s"),
-        ("lm train", f"{report['lm_train_tokens_per_s']:,} tok/s"),
-        ("lm train / bare", f"{report['fraction_of_bare']:.0%}"),
+        ("plain PyTorch loop, fp32", f"{report['bare_lstm_fp32_tokens_per_s']:,} tok/s"),
+        (f"bare loop, {report['precision']}", f"{report['bare_lstm_tokens_per_s']:,} tok/s"),
+        (f"lm train, {report['precision']}", f"{report['lm_train_tokens_per_s']:,} tok/s"),
+        ("lm train / bare loop (same precision)", f"{report['fraction_of_bare']:.0%}"),
+        ("lm train / plain fp32 loop", f"{report['speedup_over_plain_fp32_loop']:.2f}×"),
         ("peak memory (RSS)", f"{report['peak_rss_mb']:,} MB"),
     ]
     for row in rows:
