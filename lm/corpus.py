@@ -31,10 +31,13 @@ class Corpus:
     valid: str
     test: str = ""
     sources: list[str] = field(default_factory=list)
+    label: str = ""  # a name chosen by the reader (a split folder's own name)
 
     @property
     def name(self) -> str:
-        """A short name for folders and tables: the first source's stem."""
+        """A short name for folders and tables: the label, else the first source's stem."""
+        if self.label:
+            return self.label
         if not self.sources:
             return "corpus"
         first = self.sources[0]
@@ -74,6 +77,8 @@ def load_corpus(
         if valid is not None:
             corpus.valid = read_text(Path(valid), encoding)
         return corpus
+    if len(paths) == 1 and (splits := split_files(Path(paths[0]))):
+        return _read_split_folder(splits, valid, encoding)
     files = expand_paths(paths)
     text = "".join(_with_final_newline(read_text(f, encoding)) for f in files)
     sources = [str(f) for f in files]
@@ -81,6 +86,41 @@ def load_corpus(
         return Corpus(train=text, valid=read_text(Path(valid), encoding), sources=sources)
     train, held_valid, held_test = split_text(text, valid_fraction, test_fraction)
     return Corpus(train=train, valid=held_valid, test=held_test, sources=sources)
+
+
+SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation", "dev"), "test": ("test",)}
+
+
+def split_files(folder: Path) -> dict[str, Path] | None:
+    """A folder laid out like WikiText (train.txt, valid.txt, test.txt): split name -> file.
+
+    Needs a train file and at least one held-out file; anything else is an ordinary folder.
+    """
+    if not folder.is_dir():
+        return None
+    found = {}
+    for split, names in SPLIT_NAMES.items():
+        for name in names:
+            candidates = [folder / f"{prefix}{name}{suffix}" for prefix in ("", "wiki.") for suffix in (*TEXT_SUFFIXES, ".tokens")]
+            hit = next((c for c in candidates if c.is_file()), None)
+            if hit:
+                found[split] = hit
+                break
+    return found if "train" in found and len(found) > 1 else None
+
+
+def _read_split_folder(splits: dict[str, Path], valid: str | None, encoding: str) -> Corpus:
+    """The folder's own splits; without a valid file, valid is held out of train."""
+    train = read_text(splits["train"], encoding)
+    test = read_text(splits["test"], encoding) if "test" in splits else ""
+    if valid is not None:
+        held_valid = read_text(Path(valid), encoding)
+    elif "valid" in splits:
+        held_valid = read_text(splits["valid"], encoding)
+    else:
+        train, held_valid, _ = split_text(train, 0.05, 0.0)
+    folder = splits["train"].parent
+    return Corpus(train=train, valid=held_valid, test=test, sources=[str(p) for p in splits.values()], label=folder.name)
 
 
 def expand_paths(paths: list[str]) -> list[Path]:

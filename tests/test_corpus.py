@@ -37,6 +37,22 @@ def test_folder_reads_its_text_files_in_order(tmp_path):
     assert corpus.name == "a"
 
 
+def test_a_folder_laid_out_in_splits_uses_them(tmp_path):
+    for name in ("train", "valid", "test"):
+        (tmp_path / f"{name}.txt").write_text(f"the {name} text\n" * 5)
+    corpus = load_corpus([str(tmp_path)])
+    assert (corpus.train, corpus.valid, corpus.test) == tuple(f"the {name} text\n" * 5 for name in ("train", "valid", "test"))
+    assert corpus.name == tmp_path.name
+
+
+def test_a_split_folder_without_valid_holds_it_out_of_train(tmp_path):
+    (tmp_path / "wiki.train.tokens").write_text("".join(f"line {i}\n" for i in range(100)))
+    (tmp_path / "wiki.test.tokens").write_text("held out\n")
+    corpus = load_corpus([str(tmp_path)])
+    assert corpus.test == "held out\n" and corpus.valid.startswith("line 9") and corpus.train.startswith("line 0")
+    assert corpus.train + corpus.valid == "".join(f"line {i}\n" for i in range(100))
+
+
 def test_hf_dataset_path_reads_splits_from_a_local_dataset(tmp_path):
     folder = tmp_path / "ds"
     folder.mkdir()
