@@ -88,6 +88,7 @@ def total_nll(
     overlap: int = DEFAULT_OVERLAP,
     first: int = 1,
     advance: Callable[[int], None] | None = None,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed NLL of ids[first:] (a device scalar, no host sync) and the number of tokens scored.
 
@@ -99,11 +100,15 @@ def total_nll(
         overlap: tokens each stream after the first reads unscored before its cut point.
         first: index of the first scored token (at least 1: token 0 has no context).
         advance: called with the number of tokens scored after each window.
+        vocab_size: when given, windows are shortened so that their logits stay within
+            LOGITS_BUDGET_BYTES (large vocabularies).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     read, score, end = stream_plan(len(ids), first, batch, overlap)
+    if vocab_size:
+        bptt = window_for_budget(bptt, len(read), vocab_size)
     total = torch.zeros((), device=device, dtype=torch.float64)
     state = None
     for j in range(0, int((end - read).max(initial=0)), bptt):
@@ -117,6 +122,18 @@ def total_nll(
             advance(int(scored.sum()))
     model.train(was_training)
     return total, int((end - score).sum())
+
+
+LOGITS_BUDGET_BYTES = 64 * 2**20
+
+
+def window_for_budget(bptt: int, streams: int, vocab: int) -> int:
+    """The window length that keeps one window's fp32 logits within LOGITS_BUDGET_BYTES.
+
+    With a 33k-word vocabulary, 16 streams of 256 tokens would hold 545 MB of logits (and
+    as much again for their log-softmax); shorter windows give the same sums.
+    """
+    return max(1, min(bptt, LOGITS_BUDGET_BYTES // (streams * vocab * 4)))
 
 
 def stream_plan(length: int, first: int, batch: int, overlap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,14 +175,14 @@ def _window(ids, read, score, end, j: int, bptt: int):
 
 def evaluate_loss(
     model, ids: np.ndarray, chars: int, words: int, batch: int = 16, bptt: int = 256, autocast=None,
-    overlap: int = DEFAULT_OVERLAP,
+    overlap: int = DEFAULT_OVERLAP, vocab_size: int | None = None,
 ) -> LossMetrics:
     """Loss metrics of the model on a token array whose text has `chars` characters and `words` words.
 
     Every token but the first (which has no context) is scored; character and word counts
     are scaled to that share.
     """
-    total, scored = total_nll(model, ids, batch, bptt, autocast, overlap)
+    total, scored = total_nll(model, ids, batch, bptt, autocast, overlap, vocab_size=vocab_size)
     share = scored / max(len(ids), 1)
     loss = total.item() / max(scored, 1)
     return LossMetrics(loss=loss, tokens=scored, chars=round(chars * share), words=round(words * share))
@@ -272,7 +289,7 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
     progress.start("loss", len(ids) - len(context))
     started = time.perf_counter()  # speed counts the model, not the (cached) tokenization
     total, scored = total_nll(model, ids, config.batch, config.bptt, overlap=config.overlap,
-                              first=len(context), advance=progress.advance)
+                              first=len(context), advance=progress.advance, vocab_size=tokenizer.vocab_size)
     loss = LossMetrics(loss=total.item() / max(scored, 1), tokens=scored, chars=len(text), words=count_words(text))
     result = EvalResult("", [], total_words, loss, time.perf_counter() - started,
                         device=str(next(model.parameters()).device), config=config)

@@ -398,6 +398,7 @@ class _Loop:
         metrics = evaluate_loss(
             self.model, self.data.valid, self.data.valid_chars, self.data.valid_words,
             batch=self.config.batch, bptt=max(self.config.bptt, 128), autocast=self.autocast,
+            vocab_size=self.model.config.vocab_size,
         )
         if not math.isfinite(metrics.loss):  # never save non-finite weights over a good checkpoint
             return self._roll_back("validation loss")

@@ -102,6 +102,19 @@ def test_window_length_does_not_change_the_single_stream_loss(char_model):
     assert total.item() == pytest.approx(reference.item(), rel=1e-6)
 
 
+def test_a_large_vocabulary_shortens_windows_to_bound_memory_not_the_sum(char_model, monkeypatch):
+    model, ids = char_model
+    reference, _ = total_nll(model, ids, batch=4, bptt=256)
+    seen = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, state=None: seen.append(x.shape[1]) or original(x, state))
+    monkeypatch.setattr(lm.evaluate, "LOGITS_BUDGET_BYTES", 4 * 4 * 10 * model.config.vocab_size)  # 10 tokens a stream
+    total, _ = total_nll(model, ids, batch=4, bptt=256, vocab_size=model.config.vocab_size)
+    assert max(seen) == 10
+    assert total.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert lm.evaluate.window_for_budget(256, 16, 33278) < 256
+
+
 @pytest.mark.parametrize("batch,bptt", [(4, 256), (8, 32), (16, 64)])
 def test_primed_streams_agree_with_one_stream(char_model, batch, bptt):
     model, ids = char_model
