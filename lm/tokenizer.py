@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -253,10 +254,7 @@ class SentencePieceTokenizer(Tokenizer):
                 num_threads=2,
             )
         except RuntimeError as e:
-            raise TokenizerError(
-                f"sentencepiece could not build a {config.kind} vocabulary of {vocab_size}: "
-                f"{str(e).strip().splitlines()[-1]} — try a different --vocab-size"
-            ) from None
+            raise TokenizerError(_sentencepiece_error(str(e), config.kind, vocab_size)) from None
         return cls(model.getvalue(), config.kind)
 
     def encode(self, text: str) -> list[int]:
@@ -335,11 +333,34 @@ def load_tokenizer(folder: Path, kind: str) -> Tokenizer:
     raise TokenizerError(f"unknown tokenizer kind {kind!r} in {folder} — the checkpoint is damaged")
 
 
+SPM_MAX_LINE_CHARS = 1000  # sentencepiece skips lines over 4192 bytes; a character is at most 4
+
+
 def _sample_lines(text: str, limit: int) -> list[str]:
-    lines = [line for line in text.split("\n") if line]
+    lines = [piece for line in text.split("\n") if line for piece in _cut_long_line(line)]
     if len(lines) > limit:
         lines = random.Random(0).sample(lines, limit)
     return lines
+
+
+def _sentencepiece_error(message: str, kind: str, vocab_size: int) -> str:
+    """sentencepiece's failure as one line a user can act on."""
+    reason = re.sub(r"^.*?\]\s*", "", message.strip().splitlines()[-1])  # drop "INTERNAL: file.cc(638) [check]"
+    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", reason)
+    if needed:
+        return (f"--vocab-size {vocab_size} is too small for a {kind} vocabulary of this text: its characters "
+                f"and the 256 byte pieces need at least {needed.group(1)} — use --vocab-size {needed.group(1)} or more")
+    return f"sentencepiece could not build a {kind} vocabulary of {vocab_size}: {reason} — try a different --vocab-size"
+
+
+def _cut_long_line(line: str, size: int = SPM_MAX_LINE_CHARS) -> list[str]:
+    """A line in pieces of at most `size` characters, cut after a space where there is one."""
+    pieces = []
+    while len(line) > size:
+        cut = line.rfind(" ", size // 2, size) + 1 or size
+        pieces.append(line[:cut])
+        line = line[cut:]
+    return pieces + [line] if line else pieces
 
 
 def _read_json(path: Path) -> dict:

@@ -66,7 +66,7 @@ def test_saved_tokenizer_reloads_exactly(tmp_path, kind):
 
 
 def test_sentencepiece_vocab_too_small_is_a_clear_error():
-    with pytest.raises(lm.TokenizerError, match="--vocab-size"):
+    with pytest.raises(lm.TokenizerError, match=r"--vocab-size 50 is too small .* need at least \d+ — use --vocab-size \d+ or more$"):
         train_tokenizer(TEXT, lm.TokenizerConfig(kind="unigram", vocab_size=50))
 
 
@@ -80,3 +80,21 @@ def test_unknown_kind_and_empty_text_are_errors():
 def test_encode_array_matches_encode():
     for tok in (CharTokenizer.train(TEXT, lm.TokenizerConfig()), WordTokenizer.train(TEXT, lm.TokenizerConfig(kind="word"))):
         assert tok.encode_array(TEXT).tolist() == tok.encode(TEXT)
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_sentencepiece_learns_from_text_without_line_breaks(kind):
+    """sentencepiece skips lines over 4 KB; a corpus that is one long line must still train."""
+    text = make_text(200).replace("\n", " ")
+    tokenizer = train_tokenizer(text, lm.TokenizerConfig(kind=kind, vocab_size=400))
+    assert tokenizer.vocab_size > 300
+    assert tokenizer.decode(tokenizer.encode(text[:5000])) == text[:5000]
+
+
+def test_long_lines_are_cut_after_spaces():
+    from lm.tokenizer import _cut_long_line
+
+    line = "word " * 500
+    pieces = _cut_long_line(line, 100)
+    assert "".join(pieces) == line and all(len(p) <= 100 and p.endswith(" ") for p in pieces)
+    assert _cut_long_line("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]
