@@ -78,7 +78,8 @@ def parse_duration(ctx, param, value):
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
 @field_option(lm.TokenizerConfig, "kind", "Tokenizer.", flag="--tokenizer", type=click.Choice(KINDS))
 @field_option(lm.TokenizerConfig, "vocab_size", "Vocabulary size (default: all chars; 4000 subwords; words seen --min-count times).", type=int)
-@field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk>.")
+@field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk> (default: 1 when the text "
+              "already has <unk> marks, as WikiText does, else 2).", type=int)
 @field_option(lm.ModelConfig, "cell", "Recurrent cell.", type=click.Choice(list(CELLS)))
 @field_option(lm.ModelConfig, "layers", "Stacked recurrent layers.")
 @field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")

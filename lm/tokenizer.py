@@ -37,7 +37,9 @@ class TokenizerConfig:
 
     kind: str = "char"
     vocab_size: int | None = None
-    min_count: int = 2  # word kind: rarer words become <unk>
+    # word kind: rarer words become <unk>. None: 1 when the text already marks unknown words
+    # with <unk> (its vocabulary is closed, as in WikiText), else 2.
+    min_count: int | None = None
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -46,7 +48,7 @@ class TokenizerConfig:
             raise TokenizerError(
                 f"--vocab-size must be at least 2, not {self.vocab_size} — pick a larger vocabulary"
             )
-        if self.min_count < 1:
+        if self.min_count is not None and self.min_count < 1:
             raise TokenizerError(f"--min-count must be at least 1, not {self.min_count}")
 
     @classmethod
@@ -155,9 +157,10 @@ class WordTokenizer(Tokenizer):
         for start in range(0, len(text), COUNT_CHUNK_CHARS):  # chunks keep the word list small
             end = text.find("\n", start + COUNT_CHUNK_CHARS)
             counts.update(text[start : len(text) if end < 0 else end].split())
-        counts.pop(UNK, None)
+        marks_unknowns = counts.pop(UNK, 0) > 0
         counts.pop(EOS, None)
-        kept = [(w, n) for w, n in counts.most_common() if n >= config.min_count]
+        min_count = config.min_count if config.min_count is not None else (1 if marks_unknowns else 2)
+        kept = [(w, n) for w, n in counts.most_common() if n >= min_count]
         if config.vocab_size is not None:
             kept = kept[: max(config.vocab_size - 2, 0)]
         return cls([w for w, _ in kept])

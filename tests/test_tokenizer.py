@@ -49,6 +49,13 @@ def test_word_tokenizer_marks_line_ends_and_unknown_words():
     assert tok.decode(ids) == "a <unk> b\n"
 
 
+def test_word_min_count_keeps_every_word_of_a_text_that_already_marks_unknowns():
+    closed = train_tokenizer("a b <unk> a\nc\n", lm.TokenizerConfig(kind="word"))
+    assert {"a", "b", "c"} <= set(closed.pieces)
+    open_text = train_tokenizer("a b a\nc\n", lm.TokenizerConfig(kind="word"))
+    assert "a" in open_text.pieces and "b" not in open_text.pieces
+
+
 def test_word_vocab_size_caps_the_most_frequent_words():
     tok = train_tokenizer("a a a b b c\n", lm.TokenizerConfig(kind="word", vocab_size=4, min_count=1))
     assert tok.pieces == ["<unk>", "<eos>", "a", "b"]
