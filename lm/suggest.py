@@ -17,6 +17,7 @@ exactly the numbers `Suggester.suggest` gives for the whole text.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import re
 import unicodedata
@@ -158,9 +159,9 @@ class _PieceTable:
     """What each piece does to a word, worked out once per tokenizer.
 
     For a word of class LETTER or PUNCT, and for a word not started yet (START_WORD), a piece
-    either ends the word (`ends`), extends it and leaves it open (`grows`), finishes it inside
-    the piece (`splits`: id and the cut), or is not allowed (byte, <unk> and control pieces,
-    and whitespace where the word has not started).
+    either ends the word (`ends_by_mode`), extends it and leaves it open (`closed` is 0 there,
+    -inf elsewhere), finishes it inside the piece (`splits`: id and the cut), or is not allowed
+    (byte, <unk> and control pieces, and whitespace where the word has not started).
     """
 
     def __init__(self, pieces: list[str], device: torch.device):
@@ -182,7 +183,10 @@ class _PieceTable:
                         grows[mode, i] = True
                     else:
                         splits[mode].append((i, cut))
-        self.ends, self.grows = ends.to(device), grows.to(device)
+        # Per step, one product gives every hypothesis the mass of the pieces that end its word,
+        # and one addition hides the pieces that may not extend it.
+        self.ends_by_mode = ends.T.float().contiguous().to(device)  # [vocab, mode]
+        self.closed = torch.zeros(4, len(pieces)).masked_fill(~grows, -math.inf).to(device)  # [mode, vocab]
         # mode -> (ids on the device, the same ids as a list, cuts)
         self.splits = {m: (torch.tensor([i for i, _ in s], dtype=torch.long, device=device), [i for i, _ in s],
                            [c for _, c in s]) for m, s in splits.items()}
@@ -361,7 +365,7 @@ class Suggester:
         steps = len(fragment) + self.config.max_depth
         for step in range(steps):
             scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
-            reached += self._collect(texts, modes, scores, fragment, lead, words)
+            reached += self._collect(texts, modes, scores.exp(), fragment, lead, words)
             if step == steps - 1:
                 break
             parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k))
@@ -372,46 +376,49 @@ class Suggester:
             logits = logits[:, -1]  # [beam, vocab]
         return words, reached
 
-    def _collect(self, texts, modes, scores, fragment, lead, words) -> float:
-        """Add the words each hypothesis finishes at this step; returns the mass reaching the prefix's end."""
-        table, reached = self._table, 0.0
-        mode_index = torch.tensor(modes, device=self.device)
-        ended = torch.logsumexp(scores.masked_fill(~table.ends[mode_index], -math.inf), -1).exp().tolist()  # [beam]
+    def _collect(self, texts, modes, probs, fragment, lead, words) -> float:
+        """Add the words each hypothesis finishes at this step; returns the mass reaching the prefix's end.
+
+        Args:
+            probs: [beam, vocab] probability of each hypothesis followed by each piece.
+        """
+        table, reached = self._table, []
+        ended = (probs @ table.ends_by_mode).tolist()  # [beam][mode]: mass of the pieces ending the word
         for b, (text, mode) in enumerate(zip(texts, modes)):
             if mode == INSIDE:
                 options = self._options(fragment, lead, len(text))
-                reached += torch.logsumexp(scores[b, options.crossing_ids], 0).exp().item()
-                finishing = zip(options.finished_words, scores[b, options.finished_ids].exp().tolist())
+                reached.append(probs[b, options.crossing_ids].sum())
+                finishing = zip(options.finished_words, probs[b, options.finished_ids].tolist())
             else:
                 if text:
-                    words[text] += ended[b]
+                    words[text] += ended[b][mode]
                 split_ids, id_list, cuts = table.splits[mode]
-                chosen = scores[b, split_ids].exp().tolist()
+                if not id_list:
+                    continue
+                chosen = probs[b, split_ids].tolist()
                 finishing = ((text + table.pieces[i][:c], p) for i, c, p in zip(id_list, cuts, chosen))
             for word, p in finishing:
                 if p > 0.0:
                     words[word] += p
-        return reached
+        return sum(reached).item() if reached else 0.0
 
     def _extend(self, texts, modes, scores, fragment, lead, floor):
         """The best `beam_width` one-piece extensions of all hypotheses together."""
-        table = self._table
-        allowed = table.grows[torch.tensor(modes, device=self.device)]  # [beam, vocab]
+        closed = self._table.closed[torch.tensor(modes, device=self.device)]  # [beam, vocab]: 0 where allowed
         for b, (text, mode) in enumerate(zip(texts, modes)):
             if mode == INSIDE:
-                allowed[b, self._options(fragment, lead, len(text)).next_ids] = True
-        flat = scores.masked_fill(~allowed, -math.inf).flatten()  # [beam * vocab]
-        top = flat.topk(min(self.config.beam_width, flat.numel()))
-        keep = top.values > floor  # also drops the -inf of pieces not allowed
-        values, index = top.values[keep], top.indices[keep]
+                closed[b, self._options(fragment, lead, len(text)).next_ids] = 0.0
+        flat = (scores + closed).flatten()  # [beam * vocab]
+        top = flat.topk(min(self.config.beam_width, flat.numel()))  # sorted: the ones kept are a prefix
+        kept = sum(v > floor for v in top.values.tolist())  # also drops the -inf of pieces not allowed
+        index = top.indices[:kept]
         vocab = scores.shape[1]
-        parents, ids = index // vocab, index % vocab
         new_texts, new_modes = [], []
-        for b, i in zip(parents.tolist(), ids.tolist()):
-            text, mode = self._grow(texts[b], modes[b], i, fragment, lead)
+        for i in index.tolist():
+            text, mode = self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead)
             new_texts.append(text)
             new_modes.append(mode)
-        return parents, ids, new_texts, new_modes, values
+        return index // vocab, index % vocab, new_texts, new_modes, top.values[:kept]
 
     def _grow(self, text: str, mode: int, piece_id: int, fragment: str, lead: int) -> tuple[str, int]:
         if mode == INSIDE:
@@ -447,7 +454,7 @@ class Suggester:
 
 def _floor(words: dict[str, float], k: int) -> float:
     """Log-probability a hypothesis needs to beat the k-th best letter word found so far."""
-    found = sorted((p for w, p in words.items() if char_class(w[0]) == LETTER), reverse=True)
+    found = heapq.nlargest(k, (p for w, p in words.items() if char_class(w[0]) == LETTER))
     return math.log(found[k - 1]) if len(found) >= k and found[k - 1] > 0.0 else -math.inf
 
 
