@@ -85,6 +85,9 @@ def parse_duration(ctx, param, value):
 @field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")
 @field_option(lm.ModelConfig, "emb", "Embedding size (the tied output layer shares it).")
 @field_option(lm.ModelConfig, "dropout", "Dropout on embeddings, between layers and on outputs.")
+@field_option(lm.ModelConfig, "softmax", "Output layer: full (tied to the embedding) or adaptive (cheaper for large "
+              f"vocabularies); auto picks adaptive from {lm.model.ADAPTIVE_MIN_VOCAB:,} tokens.",
+              type=click.Choice(lm.model.SOFTMAXES))
 @field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))

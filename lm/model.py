@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -16,6 +17,13 @@ STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_t
 # Inference over at most this many time steps runs the cells one step at a time: on CPU a
 # whole nn.LSTM call costs milliseconds of set-up (oneDNN), a cell step a tenth of that.
 STEP_LOOP_MAX_TIME = 4
+
+SOFTMAXES = ("auto", "full", "adaptive")
+# From this vocabulary size on, "auto" picks the adaptive softmax: the output layer then costs
+# a few times less than a full [emb x vocab] product (Grave et al. 2017).
+ADAPTIVE_MIN_VOCAB = 16_384
+ADAPTIVE_CUTOFFS = (2_000, 10_000, 50_000)  # frequency-sorted word ids where clusters start
+ADAPTIVE_DIV = 4.0  # each tail cluster works in a space this many times smaller than the last
 
 # LSTM state is a pair (h, c); GRU and RNN state is h alone. Each is [layers, batch, hidden],
 # even with batch_first=True.
@@ -32,10 +40,20 @@ class ModelConfig:
     hidden: int = 512
     emb: int = 256
     dropout: float = 0.1
+    softmax: str = "auto"  # full (tied to the embedding), adaptive, or auto: by vocabulary size
+    cutoffs: list[int] | None = None  # adaptive softmax clusters; None: from ADAPTIVE_CUTOFFS
 
     def validate(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.softmax not in SOFTMAXES:
+            raise ValueError(f"softmax must be one of {', '.join(SOFTMAXES)}, not {self.softmax!r}")
+        if self.cutoffs is not None:
+            bounds = [0, *self.cutoffs, self.vocab_size - 1]
+            if not all(isinstance(c, int) for c in self.cutoffs) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+                raise ValueError(f"cutoffs must rise strictly between 0 and vocab_size - 1, not {self.cutoffs!r}")
+            if self.emb < ADAPTIVE_DIV ** len(self.cutoffs):
+                raise ValueError(f"emb {self.emb} is too small for {len(self.cutoffs)} adaptive softmax clusters")
         for name in ("vocab_size", "layers", "hidden", "emb"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -43,9 +61,25 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
 
+    def resolved(self) -> "ModelConfig":
+        """A copy with softmax and cutoffs made concrete for the vocabulary (as saved)."""
+        config = ModelConfig.from_dict(self.to_dict())
+        if config.softmax == "auto":
+            config.softmax = "adaptive" if config.vocab_size >= ADAPTIVE_MIN_VOCAB else "full"
+        if config.softmax == "adaptive" and not config.cutoffs:
+            config.cutoffs = [c for c in ADAPTIVE_CUTOFFS if c < config.vocab_size - 1]
+            while config.cutoffs and config.emb < ADAPTIVE_DIV ** len(config.cutoffs):
+                config.cutoffs.pop()  # each tail's width is emb / 4^i: keep it at least 1
+            if not config.cutoffs:
+                config.softmax = "full"
+        if config.softmax == "full":
+            config.cutoffs = None
+        return config
+
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        data = {"softmax": "full", **data}  # checkpoints from before the adaptive softmax
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict:
@@ -57,10 +91,13 @@ class LanguageModel(nn.Module):
 
     Tying (Press & Wolf 2017, Inan et al. 2017) shares the [vocab, emb] matrix between
     input and output; when hidden != emb a linear projection maps hidden -> emb first.
+    Large vocabularies use an adaptive softmax instead (untied): frequent words in a head,
+    rare ones in smaller tail clusters, so training never builds the full distribution.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        config = config.resolved()
         config.validate()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.emb)
@@ -72,13 +109,17 @@ class LanguageModel(nn.Module):
         self.projection = (
             nn.Linear(config.hidden, config.emb, bias=False) if config.hidden != config.emb else None
         )
-        self.decoder = nn.Linear(config.emb, config.vocab_size)
-        self.decoder.weight = self.embedding.weight
+        if config.softmax == "adaptive":
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(config.emb, config.vocab_size, config.cutoffs, div_value=ADAPTIVE_DIV)
+        else:
+            self.decoder = nn.Linear(config.emb, config.vocab_size)
+            self.decoder.weight = self.embedding.weight
         self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
+        if self.config.softmax == "full":
+            nn.init.zeros_(self.decoder.bias)
 
     def forward(self, ids: torch.Tensor, state=None):
         """Raw next-token logits for every position, and the state after the last one.
@@ -87,8 +128,29 @@ class LanguageModel(nn.Module):
             ids: [batch, time] token ids.
             state: what the cell carries, or None for zeros.
         Returns:
-            logits [batch, time, vocab] and the new state.
+            logits [batch, time, vocab] (log-probabilities with the adaptive softmax) and the new state.
         """
+        out, state = self._features(ids, state)  # [batch, time, emb]
+        if self.config.softmax == "adaptive":
+            with _full_precision(out):
+                return self.adaptive.log_prob(out.flatten(0, 1).float()).view(*out.shape[:2], -1), state
+        return self.decoder(out), state  # [batch, time, vocab]
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
+        """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state.
+
+        The same number as cross-entropy over `self(ids, state)`'s logits; with the adaptive
+        softmax it is computed without the full [batch, time, vocab] distribution.
+        """
+        if self.config.softmax == "adaptive":
+            out, state = self._features(ids, state)
+            with _full_precision(out):
+                return self.adaptive(out.flatten(0, 1).float(), targets.flatten()).loss, state
+        logits, state = self(ids, state)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten()), state
+
+    def _features(self, ids: torch.Tensor, state):
+        """What the output layer reads: [batch, time, emb], and the new state."""
         x = self.dropout(self.embedding(ids))  # [batch, time, emb]
         if not self.training and ids.shape[1] <= STEP_LOOP_MAX_TIME and self._has_plain_weights():
             out, state = self._step_loop(x, state)
@@ -97,7 +159,7 @@ class LanguageModel(nn.Module):
         out = self.dropout(out)
         if self.projection is not None:
             out = self.projection(out)  # [batch, time, emb]
-        return self.decoder(out), state  # [batch, time, vocab]
+        return out, state
 
     def _has_plain_weights(self) -> bool:
         """False once the RNN has been swapped for a quantized or compiled one."""
@@ -146,8 +208,17 @@ class LanguageModel(nn.Module):
             shapes[f"rnn.bias_hh_l{layer}"] = (gates,)
         if config.hidden != config.emb:
             shapes["projection.weight"] = (config.emb, config.hidden)
-        shapes["decoder.weight"] = (config.vocab_size, config.emb)
-        shapes["decoder.bias"] = (config.vocab_size,)
+        config = config.resolved()
+        if config.softmax == "full":
+            shapes["decoder.weight"] = (config.vocab_size, config.emb)
+            shapes["decoder.bias"] = (config.vocab_size,)
+            return shapes
+        bounds = [*config.cutoffs, config.vocab_size]
+        shapes["adaptive.head.weight"] = (config.cutoffs[0] + len(config.cutoffs), config.emb)
+        for i in range(len(config.cutoffs)):
+            inner = int(config.emb // ADAPTIVE_DIV ** (i + 1))
+            shapes[f"adaptive.tail.{i}.0.weight"] = (inner, config.emb)
+            shapes[f"adaptive.tail.{i}.1.weight"] = (bounds[i + 1] - bounds[i], inner)
         return shapes
 
     def init_state(self, batch: int):
@@ -158,6 +229,11 @@ class LanguageModel(nn.Module):
         if self.config.cell == "lstm":
             return (h, torch.zeros_like(h))
         return h
+
+
+def _full_precision(tensor: torch.Tensor):
+    """No autocast: the adaptive softmax mixes dtypes in place, and its layers are small."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def quantize_int8(model: LanguageModel) -> LanguageModel:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .batching import batchify, count_windows, windows
 from .checkpoint import CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, read_config, read_resume, save_checkpoint, snapshot
@@ -202,12 +201,13 @@ def train(
     progress.message("Preparing the tokenizer and token cache…")
     data = _prepare_data(corpus, tokenizer_config, config, cache_dir)
     model_config.vocab_size = data.tokenizer.vocab_size
-    if saved is not None:
-        _check_same_model(ModelConfig.from_dict(saved["model"]), model_config, out)
     try:
         model_config.validate()
+        model_config = model_config.resolved()  # softmax and cutoffs for this vocabulary
     except ValueError as e:
         raise ConfigError(f"{e} — fix the model flags") from None
+    if saved is not None:
+        _check_same_model(ModelConfig.from_dict(saved["model"]), model_config, out)
     model = LanguageModel(model_config).to(device)
     optimizer = _make_optimizer(model, config)
     run = _RunState()
@@ -303,8 +303,7 @@ class _Loop:
         self._set_lr(self._progress_fraction(run))
         # Forward and backward over one window; the state enters detached.
         with self.autocast:
-            logits, state = self.model(inputs, run.state)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss, state = self.model.loss(inputs, targets, run.state)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).

@@ -1,6 +1,7 @@
 """Fixtures that cost almost nothing: a generated text, and tiny models trained on it once per run."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def corpus_file(tmp_path_factory) -> Path:
 
 def train_tiny(corpus_path: Path, out: Path, kind: str = "char", **overrides) -> lm.TrainResult:
     """Train a tiny model on a corpus file; overrides go to the model or train config."""
-    model = {**TINY_MODEL, **{k: v for k, v in overrides.items() if k in TINY_MODEL or k == "cell"}}
+    model_fields = {f.name for f in dataclasses.fields(lm.ModelConfig)} - {"vocab_size"}
+    model = {**TINY_MODEL, **{k: v for k, v in overrides.items() if k in model_fields}}
     train = {**TINY_TRAIN, **{k: v for k, v in overrides.items() if k not in model}}
     corpus = lm.load_corpus([str(corpus_path)])
     return lm.train(

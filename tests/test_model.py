@@ -85,3 +85,36 @@ def test_int8_model_keeps_the_contract_and_stays_close(cell):
     gap = (approx.softmax(-1) - exact.softmax(-1)).abs().max().item()
     assert gap < 0.02
     assert isinstance(model.rnn.weight_ih_l0, torch.Tensor)  # the float model is left as it was
+
+
+def test_auto_softmax_is_adaptive_for_large_vocabularies_only():
+    assert LanguageModel(ModelConfig(vocab_size=1000, hidden=16, emb=8)).config.softmax == "full"
+    big = LanguageModel(ModelConfig(vocab_size=40_000, hidden=16, emb=16)).config
+    assert big.softmax == "adaptive" and big.cutoffs == [2000, 10000]
+    assert ModelConfig(vocab_size=40_000, emb=8).resolved().cutoffs == [2000]  # a tail is emb / 4^i wide
+    with pytest.raises(ValueError, match="cutoffs must rise"):
+        ModelConfig(vocab_size=100, softmax="adaptive", cutoffs=[50, 20]).validate()
+    assert ModelConfig.from_dict({"vocab_size": 40_000}).softmax == "full"  # saved before the adaptive softmax
+
+
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_loss_is_the_cross_entropy_of_the_logits(softmax):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=300, layers=1, hidden=24, emb=16, softmax=softmax,
+                                      cutoffs=[20, 100] if softmax == "adaptive" else None)).eval()
+    ids, targets = torch.randint(0, 300, (3, 6)), torch.randint(0, 300, (3, 6))
+    logits, state = model(ids)
+    loss, loss_state = model.loss(ids, targets)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(3, 6), atol=1e-5, rtol=0) if softmax == "adaptive" else None
+    torch.testing.assert_close(state, loss_state)
+    assert LanguageModel.expected_shapes(model.config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_adaptive_model_quantizes_and_stays_close():
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=300, layers=1, hidden=32, emb=32, softmax="adaptive", cutoffs=[20, 100])).eval()
+    ids = torch.randint(0, 300, (2, 5))
+    with torch.no_grad():
+        gap = (quantize_int8(model)(ids)[0].exp() - model(ids)[0].exp()).abs().max().item()
+    assert gap < 0.02

@@ -2,7 +2,6 @@ import json
 import math
 import os
 import signal
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -155,15 +154,16 @@ def test_batch_too_large_for_the_corpus(tmp_path):
 
 
 def nan_after(first_bad: int, last_bad: float):
-    """A cross_entropy that returns NaN for calls first_bad..last_bad (1-based)."""
+    """A training loss that is NaN for calls first_bad..last_bad (1-based)."""
     calls = {"n": 0}
+    loss_of = lm.LanguageModel.loss
 
-    def flaky(*args, **kwargs):
+    def flaky(model, *args, **kwargs):
         calls["n"] += 1
-        loss = torch.nn.functional.cross_entropy(*args, **kwargs)
-        return loss * float("nan") if first_bad <= calls["n"] <= last_bad else loss
+        loss, state = loss_of(model, *args, **kwargs)
+        return (loss * float("nan") if first_bad <= calls["n"] <= last_bad else loss), state
 
-    return SimpleNamespace(cross_entropy=flaky)
+    return flaky
 
 
 class Messages(lm.Progress):
@@ -175,7 +175,7 @@ class Messages(lm.Progress):
 
 
 def run_with_nans(tmp_path, corpus_file, monkeypatch, first_bad, last_bad):
-    monkeypatch.setattr(lm.trainer, "F", nan_after(first_bad, last_bad))
+    monkeypatch.setattr(lm.LanguageModel, "loss", nan_after(first_bad, last_bad))
     corpus = lm.load_corpus([str(corpus_file)])
     progress = Messages()
     config = lm.TrainConfig(max_steps=60, eval_every=20, log_every=5, patience=0, batch=4, bptt=16, device="cpu")
@@ -198,3 +198,11 @@ def test_a_loss_that_stays_nan_stops_with_the_good_checkpoint_intact(tmp_path, c
     assert all(torch.isfinite(p).all() for p in model.parameters())
     steps = [json.loads(x)["step"] for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [20]
+
+
+def test_an_adaptive_softmax_model_trains_reloads_and_suggests(tmp_path, corpus_file):
+    result = train_tiny(corpus_file, tmp_path / "m", kind="word", softmax="adaptive", cutoffs=[8, 20], max_steps=150)
+    model, tokenizer = lm.load(tmp_path / "m")
+    assert model.config.softmax == "adaptive" and model.config.cutoffs == [8, 20]
+    assert result.best["valid_loss"] < 0.8 * math.log(tokenizer.vocab_size)
+    assert lm.Suggester(model, tokenizer).suggest("the clouds are in the ")[0].word == "sky"
