@@ -2,9 +2,12 @@
 
 For each kind, a model of the stated size is trained briefly on the corpus (or --checkpoint is
 used), then in one warm process:
-  - next word: `Suggester.suggest` on a context that ends with a space;
-  - half-typed word: the same contexts plus the first letters of the next word;
-  - keystroke: a `SuggestionSession` fed a passage one character at a time, suggestions after each;
+  - next word: suggestions after a context that ends with a space, the context already read
+    (`SuggestionSession.read`), as a keyboard has it: the search alone;
+  - half-typed word: the same, with the first letters of the next word typed;
+  - keystroke: a `SuggestionSession` fed a passage one character at a time, suggestions after each
+    (reading each finished word, and each group of words, as it comes);
+  - fresh text: `Suggester.suggest` on a new 400-character text: reading it all, then the search;
 and the wall time of a cold `lm suggest` command (a fresh Python process: imports, load, one answer);
 each with float weights and with int8 weights (the CLI's default).
 Contexts are taken from the held-out end of the corpus. Latencies are p50 / p99 in milliseconds.
@@ -68,8 +71,14 @@ def sample_points(text: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
 def warm_latencies(suggester: Suggester, points, passage: str, warmup: int = 5) -> dict:
     for context, word in points[:warmup]:
         suggester.suggest(context)
-    next_word = [timed(suggester.suggest, context) for context, _ in points]
-    half_typed = [timed(suggester.suggest, context + word[: max(1, len(word) // 2)]) for context, word in points]
+    next_word, half_typed = [], []
+    for context, word in points:
+        session = SuggestionSession(suggester, context)
+        session.read()  # a keyboard has read the context by now, word by word as it was typed
+        next_word.append(timed(session.suggestions))
+        session.type(word[: max(1, len(word) // 2)])
+        half_typed.append(timed(session.suggestions))
+    fresh_text = [timed(suggester.suggest, context) for context, _ in points]
     session = SuggestionSession(suggester, points[0][0])
     session.suggestions()
     keystrokes = []
@@ -78,7 +87,8 @@ def warm_latencies(suggester: Suggester, points, passage: str, warmup: int = 5) 
         session.type(ch)
         session.suggestions()
         keystrokes.append(time.perf_counter() - start)
-    return {"next_word": percentiles(next_word), "half_typed": percentiles(half_typed), "keystroke": percentiles(keystrokes)}
+    return {"next_word": percentiles(next_word), "half_typed": percentiles(half_typed),
+            "keystroke": percentiles(keystrokes), "fresh_text": percentiles(fresh_text)}
 
 
 def cold_command(checkpoint: Path, text: str, precision: str, runs: int) -> dict:
@@ -179,13 +189,16 @@ def print_table(report: dict) -> None:
     shapes = sorted({f"{r['model']['layers']}×{r['model']['hidden']} {r['model']['cell']}, emb {r['model']['emb']}"
                      for r in report["runs"]})
     table = Table(title=f"lm suggest latency: {'; '.join(shapes)} on CPU ({report['machine']['threads']} threads)",
-                  caption="warm: ms p50 / p99 per suggestion; cold: a fresh `lm suggest` process, median")
-    for column in ("tokenizer", "weights", "vocab", "params", "next word", "half-typed", "keystroke", "cold"):
+                  caption="warm: ms p50 / p99 per suggestion (next word, half-typed: context already read; "
+                          "fresh: reading it too); cold: a fresh `lm suggest` process, median")
+    for column in ("tokenizer", "weights", "vocab", "params", "next word", "half-typed", "keystroke",
+                   f"fresh {report['context_chars']} chars", "cold"):
         table.add_column(column, justify="left" if column == "tokenizer" else "right")
     for run in report["runs"]:
         table.add_row(
             run["tokenizer"], run["precision"], f"{run['vocab_size']:,}", f"{run['parameters'] / 1e6:.2f}M",
-            *(f"{run[key]['p50_ms']:.1f} / {run[key]['p99_ms']:.1f}" for key in ("next_word", "half_typed", "keystroke")),
+            *(f"{run[key]['p50_ms']:.1f} / {run[key]['p99_ms']:.1f}"
+              for key in ("next_word", "half_typed", "keystroke", "fresh_text")),
             f"{run['cold_command']['median_s']:.2f} s",
         )
     Console().print(table)

@@ -189,6 +189,22 @@ def test_a_keystroke_reads_only_the_last_word(suggesters, monkeypatch):
     assert sum(map(len, read)) < 40  # the words typed, never the 2,000-character text before them
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_reading_ahead_leaves_only_the_search(suggesters, kind, monkeypatch):
+    suggester = suggesters(kind)
+    original = suggester.read
+    for text in [CLOUDS, CLOUDS + "s", CLOUDS.rstrip(), ""]:
+        session = SuggestionSession(suggester, text)
+        session.read()
+        read: list[str] = []
+        monkeypatch.setattr(suggester, "read", lambda state, logits, text: read.append(text) or original(state, logits, text))
+        found = session.suggestions(3)
+        monkeypatch.undo()
+        # At most the typed word is read, to suggest what follows it if it is finished ("the" -> "sky").
+        assert all(len(t) <= len(" the") for t in read), read
+        assert found == suggester.suggest(text, 3), repr(text)
+
+
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_very_long_text(suggesters, kind):
     text = make_text(4000 if kind == "word" else 1500) + CLOUDS  # ~170 kB for words, ~60 kB for chars
