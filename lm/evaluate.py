@@ -114,14 +114,24 @@ def total_nll(
     for j in range(0, int((end - read).max(initial=0)), bptt):
         inputs, targets, scored = _window(ids, read, score, end, j, bptt)
         with autocast or nullcontext():
-            logits, state = model(inputs.to(device), state)  # [batch, time, vocab]
-        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(), reduction="none")
-        total += torch.where(scored.to(device).flatten(), nll, 0.0).double().sum()
+            nll, state = token_nll(model, inputs.to(device), targets.to(device), state)  # [batch, time]
+        total += torch.where(scored.to(device), nll, 0.0).double().sum()
         state = detach_state(state)
         if advance is not None:
             advance(int(scored.sum()))
     model.train(was_training)
     return total, int((end - score).sum())
+
+
+def token_nll(model, inputs: torch.Tensor, targets: torch.Tensor, state):
+    """NLL of each target [batch, time] and the new state, through the model's own `token_nll`
+    where it has one (an adaptive softmax scores targets without the full distribution), else
+    from the logits of `model(ids, state)`, so any model with that contract can be evaluated."""
+    if hasattr(model, "token_nll"):
+        return model.token_nll(inputs, targets, state)
+    logits, state = model(inputs, state)  # [batch, time, vocab]
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view(targets.shape), state
 
 
 LOGITS_BUDGET_BYTES = 64 * 2**20

@@ -136,18 +136,29 @@ class LanguageModel(nn.Module):
                 return self.adaptive.log_prob(out.flatten(0, 1).float()).view(*out.shape[:2], -1), state
         return self.decoder(out), state  # [batch, time, vocab]
 
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
-        """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state.
+    def token_nll(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
+        """Next-token negative log-likelihood of each of `targets` after `ids`, and the new state.
 
-        The same number as cross-entropy over `self(ids, state)`'s logits; with the adaptive
-        softmax it is computed without the full [batch, time, vocab] distribution.
+        Args:
+            ids, targets: [batch, time] token ids (targets are ids shifted by one).
+        Returns:
+            nll [batch, time] in nats (fp32) and the new state. The same numbers as
+            cross-entropy over `self(ids, state)`'s logits; with the adaptive softmax they are
+            computed without the full [batch, time, vocab] distribution.
         """
         if self.config.softmax == "adaptive":
             out, state = self._features(ids, state)
             with _full_precision(out):
-                return self.adaptive(out.flatten(0, 1).float(), targets.flatten()).loss, state
+                logp = self.adaptive(out.flatten(0, 1).float(), targets.flatten()).output  # [batch * time]
+            return -logp.view(targets.shape), state
         logits, state = self(ids, state)
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten()), state
+        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        return nll.view(targets.shape), state  # [batch, time]
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
+        """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state."""
+        nll, state = self.token_nll(ids, targets, state)
+        return nll.mean(), state
 
     def _features(self, ids: torch.Tensor, state):
         """What the output layer reads: [batch, time, emb], and the new state."""

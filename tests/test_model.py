@@ -106,6 +106,8 @@ def test_loss_is_the_cross_entropy_of_the_logits(softmax):
     logits, state = model(ids)
     loss, loss_state = model.loss(ids, targets)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    nll, _ = model.token_nll(ids, targets)  # [batch, time]: each target's own term
+    torch.testing.assert_close(nll, -logits.log_softmax(-1).gather(2, targets[..., None])[..., 0])
     torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(3, 6), atol=1e-5, rtol=0) if softmax == "adaptive" else None
     torch.testing.assert_close(state, loss_state)
     assert LanguageModel.expected_shapes(model.config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
