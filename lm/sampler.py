@@ -27,6 +27,7 @@ STOP_AT = ("sentence", "paragraph")
 SENTENCE_MARKS = (".", "!", "?", "…")
 CLOSERS = "\"'”’)]»"
 BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+READ_LOGITS_BUDGET = 2**22  # floats of [1, time, vocab] logits one model call may build (16 MB)
 
 
 @dataclass
@@ -136,6 +137,27 @@ def next_tokens(logits: torch.Tensor, recent: torch.Tensor, config: GenerationCo
     logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [batch]
+
+
+def read_chunk(vocab_size: int) -> int:
+    """Tokens per model call when reading a text: keeps the logits within READ_LOGITS_BUDGET."""
+    return max(16, min(2048, READ_LOGITS_BUDGET // vocab_size))
+
+
+@torch.inference_mode()
+def read_ids(model, ids: list[int], state, chunk: int):
+    """Advance the state over token ids, `chunk` tokens per model call.
+
+    Only the last position's logits are kept, so a prompt of megabytes costs time, not memory.
+    Returns (state, [vocab] next-token logits as fp32, or None when `ids` is empty).
+    """
+    device = next(model.parameters()).device
+    logits = None
+    for at in range(0, len(ids), chunk):
+        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
+        out, state = model(x, state)  # [1, time, vocab]
+        logits = out[0, -1].float()
+    return state, logits
 
 
 class TextStream:
@@ -267,9 +289,7 @@ class Sampler:
         """Advance the state over token ids; returns the next-token logits [vocab]."""
         if not ids:
             return self.logits
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, time]
-        logits, self.state = self.model(x, self.state)
-        self.logits = logits[0, -1].float()
+        self.state, self.logits = read_ids(self.model, ids, self.state, read_chunk(self.tokenizer.vocab_size))
         self.recent = (self.recent + list(ids))[-HISTORY_LIMIT:]
         self.last_char = self.tokenizer.decode(ids[-4:])[-1:] or self.last_char
         return self.logits

@@ -29,6 +29,7 @@ import torch
 
 from .errors import ConfigError
 from .model import select_state
+from .sampler import read_chunk, read_ids
 
 START = "\n"  # there is no BOS token: a text starts where a line starts
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
@@ -254,8 +255,7 @@ class Suggester:
         self.config = config or SuggestConfig()
         self.config.validate()
         self.device = next(model.parameters()).device
-        # Tokens per model call while reading: bounds the [1, time, vocab] logits to ~16 MB.
-        self.chunk = max(16, min(2048, 2**22 // tokenizer.vocab_size))
+        self.chunk = read_chunk(tokenizer.vocab_size)
         self.by_whitespace = tokenizer.kind == "word"
         if self.by_whitespace:
             self._vocabulary, self._find = _Vocabulary(tokenizer, self.device), self._rank
@@ -281,15 +281,10 @@ class Suggester:
             self._start = _Mark(0, 0, state, logits)
         return self._start
 
-    @torch.inference_mode()
     def read(self, state, logits, text: str):
         """Advance (state, logits) over a text, a bounded number of tokens per model call."""
-        ids = self.tokenizer.encode(text)
-        for at in range(0, len(ids), self.chunk):
-            x = torch.tensor([ids[at: at + self.chunk]], dtype=torch.long, device=self.device)  # [1, time]
-            out, state = self.model(x, state)  # [1, time, vocab]
-            logits = out[0, -1].float()
-        return state, logits
+        new_state, new_logits = read_ids(self.model, self.tokenizer.encode(text), state, self.chunk)
+        return (state, logits) if new_logits is None else (new_state, new_logits)
 
     def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None) -> list[Suggestion]:
         """Suggestions for the typed word, given the model after its context."""

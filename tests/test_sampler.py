@@ -8,7 +8,7 @@ from torch import nn
 import lm
 from lm.model import LanguageModel, ModelConfig
 from lm.sampler import (
-    START_TEXT, GenerationConfig, Sampler, TextStream, count_word_starts, generate, next_tokens,
+    START_TEXT, GenerationConfig, Sampler, TextStream, count_word_starts, generate, next_tokens, read_chunk,
     repetition_guard, top_k_filter, top_p_filter,
 )
 from lm.tokenizer import CharTokenizer, TokenizerConfig, WordTokenizer, train_tokenizer
@@ -85,6 +85,17 @@ def test_feeding_in_pieces_equals_feeding_at_once(cell, cuts):
     for start, end in zip(bounds, bounds[1:]):
         sampler.feed(text[start:end])
     torch.testing.assert_close(sampler.logits, read_at_once(model, CHAR, CHAR.encode(text)))
+
+
+def test_a_long_prompt_is_read_in_bounded_calls_with_the_same_result(monkeypatch):
+    model, ids = random_model(), CHAR.encode(make_text(300))  # ~12,000 tokens
+    whole = model(torch.tensor([ids]))[0][0, -1]
+    lengths = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, state=None: lengths.append(x.shape[1]) or forward(x, state))
+    logits = Sampler(model, CHAR).feed_ids(ids)
+    assert max(lengths) == read_chunk(CHAR.vocab_size) < len(ids) and sum(lengths) == len(ids)
+    torch.testing.assert_close(logits, whole, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cell", CELLS)
