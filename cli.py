@@ -19,7 +19,7 @@ from lm.tokenizer import KINDS
 from lm.trainer import OPTIMIZERS, SCHEDULES
 
 stdout = Console()
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # log lines and commands are never cut
 
 
 class LMGroup(click.Group):
@@ -253,6 +253,8 @@ def summary_table(result: lm.TrainResult) -> Table:
 @field_option(lm.evaluate.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.SPLITS))
 @field_option(lm.evaluate.EvalConfig, "encoding", "Text encoding of the files.")
 @field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
+@field_option(lm.evaluate.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
+              flag="--int8/--fp32")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_(paths, checkpoint, as_json, quiet, **options):

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
+
+from .errors import ConfigError
+
 
 def hash_text(text: str) -> str:
     """sha256 of a text (lone surrogates allowed), as hex."""
@@ -13,3 +17,15 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available — use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {name!r} — use auto, cpu or cuda") from None

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._util import pick_device
 from .checkpoint import load_checkpoint
 from .corpus import HF_PREFIX, count_words, expand_paths, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
 from .keyboard import KeyboardMetrics, keyboard_metrics, leading_words
-from .model import detach_state
+from .model import detach_state, quantize_int8
 from .suggest import Suggester, SuggestionSession
 from .tokenizer import UNK
 
@@ -211,6 +212,7 @@ class EvalConfig:
     split: str = "test"  # which split of an hf: dataset
     encoding: str = "utf-8"
     device: str = "auto"
+    int8: bool = False  # int8 weights on the CPU, as lm suggest, generate and repl run them
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "keyboard_words"):
@@ -222,6 +224,8 @@ class EvalConfig:
             raise ConfigError(f"--max-words must be positive, not {self.max_words} — leave it out to evaluate everything")
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        if self.int8 and self.device not in ("auto", "cpu"):
+            raise ConfigError(f"--int8 runs on the CPU, not --device {self.device} — drop one of the two")
 
 
 @dataclass
@@ -279,8 +283,9 @@ def evaluate_paths(
     config = config or EvalConfig()
     config.validate()
     text, sources = read_eval_text(paths, config.encoding, config.split)
-    ckpt = load_checkpoint(checkpoint, _pick_device(config.device))
-    result = evaluate_text(ckpt.model, ckpt.tokenizer, text, config, progress)
+    ckpt = load_checkpoint(checkpoint, "cpu" if config.int8 else pick_device(config.device))
+    model = quantize_int8(ckpt.model) if config.int8 else ckpt.model
+    result = evaluate_text(model, ckpt.tokenizer, text, config, progress)
     result.checkpoint, result.sources = str(ckpt.path), sources
     return result
 
@@ -341,14 +346,6 @@ def read_eval_text(paths: list[str], encoding: str = "utf-8", split: str = "test
             parts.append(text if text.endswith("\n") else text + "\n")
             sources.append(str(path))
     return "".join(parts), sources
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here — use --device cpu")
-    return torch.device(name)
 
 
 def _safe_exp(x: float) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._util import pick_device
 from .batching import batchify, count_windows, windows
 from .checkpoint import CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, read_config, read_resume, save_checkpoint, snapshot
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -121,18 +122,6 @@ class _Data:
     valid: np.ndarray  # 1-D ids
     valid_chars: int
     valid_words: int
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available — use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown --device {name!r} — use auto, cpu or cuda") from None
 
 
 def cpu_has_fast_bf16() -> bool:

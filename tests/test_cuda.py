@@ -30,5 +30,5 @@ def test_cuda_and_cpu_logits_agree(tiny_checkpoints):
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(lm.ConfigError, match="no CUDA GPU is available — use --device cpu"):
-        lm.trainer.pick_device("cuda")
-    assert lm.trainer.pick_device("auto").type == "cpu"
+        lm._util.pick_device("cuda")
+    assert lm._util.pick_device("auto").type == "cpu"

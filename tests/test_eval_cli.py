@@ -56,6 +56,18 @@ def test_batch_does_not_change_the_reported_loss(runner, tiny_checkpoints):
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
 
 
+def test_int8_evaluates_the_quantized_model_close_to_the_exact_one(runner, tiny_checkpoints):
+    losses = {}
+    for flag in ("--fp32", "--int8"):
+        args = ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--no-keyboard", "--json", flag]
+        data = json.loads(runner.invoke(cli, args).output)
+        assert data["config"]["int8"] == (flag == "--int8")
+        losses[flag] = data["loss"]
+    assert losses["--int8"] != losses["--fp32"] and losses["--int8"] == pytest.approx(losses["--fp32"], rel=0.02)
+    clash = runner.invoke(cli, ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--int8", "--device", "cuda"])
+    assert (clash.exit_code, clash.output) == (1, "Error: --int8 runs on the CPU, not --device cuda — drop one of the two\n")
+
+
 def test_missing_text_is_one_error_line(runner, tiny_checkpoints):
     result = runner.invoke(cli, ["eval", "nope.txt", "-c", str(tiny_checkpoints("char"))])
     assert result.exit_code == 1
