@@ -1,17 +1,28 @@
-"""Nothing lost: atomic saves under SIGKILL, no pickled code on load, clear errors on write failures."""
+"""Nothing lost: atomic saves under SIGKILL, signals during training, no pickled code on load, clear
+errors on write failures; and no input, however odd or large, makes generation or evaluation fail."""
+import json
+import math
 import multiprocessing
 import os
 import pickle
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lm
+from cli import cli
 from lm.checkpoint import WEIGHTS_FILE, save_checkpoint
+from lm.evaluate import EvalConfig, evaluate_text
+from lm.sampler import GenerationConfig, generate
+from lm.suggest import Suggester
 
 
 def save_forever(folder, model, tokenizer, ready):
@@ -112,3 +123,78 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoints
     assert (folder / WEIGHTS_FILE).read_bytes() == before
     assert not folder.with_name("ckpt.staging").exists()
     lm.load(folder)
+
+
+# Interrupted by a signal, `lm train` saves, says how to resume, and the resumed run goes on.
+
+TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16", "--dropout", "0",
+              "--eval-every", "10", "-q"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_lm_train_saves_a_checkpoint_that_resumes(tmp_path, corpus_file, signum):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cli", "train", str(corpus_file), "--out", str(out),
+               "--max-steps", "1000000", *TINY_FLAGS]
+    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "config.json").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first evaluation (step 10) has saved
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert f"Resume with: lm train {corpus_file} --out {out} --resume" in stderr
+    saved = json.loads((out / "resume.json").read_text())["step"]
+    assert saved >= 10
+    lm.load(out)
+    resumed = CliRunner().invoke(cli, ["train", str(corpus_file), "--out", str(out), "--resume",
+                                       "--max-steps", str(saved + 3), "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == saved + 3
+
+
+# Any prompt, any text: generation and evaluation never raise and stay finite.
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoints):
+    """kind -> (model, tokenizer) of the shared tiny checkpoints, loaded once."""
+    loaded = {}
+
+    def get(kind):
+        if kind not in loaded:
+            loaded[kind] = lm.load(tiny_checkpoints(kind))
+        return loaded[kind]
+
+    return get
+
+
+@pytest.mark.parametrize("kind", ["char", "unigram", "word"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=st.text(max_size=40))
+def test_generation_never_raises_on_any_unicode(models, kind, prompt):
+    model, tokenizer = models(kind)
+    sample = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=5, seed=0)).run()[0]
+    assert isinstance(sample.text, str) and 1 <= len(sample.ids) <= 5
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_a_megabyte_prompt_of_unseen_and_control_characters_generates_and_suggests(models, kind):
+    model, tokenizer = models(kind)
+    rng = random.Random(0)
+    alphabet = "the clouds are in sky .\n\t\r\x00\x07\x1b\u200b\u2028日本😀é"
+    prompt = "".join(rng.choice(alphabet) for _ in range(1_000_000)) + " the clouds are in the "
+    sample = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=5, seed=0)).run()[0]
+    assert len(sample.ids) == 5
+    assert all(s.word.strip() == s.word and s.word for s in Suggester(model, tokenizer).suggest(prompt))
+
+
+@pytest.mark.parametrize("kind", ["char", "unigram", "word"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(min_size=1, max_size=60))
+def test_evaluation_metrics_stay_finite_on_any_text(models, kind, text):
+    model, tokenizer = models(kind)
+    result = evaluate_text(model, tokenizer, text, EvalConfig(keyboard=True, batch=4, bptt=16))
+    figures = result.loss.to_dict()
+    assert all(math.isfinite(figures[k]) for k in ("loss", "perplexity", "word_perplexity", "bits_per_char"))
+    keys = result.keyboard.to_dict()
+    assert all(0.0 <= keys[k] <= 1.0 for k in ("top1_accuracy", "top3_accuracy")) and keys["keystroke_savings"] <= 1.0
