@@ -1,7 +1,7 @@
 """Run every benchmark, one after another (never two at once: on two cores they slow each other).
 
     python bench/run_all.py --quick      # a smoke test of every script, a few minutes
-    python bench/run_all.py              # the figures in the README (about 40 minutes on 2 cores)
+    python bench/run_all.py              # the figures in the README (about an hour on 2 cores)
 
 Each script prints its table and writes its JSON under bench/results/; this prints a summary
 of which ran and how long each took.
@@ -15,16 +15,20 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+SHARED = BENCH.parents[1] / "shared" / "corpora"
 
 # (script, arguments in full mode); --quick replaces the arguments with --quick.
 FULL = [
     ("train_speed.py", []),
     ("train_speed.py", ["--reference", "--json", str(BENCH / "results" / "train_speed_reference.json")]),
-    ("train_speed.py", ["--tokenizer", "word", "--corpus", str(BENCH.parents[1] / "shared" / "corpora" / "wikitext-2" / "train.txt"),
+    ("train_speed.py", ["--tokenizer", "word", "--corpus", str(SHARED / "wikitext-2" / "train.txt"),
                         "--json", str(BENCH / "results" / "train_speed_wikitext.json")]),
+    ("data_speed.py", []),
     ("generate_speed.py", ["--threads", "1"]),
     ("suggest_latency.py", []),
     ("eval_speed.py", ["--train-time", "900"]),
+    ("quantize_quality.py", ["-c", str(BENCH / "results" / "eval_speed-model"),
+                             "--text", str(SHARED / "wikitext-2" / "test.txt")]),
 ]
 
 

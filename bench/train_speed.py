@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,36 +32,47 @@ import lm  # noqa: E402
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 5) -> float:
+    n = n if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     times = []
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def bare_lstm_tokens_per_s(config: lm.ModelConfig, batch: int, bptt: int, steps: int, optimizer: str = "adamw",
-                           precision: str = "fp32") -> float:
-    """A plain loop: embedding, nn.LSTM, projection, tied decoder, loss, backward, clip, optimizer step."""
-    model = lm.LanguageModel(config)
+                           precision: str = "fp32", device: torch.device = torch.device("cpu")) -> float:
+    """A plain loop: embedding, nn.LSTM (cuDNN on a GPU), projection, output layer, loss, backward,
+    clip, optimizer step; the loss is never read back, as in a loop that logs rarely."""
+    model = lm.LanguageModel(config).to(device)
     optimizer = (torch.optim.SGD(model.parameters(), lr=20.0) if optimizer == "sgd"
                  else torch.optim.AdamW(model.parameters(), lr=1e-3))
-    ids = torch.randint(0, config.vocab_size, (batch, bptt + 1))
+    ids = torch.randint(0, config.vocab_size, (batch, bptt + 1), device=device)
     state = None
     times = []
     for step in range(steps + 3):
+        sync(device)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits, state = model(ids[:, :-1], state)
-        loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, state = model.loss(ids[:, :-1], ids[:, 1:], state)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         state = lm.detach_state(state)
+        sync(device)
         if step >= 3:  # the first steps warm up allocators and kernels
             times.append(time.perf_counter() - start)
     return batch * bptt / statistics.median(times)
@@ -101,6 +111,7 @@ def main() -> None:
     parser.add_argument("--optimizer", default=lm.TrainConfig.optimizer)
     parser.add_argument("--dropout", type=float, default=lm.ModelConfig.dropout)
     parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.trainer.PRECISIONS)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--reference", action="store_true",
                         help="the classic word-level PyTorch example: WikiText-2 cut to 10k words, 2×200 tied LSTM, "
                              "batch 20, BPTT 35, SGD, dropout 0.2")
@@ -122,22 +133,24 @@ def main() -> None:
     tokenizer_config = lm.TokenizerConfig(kind=args.tokenizer, vocab_size=args.vocab_size)
     train_config = lm.TrainConfig(batch=args.batch, bptt=args.bptt, optimizer=args.optimizer, max_steps=args.steps,
                                   precision=args.precision,
-                                  eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device="cpu")
+                                  eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device=args.device)
 
-    gflops = matmul_gflops()
+    device = lm._util.pick_device(args.device)
+    gflops = matmul_gflops(device)
     runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
     rate = statistics.median(r[0] for r in runs)
     info = runs[0][1]["info"]
     sized = lm.ModelConfig(**{**model_config.to_dict(), "vocab_size": info["vocab_size"]})
     bare_steps = 20 if not args.quick else 5
-    bare = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer, info["precision"])
-                             for _ in range(args.repeats))
-    bare_fp32 = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer, "fp32")
+    bare = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer,
+                                                    info["precision"], device) for _ in range(args.repeats))
+    bare_fp32 = statistics.median(bare_lstm_tokens_per_s(sized, args.batch, args.bptt, bare_steps, args.optimizer, "fp32", device)
                                   for _ in range(args.repeats))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     report = {
-        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_gflops": round(gflops, 1)},
+        "machine": {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "matmul_gflops": round(gflops, 1)},
         "corpus": str(args.corpus), "tokenizer": args.tokenizer, "vocab_size": info["vocab_size"],
         "model": {"layers": args.layers, "hidden": args.hidden, "emb": args.emb, "parameters": info["parameters"]},
         "batch": args.batch, "bptt": args.bptt, "optimizer": args.optimizer, "dropout": args.dropout,
@@ -158,7 +171,7 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="lm train speed (CPU)")
+    table = Table(title=f"lm train speed ({report['machine']['device']})")
     table.add_column("measure")
     table.add_column("value", justify="right")
     model = report["model"]
