@@ -382,7 +382,7 @@ class _Loop:
 
     def _evaluate_and_save(self, final: bool = False) -> str:
         """Evaluate on the validation ids, keep the best weights, save; 'early-stop' on a plateau."""
-        run = self.run_state
+        run, started = self.run_state, time.perf_counter()
         metrics = evaluate_loss(
             self.model, self.data.valid, self.data.valid_chars, self.data.valid_words,
             batch=self.config.batch, bptt=max(self.config.bptt, 128), autocast=self.autocast,
@@ -402,6 +402,7 @@ class _Loop:
             run.bad_evals += 1
         self.progress.evaluated({**record, "improved": improved})
         self._save(run)
+        self.time_at_log += time.perf_counter() - started  # the next tokens/s counts training only
         if not final and self.config.patience and run.bad_evals >= self.config.patience:
             return "early-stop"
         return "done"

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -206,3 +207,30 @@ def test_an_adaptive_softmax_model_trains_reloads_and_suggests(tmp_path, corpus_
     assert model.config.softmax == "adaptive" and model.config.cutoffs == [8, 20]
     assert result.best["valid_loss"] < 0.8 * math.log(tokenizer.vocab_size)
     assert lm.Suggester(model, tokenizer).suggest("the clouds are in the ")[0].word == "sky"
+
+
+class Rates(lm.Progress):
+    def __init__(self):
+        self.events = []
+
+    def step(self, stats):
+        self.events.append(stats["tokens_per_s"])
+
+    def evaluated(self, record):
+        self.events.append("evaluated")
+
+
+def test_tokens_per_s_after_an_evaluation_counts_training_only(tmp_path, corpus_file, monkeypatch):
+    evaluate = lm.trainer.evaluate_loss
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(1.0)  # far longer than the five steps of a log interval
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(lm.trainer, "evaluate_loss", slow_evaluation)
+    progress = Rates()
+    lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16),
+             config=lm.TrainConfig(max_steps=20, eval_every=10, log_every=5, batch=4, bptt=16, device="cpu"), progress=progress)
+    assert progress.events[2] == "evaluated"
+    before, after = progress.events[1], progress.events[3]
+    assert after > before / 4, progress.events
