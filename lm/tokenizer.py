@@ -111,6 +111,7 @@ class CharTokenizer(Tokenizer):
         counts = Counter(text)
         chars = [c for c, _ in counts.most_common()]
         if config.vocab_size is not None:
+            _check_fits(config, len(chars) + 1, f"{len(chars)} distinct characters and <unk>")
             chars = chars[: config.vocab_size - 1]
         return cls(sorted(chars))
 
@@ -162,6 +163,7 @@ class WordTokenizer(Tokenizer):
         min_count = config.min_count if config.min_count is not None else (1 if marks_unknowns else 2)
         kept = [(w, n) for w, n in counts.most_common() if n >= min_count]
         if config.vocab_size is not None:
+            _check_fits(config, len(kept) + 2, f"{len(kept)} words seen at least {min_count} times, <unk> and <eos>")
             kept = kept[: max(config.vocab_size - 2, 0)]
         return cls([w for w, _ in kept])
 
@@ -251,7 +253,7 @@ class SentencePieceTokenizer(Tokenizer):
                 split_digits=True,
                 bos_id=-1,
                 eos_id=-1,
-                hard_vocab_limit=False,
+                hard_vocab_limit=config.vocab_size is not None,  # a size asked for is kept or refused
                 train_extremely_large_corpus=False,
                 minloglevel=2,
                 num_threads=2,
@@ -346,9 +348,21 @@ def _sample_lines(text: str, limit: int) -> list[str]:
     return lines
 
 
+def _check_fits(config: TokenizerConfig, most: int, what: str) -> None:
+    """Refuse a --vocab-size the training text cannot fill."""
+    if config.vocab_size > most:
+        raise TokenizerError(f"--vocab-size {config.vocab_size} is more than this text supports ({most}: {what}) "
+                             f"— use --vocab-size {most} or less, or leave it out")
+
+
 def _sentencepiece_error(message: str, kind: str, vocab_size: int) -> str:
     """sentencepiece's failure as one line a user can act on."""
     reason = re.sub(r"^.*?\]\s*", "", message.strip().splitlines()[-1])  # drop "INTERNAL: file.cc(638) [check]"
+    too_high = re.search(r"Vocabulary size (?:is )?too high \(\d+\)\. Please set it to a value <= (\d+)", reason)
+    if too_high:
+        most = too_high.group(1)
+        return (f"--vocab-size {vocab_size} is more than a {kind} vocabulary of this text can hold ({most}) "
+                f"— use --vocab-size {most} or less, or leave it out")
     needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", reason)
     if needed:
         return (f"--vocab-size {vocab_size} is too small for a {kind} vocabulary of this text: its characters "

@@ -320,7 +320,7 @@ def test_word_starts_are_counted_across_pieces():
 def tokenizers():
     found = {"char": CHAR, "word": WordTokenizer.train(TEXT, TokenizerConfig(kind="word", min_count=1))}
     for kind in ("unigram", "bpe"):
-        found[kind] = train_tokenizer(TEXT, TokenizerConfig(kind=kind, vocab_size=320))
+        found[kind] = train_tokenizer(TEXT, TokenizerConfig(kind=kind, vocab_size=300))
     return found
 
 

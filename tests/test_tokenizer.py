@@ -11,7 +11,7 @@ TEXT = make_text(300) + "Émile said: «naïve» 日本語 — ok?\n"
 
 @pytest.fixture(scope="module")
 def subword(request):
-    return {kind: train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=320)) for kind in ("unigram", "bpe")}
+    return {kind: train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=300)) for kind in ("unigram", "bpe")}
 
 
 def test_char_vocabulary_is_the_training_characters_plus_unk():
@@ -63,7 +63,7 @@ def test_word_vocab_size_caps_the_most_frequent_words():
 
 @pytest.mark.parametrize("kind", ["char", "word", "unigram", "bpe"])
 def test_saved_tokenizer_reloads_exactly(tmp_path, kind):
-    tok = train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=320 if kind in ("unigram", "bpe") else None, min_count=1))
+    tok = train_tokenizer(TEXT, lm.TokenizerConfig(kind=kind, vocab_size=300 if kind in ("unigram", "bpe") else None, min_count=1))
     tok.save(tmp_path)
     again = load_tokenizer(tmp_path, kind)
     assert type(again) is type(tok)
@@ -75,6 +75,22 @@ def test_saved_tokenizer_reloads_exactly(tmp_path, kind):
 def test_sentencepiece_vocab_too_small_is_a_clear_error():
     with pytest.raises(lm.TokenizerError, match=r"--vocab-size 50 is too small .* need at least \d+ — use --vocab-size \d+ or more$"):
         train_tokenizer(TEXT, lm.TokenizerConfig(kind="unigram", vocab_size=50))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("char", r"--vocab-size 100 is more than this text supports \(12: 11 distinct characters and <unk>\) "
+             r"— use --vocab-size 12 or less, or leave it out"),
+    ("word", r"--vocab-size 100 is more than this text supports \(7: 5 words seen at least 1 times, <unk> and <eos>\) "
+             r"— use --vocab-size 7 or less, or leave it out"),
+    ("unigram", r"--vocab-size 100000 is more than a unigram vocabulary of this text can hold \((\d+)\) "
+                r"— use --vocab-size \1 or less, or leave it out"),
+    ("bpe", r"--vocab-size 100000 is more than a bpe vocabulary of this text can hold \((\d+)\) "
+            r"— use --vocab-size \1 or less, or leave it out"),
+])
+def test_a_vocabulary_larger_than_the_text_supports_is_a_clear_error(kind, message):
+    size = 100_000 if kind in ("unigram", "bpe") else 100
+    with pytest.raises(lm.TokenizerError, match=f"^{message}$"):
+        train_tokenizer("the cat sat on the mat\n" * 50, lm.TokenizerConfig(kind=kind, vocab_size=size, min_count=1))
 
 
 def test_unknown_kind_and_empty_text_are_errors():
@@ -93,8 +109,8 @@ def test_encode_array_matches_encode():
 def test_sentencepiece_learns_from_text_without_line_breaks(kind):
     """sentencepiece skips lines over 4 KB; a corpus that is one long line must still train."""
     text = make_text(200).replace("\n", " ")
-    tokenizer = train_tokenizer(text, lm.TokenizerConfig(kind=kind, vocab_size=400))
-    assert tokenizer.vocab_size > 300
+    tokenizer = train_tokenizer(text, lm.TokenizerConfig(kind=kind, vocab_size=300))
+    assert tokenizer.vocab_size == 300  # more than the 256 byte pieces and the characters: pieces were learned
     assert tokenizer.decode(tokenizer.encode(text[:5000])) == text[:5000]
 
 

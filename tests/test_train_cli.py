@@ -88,3 +88,10 @@ def test_readme_commands_exist():
     used = set(re.findall(r"^\s*(?:\$ )?lm (\w+)", readme, flags=re.M))
     assert used, "the README shows no lm commands"
     assert used <= set(cli.commands), used - set(cli.commands)
+
+
+def test_a_vocabulary_the_text_cannot_fill_is_one_error_line(runner):
+    result = runner.invoke(cli, ["train", "corpus.txt", *TINY, "--vocab-size", "500", "-q"])
+    assert result.exit_code == 1
+    assert re.fullmatch(r"Error: --vocab-size 500 is more than this text supports \(\d+: \d+ distinct characters and <unk>\) "
+                        r"— use --vocab-size \d+ or less, or leave it out\n", result.output), result.output
