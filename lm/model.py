@@ -39,7 +39,7 @@ class ModelConfig:
     layers: int = 2
     hidden: int = 512
     emb: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.3  # WikiText-2 and Tiny Shakespeare overfit by epoch 5 at 0.1: bench/NOTES.md
     softmax: str = "auto"  # full (tied to the embedding), adaptive, or auto: by vocabulary size
     cutoffs: list[int] | None = None  # adaptive softmax clusters; None: from ADAPTIVE_CUTOFFS
 
