@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +27,10 @@ EOS = "<eos>"
 SPM_SPACE = "\u2581"  # sentencepiece's visible space, "▁"
 DEFAULT_SUBWORD_VOCAB = 4000
 COUNT_CHUNK_CHARS = 1 << 22
-SPM_SAMPLE_LINES = 2_000_000  # a bounded sample keeps sentencepiece's memory in check
+# sentencepiece needs ~30 bytes of memory per character it trains on; 20 MB of text is plenty
+# for any vocabulary here and keeps a 100 MB corpus's first run under 2 GB (bench/NOTES.md).
+SPM_SAMPLE_CHARS = 20_000_000
+SPM_SAMPLE_BLOCKS = 256  # a larger text is sampled as this many blocks spread over all of it
 
 
 @dataclass
@@ -235,7 +237,7 @@ class SentencePieceTokenizer(Tokenizer):
         import sentencepiece as spm
 
         vocab_size = config.vocab_size or DEFAULT_SUBWORD_VOCAB
-        lines = _sample_lines(text, SPM_SAMPLE_LINES)
+        lines = _sample_lines(text, SPM_SAMPLE_CHARS)
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -341,11 +343,18 @@ def load_tokenizer(folder: Path, kind: str) -> Tokenizer:
 SPM_MAX_LINE_CHARS = 1000  # sentencepiece skips lines over 4192 bytes; a character is at most 4
 
 
-def _sample_lines(text: str, limit: int) -> list[str]:
-    lines = [piece for line in text.split("\n") if line for piece in _cut_long_line(line)]
-    if len(lines) > limit:
-        lines = random.Random(0).sample(lines, limit)
-    return lines
+def _sample_lines(text: str, budget: int, blocks: int = SPM_SAMPLE_BLOCKS) -> list[str]:
+    """The lines sentencepiece trains on: all of a text within `budget` characters; else about
+    `budget` characters in `blocks` blocks spread evenly over it, each from a line start."""
+    if len(text) > budget:
+        stride, size = len(text) // blocks, budget // blocks
+        parts = []
+        for start in range(0, blocks * stride, stride):
+            newline = text.find("\n", start, start + stride)
+            begin = newline + 1 if start and newline >= 0 else start
+            parts.append(text[begin: begin + size])
+        text = "\n".join(parts)
+    return [piece for line in text.split("\n") if line for piece in _cut_long_line(line)]
 
 
 def _check_fits(config: TokenizerConfig, most: int, what: str) -> None:

@@ -1,8 +1,10 @@
+import re
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import lm
-from lm.tokenizer import CharTokenizer, WordTokenizer, load_tokenizer, train_tokenizer
+from lm.tokenizer import CharTokenizer, WordTokenizer, _sample_lines, load_tokenizer, train_tokenizer
 
 from conftest import make_text
 
@@ -121,3 +123,13 @@ def test_long_lines_are_cut_after_spaces():
     pieces = _cut_long_line(line, 100)
     assert "".join(pieces) == line and all(len(p) <= 100 and p.endswith(" ") for p in pieces)
     assert _cut_long_line("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]
+
+
+def test_sentencepiece_trains_on_a_bounded_sample_spread_over_the_whole_text():
+    text = "".join(f"line {i} of the corpus\n" for i in range(100_000))  # 2.3 MB
+    lines = _sample_lines(text, budget=100_000, blocks=50)
+    assert 90_000 <= sum(len(line) + 1 for line in lines) <= 100_000 + 50
+    assert lines[0] == "line 0 of the corpus" and lines[-1].startswith("line 98")  # first and last block
+    cut = [line for line in lines if not re.fullmatch(r"line \d+ of the corpus", line)]
+    assert len(cut) <= 50  # only the end of each block is cut: every block begins at a line start
+    assert _sample_lines("short\ntext\n", budget=100) == ["short", "text"]
