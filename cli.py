@@ -72,6 +72,18 @@ def parse_duration(ctx, param, value):
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+def read_text_argument(value: str, name: str) -> str:
+    """A TEXT or PROMPT argument; '-' reads all of stdin (a text too long for the command line)."""
+    if value != "-":
+        return value
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(f"stdin is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} — "
+                                 "convert it first (e.g. iconv -t utf-8)", param_hint=name) from None
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--valid", type=click.Path(), help="Validation file (default: hold out the end of the corpus).")
@@ -350,6 +362,7 @@ def generate(prompt, checkpoint, as_json, int8, **options):
     """Continue PROMPT (or start a new text) with a trained model, streaming the text.
 
     The prompt is read once after a newline; each new token costs one step of the model.
+    PROMPT '-' reads the prompt from stdin and prints only the continuation.
 
     Example:
 
@@ -357,6 +370,8 @@ def generate(prompt, checkpoint, as_json, int8, **options):
     """
     config = lm.sampler.GenerationConfig(**options)
     config.validate()
+    shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
+    prompt = read_text_argument(prompt, "PROMPT")
     model, tokenizer = lm.load(checkpoint, int8=int8)
     generation = lm.sampler.generate(model, tokenizer, prompt, config)
     try:
@@ -366,9 +381,9 @@ def generate(prompt, checkpoint, as_json, int8, **options):
             generation.run()
             click.echo(json.dumps({"prompt": prompt, "config": config.to_dict(), **generation.to_dict()}, indent=2, ensure_ascii=False))
         elif config.n == 1:
-            stream_text(prompt, (piece.text for piece in generation))
+            stream_text(shown, (piece.text for piece in generation))
         else:
-            show_samples(prompt, generation)
+            show_samples(shown, generation)
     except KeyboardInterrupt:
         stderr.print("\nInterrupted.", highlight=False)
         sys.exit(130)
@@ -508,12 +523,13 @@ def suggest(text, checkpoint, output, int8, **options):
     TEXT ending in a space (or empty) gets the most likely next words; otherwise its last word
     is completed, and when that word is already whole the words after it are offered too, with
     a completion that starts with a space. Probabilities of completions are conditional on the
-    typed letters.
+    typed letters. TEXT '-' reads the text from stdin.
 
     Example:
 
         lm suggest "the clouds are in the " -k 5
     """
+    text = read_text_argument(text, "TEXT")
     suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), int8=int8)
     if output == "json":
         import json

@@ -56,22 +56,18 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast where the hardware runs it fast, else fp32
 
     def validate(self) -> None:
-        for name in ("batch", "bptt", "epochs", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
-        for name in ("max_steps", "max_time", "lr"):
+        for name in ("batch", "bptt", "epochs", "log_every", "max_steps", "max_time", "lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
+                default = getattr(TrainConfig, name)
+                hint = "leave it out" + ("" if default is None else f" for the default {default}")
+                raise ConfigError(f"--{_flag(name)} must be positive, not {value} — pass a number above 0, or {hint}")
         for name in ("eval_every", "warmup", "patience", "weight_decay", "clip"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} cannot be negative, not {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+                raise ConfigError(f"--{_flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"--{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
 
     @property
     def learning_rate(self) -> float:
@@ -81,6 +77,10 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 class Progress:

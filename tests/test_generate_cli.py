@@ -84,3 +84,10 @@ def test_errors_are_one_line(tmp_path, monkeypatch, args, message):
 def test_help_ends_with_an_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and f"lm {command}" in result.output
+
+
+def test_dash_reads_the_prompt_from_stdin_and_prints_only_the_continuation(checkpoint):
+    from_argument = run("the clouds", "-c", checkpoint, "--temperature", "0", "--max-tokens", "20")
+    from_stdin = run("-", "-c", checkpoint, "--temperature", "0", "--max-tokens", "20", input="the clouds")
+    assert from_stdin.exit_code == 0, from_stdin.output
+    assert "the clouds" + from_stdin.output == from_argument.output

@@ -120,3 +120,12 @@ def test_the_command_does_not_import_datasets(checkpoint):
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_dash_reads_the_text_from_stdin(checkpoint, expected):
+    long_text = "the cat sees the ball in the garden .\n" * 4000 + CLOUDS  # 150 kB: too long for an argument
+    result = CliRunner().invoke(cli, ["suggest", "-", "-c", checkpoint, "--json"], input=long_text.encode())
+    assert result.exit_code == 0, result.output
+    assert [s["word"] for s in json.loads(result.output)] == [s.word for s in expected(long_text)]
+    bad = CliRunner().invoke(cli, ["suggest", "-", "-c", checkpoint], input=b"caf\xe9 ")
+    assert bad.exit_code == 2 and "stdin is not UTF-8: byte 0xe9 at offset 3" in bad.output
