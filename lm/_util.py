@@ -19,6 +19,11 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a config field: max_tokens -> --max-tokens."""
+    return "--" + name.replace("_", "-")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (or asked for), else CPU."""
     if name == "auto":

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import torch
 
+from ._util import flag
 from .errors import ConfigError
 from .model import map_state, select_state
 
@@ -51,7 +52,7 @@ class GenerationConfig:
                     "repetition_window": self.repetition_window}
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"--{_flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
+                raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
         if self.repetition_window > HISTORY_LIMIT:
             raise ConfigError(f"--repetition-window is at most {HISTORY_LIMIT}, not {self.repetition_window} — pick a smaller window")
         if not self.temperature >= 0:
@@ -78,10 +79,6 @@ class GenerationConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "stop": list(self.stop)}
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 # One decoding step each, on [batch, vocab] logits.

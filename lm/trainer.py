@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._util import pick_device
+from ._util import flag, pick_device
 from .batching import batchify, count_windows, windows
 from .checkpoint import CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, read_config, read_resume, save_checkpoint, snapshot
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -61,10 +61,10 @@ class TrainConfig:
             if value is not None and value <= 0:
                 default = getattr(TrainConfig, name)
                 hint = "leave it out" + ("" if default is None else f" for the default {default}")
-                raise ConfigError(f"--{_flag(name)} must be positive, not {value} — pass a number above 0, or {hint}")
+                raise ConfigError(f"{flag(name)} must be positive, not {value} — pass a number above 0, or {hint}")
         for name in ("eval_every", "warmup", "patience", "weight_decay", "clip"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
+                raise ConfigError(f"{flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"--{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
@@ -77,10 +77,6 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 class Progress:
