@@ -4,60 +4,47 @@
     corpus = lm.load_corpus(["corpus.txt"])
     result = lm.train(corpus, out="checkpoints/demo")
     model, tokenizer = lm.load("checkpoints/demo")
+
+Names are imported from their modules when first used, so `import lm` is cheap and a command
+that only suggests never loads the trainer.
 """
-from .checkpoint import Checkpoint, load, load_checkpoint, newest_checkpoint, save_checkpoint
-from .corpus import Corpus, load_corpus
-from .errors import CheckpointError, ConfigError, CorpusError, LMError, NoCheckpointError, TokenizerError, TrainingDiverged
-from .evaluate import EvalConfig, EvalResult, LossMetrics, evaluate_loss, evaluate_paths, evaluate_text
-from .keyboard import KeyboardMetrics, keyboard_metrics
-from .model import LanguageModel, ModelConfig, detach_state
-from .sampler import GenerationConfig, Sampler, generate
-from .suggest import SuggestConfig, Suggester, Suggestion, SuggestionSession, suggest_words
-from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
-from .trainer import Progress, TrainConfig, TrainResult, train
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "ConfigError",
-    "Corpus",
-    "CorpusError",
-    "EvalConfig",
-    "EvalResult",
-    "GenerationConfig",
-    "KeyboardMetrics",
-    "LMError",
-    "LanguageModel",
-    "LossMetrics",
-    "ModelConfig",
-    "NoCheckpointError",
-    "Progress",
-    "Sampler",
-    "SuggestConfig",
-    "Suggester",
-    "Suggestion",
-    "SuggestionSession",
-    "Tokenizer",
-    "TokenizerConfig",
-    "TokenizerError",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDiverged",
-    "detach_state",
-    "evaluate_loss",
-    "evaluate_paths",
-    "evaluate_text",
-    "generate",
-    "keyboard_metrics",
-    "load",
-    "load_checkpoint",
-    "load_corpus",
-    "load_tokenizer",
-    "newest_checkpoint",
-    "save_checkpoint",
-    "suggest_words",
-    "train",
-    "train_tokenizer",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "checkpoint": ["Checkpoint", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
+    "corpus": ["Corpus", "load_corpus"],
+    "errors": ["CheckpointError", "ConfigError", "CorpusError", "LMError", "NoCheckpointError", "TokenizerError",
+               "TrainingDiverged"],
+    "evaluate": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
+    "keyboard": ["KeyboardMetrics", "keyboard_metrics"],
+    "likelihood": ["LossMetrics", "evaluate_loss"],
+    "model": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
+    "sampler": ["GenerationConfig", "Sampler", "generate"],
+    "suggest": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],
+    "tokenizer": ["Tokenizer", "TokenizerConfig", "load_tokenizer", "train_tokenizer"],
+    "trainer": ["Progress", "Stop", "TrainConfig", "TrainResult", "train"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    if not name.startswith("_"):  # lm.trainer and the other stages, as after `import lm.trainer`
+        try:
+            return import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'lm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, fields
 
 import torch
 
@@ -13,15 +14,31 @@ def hash_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class ConfigBase:
+    """Mixin for the config dataclasses: to and from the plain dicts config.json holds."""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Keys this version does not know (a newer checkpoint's) are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
+SHORT_FLAGS = {"k": "-k"}  # lm suggest -k; every other field is spelled --name
+
+
 def flag(name: str) -> str:
     """The command-line flag of a config field: max_tokens -> --max-tokens."""
-    return "--" + name.replace("_", "-")
+    return SHORT_FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -30,9 +30,10 @@ text is typed instead of re-reading it for every keystroke.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Callable
+
+from .text import PUNCT, char_class
 
 STRIP_SLOTS = 3
 WORD = re.compile(r"(\S+)(\s*)")  # a word and the whitespace after it
@@ -159,11 +160,7 @@ def _is_hit(word: str, reach: int) -> bool:
 
 def _boundary(word: str, i: int) -> bool:
     """Whether word[:i] ends a run: letters (digits, apostrophes) meet punctuation or symbols."""
-    return _is_punctuation(word[i - 1]) != _is_punctuation(word[i])
-
-
-def _is_punctuation(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "PS" and ch not in "'’"
+    return (char_class(word[i - 1]) == PUNCT) != (char_class(word[i]) == PUNCT)
 
 
 def _keys_after_tap(inserted: str, separator: str) -> int:

@@ -1,15 +1,19 @@
 """The language model: embedding -> stacked RNN -> tied output layer.
 
-Every other stage talks to it through one call, `model(ids, state) -> (logits, state)`.
-This module imports nothing else from the project.
+Every other stage talks to it through one call, `model(ids, state) -> (logits, state)`;
+`read_ids` below reads a text through that call. This module imports nothing else from the
+project but its errors and config helpers.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._util import ConfigBase, flag
+from .errors import ConfigError
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
@@ -17,6 +21,8 @@ STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_t
 # Inference over at most this many time steps runs the cells one step at a time: on CPU a
 # whole nn.LSTM call costs milliseconds of set-up (oneDNN), a cell step a tenth of that.
 STEP_LOOP_MAX_TIME = 4
+
+READ_LOGITS_BUDGET = 2**22  # floats of [1, time, vocab] logits one call of read_ids may build (16 MB)
 
 SOFTMAXES = ("auto", "full", "adaptive")
 # From this vocabulary size on, "auto" picks the adaptive softmax: the output layer then costs
@@ -31,7 +37,7 @@ State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None"
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """Shape of the network; saved in config.json and enough to rebuild it."""
 
     vocab_size: int = 0
@@ -44,22 +50,24 @@ class ModelConfig:
     cutoffs: list[int] | None = None  # adaptive softmax clusters; None: from ADAPTIVE_CUTOFFS
 
     def validate(self) -> None:
+        """Raises ConfigError naming the flag and what to pass."""
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+            raise ConfigError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r} — pick one of those")
         if self.softmax not in SOFTMAXES:
-            raise ValueError(f"softmax must be one of {', '.join(SOFTMAXES)}, not {self.softmax!r}")
+            raise ConfigError(f"--softmax must be one of {', '.join(SOFTMAXES)}, not {self.softmax!r} — pick one of those")
         if self.cutoffs is not None:
             bounds = [0, *self.cutoffs, self.vocab_size - 1]
             if not all(isinstance(c, int) for c in self.cutoffs) or any(a >= b for a, b in zip(bounds, bounds[1:])):
-                raise ValueError(f"cutoffs must rise strictly between 0 and vocab_size - 1, not {self.cutoffs!r}")
+                raise ConfigError(f"cutoffs must rise strictly between 0 and vocab_size - 1, not {self.cutoffs!r} — leave them out")
             if self.emb < ADAPTIVE_DIV ** len(self.cutoffs):
-                raise ValueError(f"emb {self.emb} is too small for {len(self.cutoffs)} adaptive softmax clusters")
+                raise ConfigError(f"--emb {self.emb} is too small for {len(self.cutoffs)} adaptive softmax clusters — "
+                                  f"use --emb {int(ADAPTIVE_DIV ** len(self.cutoffs))} or more")
         for name in ("vocab_size", "layers", "hidden", "emb"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+                raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
+            raise ConfigError(f"--dropout must be in [0, 1), not {self.dropout!r} — 0 switches it off")
 
     def resolved(self) -> "ModelConfig":
         """A copy with softmax and cutoffs made concrete for the vocabulary (as saved)."""
@@ -78,12 +86,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        data = {"softmax": "full", **data}  # checkpoints from before the adaptive softmax
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return super().from_dict({"softmax": "full", **data})  # checkpoints from before the adaptive softmax
 
 
 class LanguageModel(nn.Module):
@@ -259,12 +262,33 @@ def quantize_int8(model: LanguageModel) -> LanguageModel:
     from torch.ao.quantization import quantize_dynamic
 
     if model.embedding.weight.device.type != "cpu":
-        raise ValueError("int8 quantization runs on the CPU only; load the model with device='cpu'")
+        raise ConfigError("int8 weights run on the CPU only — load the model with device='cpu', or use --fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao points users at torchao; the eager API still works
         quantized = quantize_dynamic(model.eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8, inplace=False)
     quantized.config = model.config
     return quantized
+
+
+def read_chunk(vocab_size: int) -> int:
+    """Tokens per model call when reading a text: keeps the logits within READ_LOGITS_BUDGET."""
+    return max(16, min(2048, READ_LOGITS_BUDGET // vocab_size))
+
+
+@torch.inference_mode()
+def read_ids(model, ids: list[int], state, chunk: int):
+    """Advance the state over token ids, `chunk` tokens per model call (see read_chunk).
+
+    Only the last position's logits are kept, so a text of megabytes costs time, not memory.
+    Returns (state, [vocab] next-token logits as fp32, or None when `ids` is empty).
+    """
+    device = next(model.parameters()).device
+    logits = None
+    for at in range(0, len(ids), chunk):
+        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
+        out, state = model(x, state)  # [1, time, vocab]
+        logits = out[0, -1].float()
+    return state, logits
 
 
 def map_state(state, fn):

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .errors import ConfigError
-from .sampler import STOP_AT, START_TEXT, GenerationConfig, Sampler
+from .sampler import STOP_AT, GenerationConfig, Sampler
+from .text import START_TEXT
 
 SUGGESTIONS = 3
 

@@ -10,7 +10,6 @@ nanoGPT's `generate`): repetition guard, temperature, top-k, top-p, then a draw 
 from __future__ import annotations
 
 import codecs
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -18,17 +17,15 @@ import torch
 
 from ._util import flag
 from .errors import ConfigError
-from .model import map_state, select_state
+from .model import map_state, read_chunk, read_ids, select_state
+from .text import START_TEXT, count_word_starts
 
-START_TEXT = "\n"  # there is no BOS token: a text starts where a line starts
 DEFAULT_MAX_TOKENS = 200  # when neither max_tokens nor max_words is given
 TOKENS_PER_WORD = 32  # a max_words run also ends after this many tokens per word
 HISTORY_LIMIT = 1024  # token ids a sampler remembers for the repetition guard
 STOP_AT = ("sentence", "paragraph")
 SENTENCE_MARKS = (".", "!", "?", "…")
 CLOSERS = "\"'”’)]»"
-BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-READ_LOGITS_BUDGET = 2**22  # floats of [1, time, vocab] logits one model call may build (16 MB)
 
 
 @dataclass
@@ -136,32 +133,11 @@ def next_tokens(logits: torch.Tensor, recent: torch.Tensor, config: GenerationCo
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [batch]
 
 
-def read_chunk(vocab_size: int) -> int:
-    """Tokens per model call when reading a text: keeps the logits within READ_LOGITS_BUDGET."""
-    return max(16, min(2048, READ_LOGITS_BUDGET // vocab_size))
-
-
-@torch.inference_mode()
-def read_ids(model, ids: list[int], state, chunk: int):
-    """Advance the state over token ids, `chunk` tokens per model call.
-
-    Only the last position's logits are kept, so a prompt of megabytes costs time, not memory.
-    Returns (state, [vocab] next-token logits as fp32, or None when `ids` is empty).
-    """
-    device = next(model.parameters()).device
-    logits = None
-    for at in range(0, len(ids), chunk):
-        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
-        out, state = model(x, state)  # [1, time, vocab]
-        logits = out[0, -1].float()
-    return state, logits
-
-
 class TextStream:
     """Turns token ids into text as they come, for any tokenizer kind.
 
-    Sentencepiece byte pieces are held back until they form complete UTF-8; word models get a
-    space between words and a newline for <eos>. Concatenated, the pieces equal
+    Byte pieces are held back until they form complete UTF-8 (the tokenizer says what bytes
+    each token adds, word spacing included). Concatenated, the pieces equal
     `tokenizer.decode(ids)` for ids that start a line.
     """
 
@@ -170,46 +146,20 @@ class TextStream:
         self.lead = last_char  # the character before the stream's first piece
         self.last_char = last_char  # the character before the next piece
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._word = tokenizer.kind == "word"
 
     def push(self, token: int, commit: bool = True) -> str:
         """The text this token adds (possibly ""); with commit=False nothing changes."""
-        if self._word:
-            text = self._word_text(token)
-        else:
-            saved = self._decoder.getstate()
-            text = self._decoder.decode(self._piece_bytes(token))
-            if not commit:
-                self._decoder.setstate(saved)
-        if commit and text:
+        saved = self._decoder.getstate()
+        text = self._decoder.decode(self.tokenizer.token_bytes(token, self.last_char))
+        if not commit:
+            self._decoder.setstate(saved)
+        elif text:
             self.last_char = text[-1]
         return text
 
     def flush(self) -> str:
         """Whatever an unfinished byte sequence stands for (replacement characters)."""
-        return "" if self._word else self._decoder.decode(b"", final=True)
-
-    def _word_text(self, token: int) -> str:
-        if token == self.tokenizer.eos_id:
-            return "\n"
-        space = "" if self.last_char.isspace() or not self.last_char else " "
-        return space + self.tokenizer.pieces[token]
-
-    def _piece_bytes(self, token: int) -> bytes:
-        sp = getattr(self.tokenizer, "sp", None)
-        if sp is not None and sp.is_byte(token):
-            return bytes([int(BYTE_PIECE.fullmatch(sp.id_to_piece(token)).group(1), 16)])
-        return self.tokenizer.pieces[token].encode("utf-8")
-
-
-def count_word_starts(last_char: str, text: str) -> int:
-    """How many whitespace words begin in `text`, given the character before it."""
-    starts = 0
-    for ch in text:
-        if not ch.isspace() and (not last_char or last_char.isspace()):
-            starts += 1
-        last_char = ch
-    return starts
+        return self._decoder.decode(b"", final=True)
 
 
 @dataclass

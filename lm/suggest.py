@@ -27,20 +27,17 @@ from functools import lru_cache
 
 import torch
 
+from ._util import flag
 from .errors import ConfigError
-from .model import select_state
-from .sampler import read_chunk, read_ids
+from .model import read_chunk, read_ids, select_state
+from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
-START = "\n"  # there is no BOS token: a text starts where a line starts
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
 MAX_MARKS = 4 * GROUP_WORDS  # word-boundary states a session keeps (older ones are re-read)
 MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no suggestions
-SENTENCE_END = ".!?…\n"
-JOINERS = "'’"  # apostrophes stay inside words: don't, it's
 SEGMENT = re.compile(r"\s*\S+|\s+")  # one word with the whitespace before it
 
-# Character classes, and what a beam hypothesis is doing.
-SPACE, LETTER, PUNCT = -1, 0, 1  # a word is a run of letters or a run of punctuation
+# What a beam hypothesis is doing, beside the character classes LETTER and PUNCT of lm.text.
 START_WORD, INSIDE = 2, 3  # no letter of the word yet; still inside the typed prefix
 
 
@@ -57,9 +54,9 @@ class SuggestConfig:
         for name in ("k", "beam_width", "max_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, not {value!r} — try the default")
+                raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
         if not 0.0 <= self.punctuation_min <= 1.0:
-            raise ConfigError(f"punctuation-min must be in [0, 1], not {self.punctuation_min!r}")
+            raise ConfigError(f"--punctuation-min must be in [0, 1], not {self.punctuation_min!r} — 0 offers all punctuation")
 
 
 @dataclass
@@ -72,16 +69,6 @@ class Suggestion:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@lru_cache(maxsize=65536)
-def char_class(ch: str) -> int:
-    """SPACE, LETTER (letters, digits, marks, apostrophes) or PUNCT (punctuation and symbols)."""
-    if ch.isspace():
-        return SPACE
-    if ch in JOINERS:
-        return LETTER
-    return PUNCT if unicodedata.category(ch)[0] in "PS" else LETTER
 
 
 def word_end(text: str, cls: int) -> int:
@@ -136,13 +123,13 @@ def split_typed(text: str, by_whitespace: bool = False) -> Typed:
     start = len(text)
     while start > 0 and in_word(text[start - 1]) and len(text) - start <= MAX_WORD_CHARS:
         start -= 1
-    partial, before = text[start:], text[start - 1] if start else START
+    partial, before = text[start:], text[start - 1] if start else START_TEXT
     sentence_start = _sentence_start(text, start)
     if by_whitespace:
         return Typed(start, "", partial, "", sentence_start)
-    if before.isspace() and before != START:  # "the s", "the ": the word starts with this space
+    if before.isspace() and before != START_TEXT:  # "the s", "the ": the word starts with this space
         return Typed(start - 1, before, partial, "", sentence_start)
-    if partial or before == START:  # a line start, or a word right after punctuation ("hi,th")
+    if partial or before == START_TEXT:  # a line start, or a word right after punctuation ("hi,th")
         return Typed(start, "", partial, "", sentence_start)
     # Punctuation typed without a space after it: the next word follows a space, except after
     # an opening bracket or quote.
@@ -224,7 +211,7 @@ class _Vocabulary:
     """Word-model vocabulary sorted by text, so a prefix is one contiguous range."""
 
     def __init__(self, tokenizer, device: torch.device):
-        special = {tokenizer.unk_id, getattr(tokenizer, "eos_id", tokenizer.unk_id)}
+        special = tokenizer.special_ids
         ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in special)
         self.texts = [w for w, _ in ordered]
         self.ids = torch.tensor([i for _, i in ordered], dtype=torch.long, device=device)
@@ -256,7 +243,7 @@ class Suggester:
         self.config.validate()
         self.device = next(model.parameters()).device
         self.chunk = read_chunk(tokenizer.vocab_size)
-        self.by_whitespace = tokenizer.kind == "word"
+        self.by_whitespace = tokenizer.word_level
         if self.by_whitespace:
             self._vocabulary, self._find = _Vocabulary(tokenizer, self.device), self._rank
         else:
@@ -277,7 +264,7 @@ class Suggester:
     def start(self) -> _Mark:
         """The model at the start of a text (after a newline)."""
         if self._start is None:
-            state, logits = self.read(None, None, START)
+            state, logits = self.read(None, None, START_TEXT)
             self._start = _Mark(0, 0, state, logits)
         return self._start
 

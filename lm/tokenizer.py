@@ -12,13 +12,13 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from ._util import hash_text
+from ._util import ConfigBase, hash_text
 from .errors import TokenizerError
 
 KINDS = ("char", "unigram", "bpe", "word")
@@ -34,7 +34,7 @@ SPM_SAMPLE_BLOCKS = 256  # a larger text is sampled as this many blocks spread o
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(ConfigBase):
     """Which vocabulary to build. vocab_size=None picks a size that suits the kind."""
 
     kind: str = "char"
@@ -51,15 +51,7 @@ class TokenizerConfig:
                 f"--vocab-size must be at least 2, not {self.vocab_size} — pick a larger vocabulary"
             )
         if self.min_count is not None and self.min_count < 1:
-            raise TokenizerError(f"--min-count must be at least 1, not {self.min_count}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TokenizerConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            raise TokenizerError(f"--min-count must be at least 1, not {self.min_count} — pass 1 or more")
 
 
 class Tokenizer:
@@ -68,6 +60,20 @@ class Tokenizer:
     kind: str
     unk_id: int
     pieces: list[str]  # the text each id decodes to on its own ("" for byte pieces)
+    word_level = False  # True when each token is a whole whitespace word (joined by spaces)
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids that stand for no text of their own (<unk>, <eos>)."""
+        return {self.unk_id}
+
+    def token_bytes(self, token: int, last_char: str) -> bytes:
+        """The UTF-8 bytes `token` adds to a text that ends in `last_char`.
+
+        A byte-fallback piece adds one byte, which may be part of a character; decode the
+        bytes of consecutive tokens incrementally.
+        """
+        return self.pieces[token].encode("utf-8")
 
     @property
     def vocab_size(self) -> int:
@@ -147,6 +153,7 @@ class WordTokenizer(Tokenizer):
     """Whitespace words; each line ends in <eos>, as in the WikiText and PTB benchmarks."""
 
     kind = "word"
+    word_level = True
     FILE = "tokenizer.json"
 
     def __init__(self, words: list[str]):
@@ -168,6 +175,17 @@ class WordTokenizer(Tokenizer):
             _check_fits(config, len(kept) + 2, f"{len(kept)} words seen at least {min_count} times, <unk> and <eos>")
             kept = kept[: max(config.vocab_size - 2, 0)]
         return cls([w for w, _ in kept])
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {self.unk_id, self.eos_id}
+
+    def token_bytes(self, token: int, last_char: str) -> bytes:
+        """<eos> ends the line; a word after anything but whitespace gets a space before it."""
+        if token == self.eos_id:
+            return b"\n"
+        space = "" if not last_char or last_char.isspace() else " "
+        return (space + self.pieces[token]).encode("utf-8")
 
     def encode(self, text: str) -> list[int]:
         index, unk = self._index, self.unk_id
@@ -226,6 +244,11 @@ class SentencePieceTokenizer(Tokenizer):
         # sentencepiece reads a literal "▁" as a space; we spell it with its UTF-8 bytes.
         self._space_mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPM_SPACE.encode()]
         self._newline_id = self.sp.piece_to_id("\n")
+
+    def token_bytes(self, token: int, last_char: str) -> bytes:
+        if self.sp.is_byte(token):
+            return bytes([int(self.sp.id_to_piece(token)[3:5], 16)])  # "<0xE2>"
+        return self.pieces[token].encode("utf-8")
 
     def _piece_text(self, i: int) -> str:
         if self.sp.is_byte(i) or self.sp.is_unknown(i) or self.sp.is_control(i):

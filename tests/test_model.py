@@ -1,3 +1,4 @@
+import lm
 import pytest
 import torch
 
@@ -43,7 +44,7 @@ def test_output_layer_is_tied_to_the_embedding():
 
 @pytest.mark.parametrize("bad", [dict(cell="transformer"), dict(hidden=0), dict(layers=-1), dict(dropout=1.0)])
 def test_invalid_config_is_refused(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(lm.ConfigError):
         LanguageModel(ModelConfig(vocab_size=10, **bad))
 
 
@@ -92,7 +93,7 @@ def test_auto_softmax_is_adaptive_for_large_vocabularies_only():
     big = LanguageModel(ModelConfig(vocab_size=40_000, hidden=16, emb=16)).config
     assert big.softmax == "adaptive" and big.cutoffs == [2000, 10000]
     assert ModelConfig(vocab_size=40_000, emb=8).resolved().cutoffs == [2000]  # a tail is emb / 4^i wide
-    with pytest.raises(ValueError, match="cutoffs must rise"):
+    with pytest.raises(lm.ConfigError, match="cutoffs must rise"):
         ModelConfig(vocab_size=100, softmax="adaptive", cutoffs=[50, 20]).validate()
     assert ModelConfig.from_dict({"vocab_size": 40_000}).softmax == "full"  # saved before the adaptive softmax
 

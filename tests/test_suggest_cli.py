@@ -101,7 +101,7 @@ def test_missing_checkpoint_is_one_error_line(tmp_path, monkeypatch):
 def test_bad_k_is_one_error_line(checkpoint):
     result = invoke(CLOUDS, "-c", checkpoint, "-k", "0")
     assert result.exit_code == 1
-    assert result.output == "Error: k must be a positive integer, not 0 — try the default\n"
+    assert result.output == "Error: -k must be a positive integer, not 0 — pass 1 or more\n"
 
 
 def test_help_ends_with_an_example():
