@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import sys
 
 import click
@@ -57,9 +58,11 @@ def field_option(cls, name: str, help: str, flag: str | None = None, **kwargs):
 
 int8_option = click.option(
     "--int8/--fp32", "int8", default=True, show_default=True,
-    help="Run the model with int8 weights on the CPU: several times faster per token; "
-         "--fp32 for the exact trained weights.",
+    help="On the CPU, run the model with int8 weights: several times faster per token; "
+         "--fp32 for the exact trained weights (a GPU always runs those).",
 )
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="auto (a CUDA GPU when there is one, else the CPU), cpu or cuda.")
 
 
 def parse_duration(ctx, param, value):
@@ -118,49 +121,54 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "precision", "Matrix products in bf16 (auto: on GPUs and CPUs with native bf16) or fp32.",
               type=click.Choice(lm.trainer.PRECISIONS))
 @click.option("--out", "-o", type=click.Path(), help="Checkpoint folder (default: a new one under checkpoints/).")
-@click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint).")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint) with its tokenizer and settings.")
+@click.option("--new-corpus", is_flag=True, help="With --resume: go on although the corpus differs from the one the run started on.")
+@click.option("--init-from", type=click.Path(), help="Fine-tune this checkpoint on the corpus: its model and tokenizer, a fresh "
+              "optimizer, a tenth of the default --lr, a new --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, paths, valid, encoding, out, resume, overwrite, quiet, **options):
+def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, quiet, **options):
     """Train a language model on text files, folders of them, or hf:NAME[:CONFIG].
 
     The checkpoint folder holds the config, weights, tokenizer and metrics; Ctrl-C saves it
-    and tells you how to resume.
+    and prints the command that resumes. --init-from adapts a trained model to your own text.
 
     Example:
 
         lm train corpus.txt --tokenizer char --max-time 5m
     """
-    given = {k for k in options if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    if resume and out is None:
-        out = lm.newest_checkpoint()
-        if out is None:
-            raise lm.ConfigError("--resume: no checkpoint under checkpoints/ — pass --out DIR")
-    model_config, tokenizer_config, train_config = _configs(options, given, out if resume else None)
+    model_config = lm.ModelConfig.from_dict({k: v for k, v in options.items() if k != "vocab_size"})  # the tokenizer's flag
+    configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict(options)]
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
-    result = lm.train(corpus, out, model_config, tokenizer_config, train_config, progress, resume=resume, overwrite=overwrite)
+    result = lm.train(corpus, out, *configs, progress, resume=resume, overwrite=overwrite, init_from=init_from,
+                      new_corpus=new_corpus)
     if not quiet:
         stdout.print(summary_table(result))
     if result.interrupted:
-        command = " ".join(["lm", "train", *paths, "--out", str(result.checkpoint), "--resume"])
-        stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\nResume with: {command}", highlight=False)
+        stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\n"
+                     f"Resume with: {resume_command(ctx, result.checkpoint)}", highlight=False)
         sys.exit(130)
 
 
-def _configs(options: dict, given: set[str], resume_from):
-    """Fill the three config dataclasses from the flags; on --resume the saved ones win."""
-    saved = lm.checkpoint.read_config(lm.checkpoint.resolve_checkpoint(resume_from)) if resume_from else {}
-    built = []
-    for cls, section in ((lm.ModelConfig, "model"), (lm.TokenizerConfig, "tokenizer"), (lm.TrainConfig, "training")):
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in saved.get(section, {}).items() if k in names}
-        values.update({k: v for k, v in options.items() if k in names and (k in given or k not in values)})
-        built.append(cls(**values))
-    model_config = built[0]
-    model_config.vocab_size = saved.get("model", {}).get("vocab_size", 0)
-    return model_config, built[1], built[2]
+def resume_command(ctx: click.Context, checkpoint) -> str:
+    """The `lm train` command that continues this run: every argument given, --out and --resume, quoted."""
+    words = ["lm", "train"]
+    for param in ctx.command.params:
+        if param.name in ("out", "resume", "init_from", "overwrite"):
+            continue
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words += list(value)
+        elif param.is_flag:
+            words.append(param.opts[0] if value == param.flag_value or value is True else param.secondary_opts[0])
+        else:
+            for item in value if param.multiple else [value]:
+                words += [param.opts[0], str(item)]
+    return shlex.join([*words, "--out", str(checkpoint), "--resume"])
 
 
 class LineProgress(lm.Progress):
@@ -172,8 +180,11 @@ class LineProgress(lm.Progress):
 
     def start(self, info):
         self.char = info["tokenizer"] == "char"
+        what = f"Fine-tuning {info['init_from']}:" if info["init_from"] else "Training"
+        if info["resumed_at"]:
+            what = f"Resuming at step {info['resumed_at']:,}:"
         self.console.print(
-            f"Training {info['parameters']:,} parameters on {info['train_tokens']:,} tokens "
+            f"{what} {info['parameters']:,} parameters on {info['train_tokens']:,} tokens "
             f"({info['tokenizer']}, vocab {info['vocab_size']:,}) on {info['device']} ({info['precision']}) → {info['out']}",
             highlight=False,
         )
@@ -358,7 +369,8 @@ def eval_table(result) -> Table:
 @field_option(lm.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
 @int8_option
-def generate(prompt, checkpoint, as_json, int8, **options):
+@device_option
+def generate(prompt, checkpoint, as_json, int8, device, **options):
     """Continue PROMPT (or start a new text) with a trained model, streaming the text.
 
     The prompt is read once after a newline; each new token costs one step of the model.
@@ -372,7 +384,7 @@ def generate(prompt, checkpoint, as_json, int8, **options):
     config.validate()
     shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
     prompt = read_text_argument(prompt, "PROMPT")
-    model, tokenizer = lm.load(checkpoint, int8=int8)
+    model, tokenizer = lm.load(checkpoint, device=device, int8=int8)
     generation = lm.sampler.generate(model, tokenizer, prompt, config)
     try:
         if as_json:
@@ -441,7 +453,8 @@ def show_samples(prompt: str, generation) -> None:
 @field_option(lm.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
 @field_option(lm.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
 @int8_option
-def repl(checkpoint, int8, **options):
+@device_option
+def repl(checkpoint, int8, device, **options):
     """Write a text together with the model, turn by turn.
 
     Type some text and press Enter: the model continues it, and both stay in the text for the
@@ -454,7 +467,7 @@ def repl(checkpoint, int8, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    model, tokenizer = lm.load(checkpoint, int8=int8)
+    model, tokenizer = lm.load(checkpoint, device=device, int8=int8)
     session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options))
     interactive = sys.stdin.isatty()
     if interactive:
@@ -517,7 +530,8 @@ def show_reply(session, reply, interactive: bool) -> None:
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
 @int8_option
-def suggest(text, checkpoint, output, int8, **options):
+@device_option
+def suggest(text, checkpoint, output, int8, device, **options):
     """Suggest words for TEXT like a phone keyboard's suggestion strip.
 
     TEXT ending in a space (or empty) gets the most likely next words; otherwise its last word
@@ -530,7 +544,7 @@ def suggest(text, checkpoint, output, int8, **options):
         lm suggest "the clouds are in the " -k 5
     """
     text = read_text_argument(text, "TEXT")
-    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), int8=int8)
+    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device, int8=int8)
     if output == "json":
         import json
 

@@ -34,20 +34,25 @@ def count_windows(length: int, bptt: int) -> int:
     return max(0, (length - 1 + bptt - 1) // bptt)
 
 
-def windows(
-    streams: np.ndarray, bptt: int, start: int = 0, device: torch.device | str = "cpu"
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets) windows down the streams, each [batch, <=bptt], from window `start`.
+def window(streams: np.ndarray, bptt: int, index: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of window `index` down the streams, each [batch, <=bptt].
 
     Targets are inputs shifted by one token, so the last target of window k is the first
     input of window k+1 in every stream.
     """
     device = torch.device(device)
-    pin = device.type == "cuda"
-    length = streams.shape[1]
-    for i in range(start * bptt, length - 1, bptt):
-        chunk = torch.from_numpy(np.ascontiguousarray(streams[:, i : i + bptt + 1]).astype(np.int64))
-        if pin:
-            chunk = chunk.pin_memory()
-        chunk = chunk.to(device, non_blocking=pin)  # [batch, t+1]
-        yield chunk[:, :-1], chunk[:, 1:]
+    pin = device.type == "cuda"  # pinned memory lets the copy overlap the GPU's work
+    i = index * bptt
+    chunk = torch.from_numpy(np.ascontiguousarray(streams[:, i : i + bptt + 1]).astype(np.int64))
+    if pin:
+        chunk = chunk.pin_memory()
+    chunk = chunk.to(device, non_blocking=pin)  # [batch, t+1]
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def windows(
+    streams: np.ndarray, bptt: int, start: int = 0, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every window down the streams from window `start`, in order."""
+    for index in range(start, count_windows(streams.shape[1], bptt)):
+        yield window(streams, bptt, index, device)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ._util import first_line
-from .errors import CheckpointError, NoCheckpointError
+from ._util import first_line, pick_device
+from .errors import CheckpointError, ConfigError, NoCheckpointError
 from .model import LanguageModel, ModelConfig, quantize_int8
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -136,11 +136,15 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
 def load(path: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False):
     """Load a checkpoint and return (model, tokenizer), ready for inference.
 
-    int8=True quantizes the model for CPU inference (several times faster per token, a
-    slightly different distribution: see bench/quantize_quality.py).
+    Args:
+        device: "cpu", "cuda", or "auto" (a CUDA GPU when there is one, else the CPU).
+        int8: on the CPU, quantize the weights to int8 (several times faster per token, a
+            slightly different distribution: see bench/quantize_quality.py); a GPU runs the
+            trained weights.
     """
+    device = pick_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(path, device)
-    model = quantize_int8(ckpt.model) if int8 else ckpt.model
+    model = quantize_int8(ckpt.model) if int8 and device.type == "cpu" else ckpt.model
     return model, ckpt.tokenizer
 
 
@@ -172,7 +176,7 @@ def resolve_checkpoint(path: str | Path | None = None, root: Path = DEFAULT_ROOT
             )
         return newest
     folder = Path(path)
-    _recover_interrupted_swap(folder)
+    recover_interrupted_save(folder)
     if not folder.exists():
         raise CheckpointError(f"checkpoint {folder} does not exist — check the path, or train one with `lm train`")
     if not folder.is_dir():
@@ -187,6 +191,8 @@ def newest_checkpoint(root: Path = DEFAULT_ROOT) -> Path | None:
     root = Path(root)
     if not root.is_dir():
         return None
+    for old in root.glob("*.old"):
+        recover_interrupted_save(old.with_suffix(""))
     found = [p for p in root.iterdir()
              if p.is_dir() and p.suffix not in (".staging", ".old") and (p / CONFIG_FILE).exists()]
     return max(found, key=lambda p: (p / CONFIG_FILE).stat().st_mtime, default=None)
@@ -218,7 +224,7 @@ def _model_config(config: dict, folder: Path) -> ModelConfig:
     try:
         model_config = ModelConfig.from_dict(data)
         model_config.validate()
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{folder}: invalid model config ({e}) — the checkpoint is damaged") from None
     limits = {"vocab_size": MAX_VOCAB, "hidden": MAX_WIDTH, "emb": MAX_WIDTH, "layers": MAX_LAYERS}
     for name, limit in limits.items():
@@ -285,12 +291,14 @@ def _swap_in(staging: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _recover_interrupted_swap(folder: Path) -> None:
+def recover_interrupted_save(folder: Path) -> None:
+    """Put back the previous checkpoint when a save stopped between its two renames."""
+    folder = Path(folder)
     old = folder.with_name(folder.name + ".old")
     if not folder.exists() and (old / CONFIG_FILE).exists():
         try:
             os.replace(old, folder)
-        except OSError:
+        except OSError:  # read-only or raced by another process: the next call tries again
             pass
 
 

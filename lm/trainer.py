@@ -1,8 +1,10 @@
 """Training: truncated backpropagation through time with the state carried between windows.
 
-The loop reads top to bottom: set the learning rate, forward, backward, clip, step, log,
-evaluate and save, stop. Progress leaves through a `Progress` object; losses are summed on the
-device and read only at log intervals, so a step never waits on the host.
+`train` sets a run up (a new model, a resumed run, or a trained model to fine-tune) and hands
+it to `_loop`, which reads top to bottom: set the learning rate, forward, backward, clip, step,
+log, evaluate and save, decide whether to stop. Progress leaves through a `Progress` object;
+losses are summed on the device and read only at log intervals, so a step never waits on the
+host.
 """
 from __future__ import annotations
 
@@ -11,36 +13,41 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._util import flag, pick_device
-from .batching import batchify, count_windows, windows
-from .checkpoint import CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, read_config, read_resume, save_checkpoint, snapshot
+from ._util import ConfigBase, flag, pick_device
+from .batching import batchify, count_windows, window
+from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
+                         read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
-from .errors import ConfigError, TrainingDiverged
-from .evaluate import evaluate_loss
+from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .likelihood import evaluate_loss
 from .model import LanguageModel, ModelConfig, count_parameters, detach_state
-from .tokenizer import TokenizerConfig
+from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
+# Fine-tuning starts from weights that already fit language well: a tenth of the learning rate
+# adapts them to the new text without erasing what they know (bench/NOTES.md).
+FINE_TUNE_LR_FACTOR = 0.1
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """How to train. CLI flags share these names; the defaults live only here."""
 
     batch: int = 32
     bptt: int = 64
     optimizer: str = "adamw"
-    lr: float | None = None  # None: the optimizer's default in DEFAULT_LR
+    lr: float | None = None  # None: the optimizer's default in DEFAULT_LR (a tenth of it to fine-tune)
     weight_decay: float = 0.01
     clip: float = 1.0
     schedule: str = "cosine"
@@ -67,16 +74,24 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
-                raise ConfigError(f"--{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
+                raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+class Stop(str, Enum):
+    """Why a run ended (the value is what checkpoints, JSON and the summary table show)."""
+
+    DONE = "done"  # every epoch ran
+    MAX_STEPS = "max-steps"
+    MAX_TIME = "max-time"
+    EARLY_STOP = "early-stop"  # --patience evaluations without improvement
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: saved, and resumable
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Progress:
@@ -101,23 +116,14 @@ class TrainResult:
     step: int
     epoch: int
     elapsed: float
-    stop_reason: str  # "done", "max-steps", "max-time", "early-stop", "interrupted"
+    stop_reason: Stop
     best: dict  # metrics of the saved (best) weights
     last: dict  # metrics of the last evaluation
     tokens_per_s: float
 
     @property
     def interrupted(self) -> bool:
-        return self.stop_reason == "interrupted"
-
-
-@dataclass
-class _Data:
-    tokenizer: object
-    train: np.ndarray  # [batch, length] streams
-    valid: np.ndarray  # 1-D ids
-    valid_chars: int
-    valid_words: int
+        return self.stop_reason == Stop.INTERRUPTED
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -144,9 +150,9 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def default_out(corpus: Corpus, tokenizer: TokenizerConfig, root: Path = DEFAULT_ROOT) -> Path:
+def default_out(corpus: Corpus, kind: str, root: Path = DEFAULT_ROOT) -> Path:
     """checkpoints/<corpus>-<tokenizer>-<time>: a new folder per run."""
-    return Path(root) / f"{corpus.name}-{tokenizer.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(root) / f"{corpus.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def train(
@@ -159,16 +165,26 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     cache_dir: Path | None = None,
+    init_from: str | Path | None = None,
+    new_corpus: bool = False,
 ) -> TrainResult:
     """Train a language model on a corpus and save it as a checkpoint folder.
 
     Args:
-        out: checkpoint folder; a new one under checkpoints/ when None.
-        resume: continue the run saved in `out` (its configs win; a different model config
-            is an error).
+        out: checkpoint folder; a new one under checkpoints/ when None (with `resume`: the
+            newest checkpoint).
+        resume: continue the run saved in `out` with its tokenizer, weights, optimizer and
+            settings; a setting given here with a value other than its default replaces the
+            saved one (a different model or tokenizer is an error).
         overwrite: allow replacing a checkpoint folder from another run.
+        init_from: a checkpoint to fine-tune: its model and tokenizer, a fresh optimizer and,
+            unless `config.lr` is set, a tenth of the default learning rate.
+        new_corpus: with `resume`, accept a corpus other than the one the run started on.
     Returns:
-        TrainResult; on Ctrl-C or SIGTERM the state is saved and stop_reason is "interrupted".
+        TrainResult; on Ctrl-C or SIGTERM the state is saved and stop_reason is Stop.INTERRUPTED.
+    Raises:
+        ConfigError: a bad setting, or a resume that does not fit the saved run.
+        CheckpointError: `init_from` or the resumed checkpoint cannot be read.
     """
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
@@ -176,272 +192,331 @@ def train(
     progress = progress or Progress()
     config.validate()
     tokenizer_config.validate()
-    out = Path(out) if out is not None else default_out(corpus, tokenizer_config)
-    saved = _check_out(out, resume, overwrite)
-    if saved is not None:
-        tokenizer_config = TokenizerConfig.from_dict(saved["tokenizer"])
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-
+    torch.manual_seed(config.seed)  # before the model is built: its initial weights follow the seed
+    if resume and init_from is not None:
+        raise ConfigError("--resume and --init-from exclude each other — resume a run, or start a new one from a checkpoint")
     progress.message("Preparing the tokenizer and token cache…")
-    data = _prepare_data(corpus, tokenizer_config, config, cache_dir)
-    model_config.vocab_size = data.tokenizer.vocab_size
-    try:
-        model_config.validate()
-        model_config = model_config.resolved()  # softmax and cutoffs for this vocabulary
-    except ValueError as e:
-        raise ConfigError(f"{e} — fix the model flags") from None
-    if saved is not None:
-        _check_same_model(ModelConfig.from_dict(saved["model"]), model_config, out)
-    model = LanguageModel(model_config).to(device)
-    optimizer = _make_optimizer(model, config)
-    run = _RunState()
     if resume:
-        run = _restore(out, model, optimizer, device)
-    loop = _Loop(model, optimizer, data, config, device, progress, out, corpus, tokenizer_config, run)
-    if resume:
-        loop.best_weights = _read_weights(out)
-    return loop.run()
+        run = _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus, cache_dir)
+    elif init_from is not None:
+        run = _fine_tune_run(corpus, out, Path(init_from), model_config, config, overwrite, cache_dir)
+    else:
+        run = _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir)
+    run.progress = progress
+    return _loop(run)
 
 
-class _RunState:
-    """Counters that survive a resume."""
+@dataclass
+class _Counters(ConfigBase):
+    """How far a run has come; saved with every checkpoint and restored on resume."""
 
-    def __init__(self, meta: dict | None = None):
-        meta = meta or {}
-        self.step = meta.get("step", 0)
-        self.epoch = meta.get("epoch", 0)
-        self.window = meta.get("window", 0)  # next window within the epoch
-        self.elapsed = meta.get("elapsed", 0.0)
-        self.tokens = meta.get("tokens", 0)
-        self.best_loss = meta.get("best_loss", math.inf)
-        self.bad_evals = meta.get("bad_evals", 0)
-        self.metrics_log: list[dict] = meta.get("metrics_log", [])
-        self.best_record: dict = meta.get("best_record", {})
-        self.state = None  # carried hidden state
-
-    def to_dict(self) -> dict:
-        keys = ("step", "epoch", "window", "elapsed", "tokens", "best_loss", "bad_evals", "metrics_log", "best_record")
-        return {k: getattr(self, k) for k in keys}
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # the next window within the epoch
+    elapsed: float = 0.0  # seconds of this run, resumed parts included
+    tokens: int = 0
+    best_loss: float = math.inf
+    bad_evals: int = 0  # evaluations since the last improvement
+    metrics_log: list = field(default_factory=list)
+    best_record: dict = field(default_factory=dict)
 
 
-class _Loop:
-    def __init__(self, model, optimizer, data, config, device, progress, out, corpus, tokenizer_config, run):
-        config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
-        self.model, self.optimizer, self.data, self.config = model, optimizer, data, config
-        self.device, self.progress, self.out, self.corpus = device, progress, out, corpus
-        self.tokenizer_config, self.run_state = tokenizer_config, run
-        self.precision = config.precision
-        self.autocast = autocast_for(device, self.precision)
-        self.steps_per_epoch = count_windows(data.train.shape[1], config.bptt)
-        planned = self.steps_per_epoch * config.epochs
-        self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
-        self.best_weights = None
-        self.stop_requested = False
-        self.lr_scale = 1.0  # halved after each roll-back from a non-finite loss
-        self.rollbacks = 0
-        self.loss_sum = torch.zeros((), device=device)
-        self.corpus_fingerprint = corpus.fingerprint()  # hashed once, not at every save
+@dataclass
+class _Run:
+    """Everything one training run works with."""
 
-    def run(self) -> TrainResult:
-        self.progress.start(self._info())
-        self.started = time.perf_counter() - self.run_state.elapsed
-        self._reset_log_window()
-        self.model.train()
-        reason = "done"
-        with _stop_on_signals(self):
-            while self.run_state.epoch < self.config.epochs and reason in ("done", "rolled-back"):
-                reason = self._run_epoch()
-            if self.loss_count:  # the steps since the last log line
-                self._log()
-            if not self._just_evaluated():
-                self._evaluate_and_save(final=True)
-        result = self._result(reason)
-        self.progress.end(result)
-        return result
+    model: LanguageModel
+    optimizer: torch.optim.Optimizer
+    tokenizer: Tokenizer
+    streams: np.ndarray  # [batch, length] training ids
+    valid: np.ndarray  # validation ids
+    valid_chars: int
+    valid_words: int
+    config: TrainConfig  # precision resolved
+    device: torch.device
+    out: Path
+    saved_config: dict  # what config.json records besides the model and the training settings
+    counters: _Counters = field(default_factory=_Counters)
+    state: object = None  # the hidden state carried from window to window
+    best_weights: dict | None = None
+    progress: Progress = field(default_factory=Progress)
+    lr_scale: float = 1.0  # halved after each roll-back from a non-finite loss
+    rollbacks: int = 0
+    stop_requested: bool = False
 
-    def _run_epoch(self) -> str:
-        """One pass down the streams (or the rest of one, after a resume)."""
-        run, config = self.run_state, self.config
-        if run.window == 0:
-            run.state = None  # a new pass starts from zero state
-        for inputs, targets in windows(self.data.train, config.bptt, run.window, self.device):
-            self._train_step(inputs, targets)
-            reason = "done"
-            # Log: the only place the loss is read back from the device.
-            if run.step % config.log_every == 0 and not self._log():
-                return self._roll_back("training loss")
-            if config.eval_every and run.step % config.eval_every == 0:
-                reason = self._evaluate_and_save()
-            reason = self._stop_reason(reason)
-            if reason != "done":
-                return reason
-        run.epoch += 1
-        run.window = 0
-        reason = "done" if self._just_evaluated() else self._evaluate_and_save()
-        return self._stop_reason(reason)
+    @property
+    def steps_per_epoch(self) -> int:
+        return count_windows(self.streams.shape[1], self.config.bptt)
 
-    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        run = self.run_state
-        # Learning rate from how far the run has come, by steps or by time.
-        run.elapsed = time.perf_counter() - self.started
-        self._set_lr(self._progress_fraction(run))
-        # Forward and backward over one window; the state enters detached.
-        with self.autocast:
-            loss, state = self.model.loss(inputs, targets, run.state)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
-        if self.config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.optimizer.step()
-        run.state = detach_state(state)
-        run.step += 1
-        run.window += 1
-        run.tokens += targets.numel()
-        self.loss_sum += loss.detach()  # summed on the device: no host sync per step
-        self.loss_count += 1
+    @property
+    def total_steps(self) -> int:
+        planned = self.steps_per_epoch * self.config.epochs
+        return min(planned, self.config.max_steps) if self.config.max_steps else planned
 
-    def _reset_log_window(self) -> None:
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        self.tokens_at_log, self.time_at_log = self.run_state.tokens, time.perf_counter()
-
-    def _just_evaluated(self) -> bool:
-        log = self.run_state.metrics_log
-        return bool(log) and log[-1]["step"] == self.run_state.step
-
-    def _roll_back(self, what: str) -> str:
-        """A non-finite loss: reload the last good checkpoint and halve the learning rate."""
-        step = self.run_state.step
-        self.rollbacks += 1
-        if self.rollbacks > MAX_ROLLBACKS or not (self.out / CONFIG_FILE).exists():
-            raise TrainingDiverged(
-                f"the {what} became NaN or infinite at step {step} — lower --lr or --clip; "
-                + (f"the last good checkpoint in {self.out} is intact" if (self.out / CONFIG_FILE).exists() else "nothing was saved")
-            )
-        self.run_state = _restore(self.out, self.model, self.optimizer, self.device)
-        self.lr_scale /= 2
-        self.progress.message(
-            f"The {what} became NaN or infinite at step {step}: rolled back to step "
-            f"{self.run_state.step} and halved the learning rate."
-        )
-        self._reset_log_window()
-        return "rolled-back"
-
-    def _progress_fraction(self, run: _RunState) -> float:
-        fraction = run.step / max(self.total_steps, 1)
+    def fraction_done(self) -> float:
+        """How far the run has come, by steps or (with max_time) by time, whichever is further."""
+        fraction = self.counters.step / max(self.total_steps, 1)
         if self.config.max_time:
-            fraction = max(fraction, run.elapsed / self.config.max_time)
+            fraction = max(fraction, self.counters.elapsed / self.config.max_time)
         return min(fraction, 1.0)
 
-    def _set_lr(self, fraction: float) -> None:
-        config, base = self.config, self.config.learning_rate
-        lr = base * self.lr_scale
-        if config.schedule == "cosine":
-            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction))  # decays to 10 %
-        if config.warmup and self.run_state.step < config.warmup:
-            lr *= (self.run_state.step + 1) / config.warmup
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
-    def _stop_reason(self, reason: str) -> str:
-        if reason != "done":
-            return reason
-        if self.stop_requested:
-            return "interrupted"
-        if self.config.max_steps and self.run_state.step >= self.config.max_steps:
-            return "max-steps"
-        if self.config.max_time and time.perf_counter() - self.started >= self.config.max_time:
-            return "max-time"
-        return "done"
+def _loop(run: _Run) -> TrainResult:
+    """The training loop: one window of every stream per step, until a reason to stop."""
+    config, counters, model, optimizer = run.config, run.counters, run.model, run.optimizer
+    autocast = autocast_for(run.device, config.precision)
+    run.progress.start(_info(run))
+    started = time.perf_counter() - counters.elapsed
+    losses = _LossWindow(run.device, counters.tokens)
+    stop = Stop.DONE if counters.epoch >= config.epochs else None
+    model.train()
+    with _stop_on_signals(run):
+        while stop is None:
+            # A pass over the streams starts from zero state; the windows after carry it.
+            if counters.window == 0:
+                run.state = None
+            inputs, targets = window(run.streams, config.bptt, counters.window, run.device)
+            # Learning rate from how far the run has come.
+            counters.elapsed = time.perf_counter() - started
+            _set_lr(optimizer, _lr_at(run))
+            # Forward and backward over one window; the state enters detached.
+            with autocast:
+                loss, state = model.loss(inputs, targets, run.state)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
+            if config.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            run.state = detach_state(state)
+            losses.add(loss)
+            counters.step, counters.window, counters.tokens = counters.step + 1, counters.window + 1, counters.tokens + targets.numel()
+            if counters.window == run.steps_per_epoch:
+                counters.epoch, counters.window = counters.epoch + 1, 0
+            # Log: the only place the loss is read back from the device.
+            if counters.step % config.log_every == 0 and not _log(run, losses):
+                _roll_back(run, "training loss", losses)
+                continue
+            # Evaluate and save at the end of each epoch, or every eval_every steps.
+            if counters.window == 0 or config.eval_every and counters.step % config.eval_every == 0:
+                if not _evaluate_and_save(run, autocast, losses):
+                    continue
+            stop = _should_stop(run, started)
+        if losses.count:  # the steps since the last log line
+            _log(run, losses)
+        if not _just_evaluated(run):
+            _evaluate_and_save(run, autocast, losses)
+    counters.elapsed = time.perf_counter() - started
+    result = _result(run, stop)
+    run.progress.end(result)
+    return result
 
-    def _log(self) -> bool:
-        """Report the mean loss since the last log line; False when it is not finite."""
-        run, now = self.run_state, time.perf_counter()
-        loss = self.loss_sum.item() / self.loss_count
-        self.progress.step({
-            "step": run.step,
-            "total_steps": self.total_steps,
-            "epoch": run.epoch + 1,
-            "epochs": self.config.epochs,
-            "loss": loss,
-            "perplexity": math.exp(min(loss, 700)),
-            "bits_per_token": loss / math.log(2),
-            "tokens_per_s": (run.tokens - self.tokens_at_log) / max(now - self.time_at_log, 1e-9),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "elapsed": run.elapsed,
-            "fraction": self._progress_fraction(run),
-        })
-        self._reset_log_window()
-        return math.isfinite(loss)
 
-    def _evaluate_and_save(self, final: bool = False) -> str:
-        """Evaluate on the validation ids, keep the best weights, save; 'early-stop' on a plateau."""
-        run, started = self.run_state, time.perf_counter()
-        metrics = evaluate_loss(
-            self.model, self.data.valid, self.data.valid_chars, self.data.valid_words,
-            batch=self.config.batch, bptt=max(self.config.bptt, 128), autocast=self.autocast,
-            vocab_size=self.model.config.vocab_size,
+def _should_stop(run: _Run, started: float) -> Stop | None:
+    config, counters = run.config, run.counters
+    if run.stop_requested:
+        return Stop.INTERRUPTED
+    if config.patience and counters.bad_evals >= config.patience:
+        return Stop.EARLY_STOP
+    if config.max_steps and counters.step >= config.max_steps:
+        return Stop.MAX_STEPS
+    if config.max_time and time.perf_counter() - started >= config.max_time:
+        return Stop.MAX_TIME
+    if counters.epoch >= config.epochs:
+        return Stop.DONE
+    return None
+
+
+class _LossWindow:
+    """The training loss summed on the device since the last log line, and the tokens/s clock."""
+
+    def __init__(self, device: torch.device, tokens: int):
+        self.total = torch.zeros((), device=device)
+        self.reset(tokens)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()  # no host sync per step
+        self.count += 1
+
+    def reset(self, tokens: int) -> None:
+        self.total.zero_()
+        self.count = 0
+        self.tokens_at, self.time_at = tokens, time.perf_counter()
+
+    def pause(self, seconds: float) -> None:
+        """Leave time spent on something else (an evaluation) out of the next tokens/s."""
+        self.time_at += seconds
+
+
+def _lr_at(run: _Run) -> float:
+    """Linear warm-up, then constant or a cosine decay to 10 % over the run."""
+    config, lr = run.config, run.config.learning_rate * run.lr_scale
+    if config.schedule == "cosine":
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * run.fraction_done()))
+    if config.warmup and run.counters.step < config.warmup:
+        lr *= (run.counters.step + 1) / config.warmup
+    return lr
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _log(run: _Run, losses: _LossWindow) -> bool:
+    """Report the mean loss since the last log line; False when it is not finite."""
+    counters, now = run.counters, time.perf_counter()
+    loss = losses.total.item() / losses.count
+    run.progress.step({
+        "step": counters.step,
+        "total_steps": run.total_steps,
+        "epoch": counters.epoch + (1 if counters.window else 0),  # at window 0 an epoch has just ended
+        "epochs": run.config.epochs,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700)),
+        "bits_per_token": loss / math.log(2),
+        "tokens_per_s": (counters.tokens - losses.tokens_at) / max(now - losses.time_at, 1e-9),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "elapsed": counters.elapsed,
+        "fraction": run.fraction_done(),
+    })
+    losses.reset(counters.tokens)
+    return math.isfinite(loss)
+
+
+def _just_evaluated(run: _Run) -> bool:
+    log = run.counters.metrics_log
+    return bool(log) and log[-1]["step"] == run.counters.step
+
+
+def _evaluate_and_save(run: _Run, autocast, losses: _LossWindow) -> bool:
+    """Evaluate on the validation ids, keep the best weights, save; False after a roll-back."""
+    counters, started = run.counters, time.perf_counter()
+    metrics = evaluate_loss(
+        run.model, run.valid, run.valid_chars, run.valid_words, batch=run.config.batch,
+        bptt=max(run.config.bptt, 128), autocast=autocast, vocab_size=run.model.config.vocab_size,
+    )
+    if not math.isfinite(metrics.loss):  # never save non-finite weights over a good checkpoint
+        _roll_back(run, "validation loss", losses)
+        return False
+    record = {"step": counters.step, "epoch": counters.epoch, "elapsed": round(counters.elapsed, 2), "tokens": counters.tokens,
+              **{f"valid_{k}": v for k, v in metrics.to_dict().items() if k not in ("tokens", "chars", "words")}}
+    counters.metrics_log.append(record)
+    improved = metrics.loss < counters.best_loss
+    if improved:
+        counters.best_loss, counters.best_record, counters.bad_evals = metrics.loss, record, 0
+        run.best_weights = snapshot(run.model)
+    else:
+        counters.bad_evals += 1
+    run.progress.evaluated({**record, "improved": improved})
+    _save(run)
+    losses.pause(time.perf_counter() - started)
+    return True
+
+
+def _roll_back(run: _Run, what: str, losses: _LossWindow) -> None:
+    """A non-finite loss: reload the last good checkpoint and halve the learning rate."""
+    step, saved = run.counters.step, (run.out / CONFIG_FILE).exists()
+    run.rollbacks += 1
+    if run.rollbacks > MAX_ROLLBACKS or not saved:
+        raise TrainingDiverged(
+            f"the {what} became NaN or infinite at step {step} — lower --lr or --clip; "
+            + (f"the last good checkpoint in {run.out} is intact" if saved else "nothing was saved")
         )
-        if not math.isfinite(metrics.loss):  # never save non-finite weights over a good checkpoint
-            return self._roll_back("validation loss")
-        run.elapsed = time.perf_counter() - self.started
-        record = {"step": run.step, "epoch": run.epoch, "elapsed": round(run.elapsed, 2), "tokens": run.tokens,
-                  **{f"valid_{k}": v for k, v in metrics.to_dict().items() if k not in ("tokens", "chars", "words")}}
-        run.metrics_log.append(record)
-        improved = metrics.loss < run.best_loss
-        if improved:
-            run.best_loss, run.best_record, run.bad_evals = metrics.loss, record, 0
-            self.best_weights = snapshot(self.model)
-        else:
-            run.bad_evals += 1
-        self.progress.evaluated({**record, "improved": improved})
-        self._save(run)
-        self.time_at_log += time.perf_counter() - started  # the next tokens/s counts training only
-        if not final and self.config.patience and run.bad_evals >= self.config.patience:
-            return "early-stop"
-        return "done"
-
-    def _save(self, run: _RunState) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update(_optimizer_tensors(self.optimizer))
-        tensors["rng.torch"] = torch.get_rng_state()
-        for name, t in _state_tensors(run.state).items():
-            tensors[f"state.{name}"] = t
-        meta = {**run.to_dict(), "optimizer": _optimizer_meta(self.optimizer)}
-        config = {
-            "training": asdict(self.config),
-            "tokenizer": self.tokenizer_config.to_dict(),
-            "corpus": {"sources": self.corpus.sources, "fingerprint": self.corpus_fingerprint,
-                       "train_tokens": int(self.data.train.size)},
-            "parameters": count_parameters(self.model),
-            "metrics": run.best_record,
-        }
-        save_checkpoint(self.out, self.model, self.data.tokenizer, config, run.metrics_log,
-                        resume=(tensors, meta), best_weights=self.best_weights)
-
-    def _info(self) -> dict:
-        return {
-            "out": str(self.out), "device": str(self.device), "precision": self.precision,
-            "parameters": count_parameters(self.model),
-            "vocab_size": self.model.config.vocab_size, "tokenizer": self.tokenizer_config.kind,
-            "train_tokens": int(self.data.train.size), "valid_tokens": int(len(self.data.valid)),
-            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-            "max_time": self.config.max_time, "resumed_at": self.run_state.step,
-        }
-
-    def _result(self, reason: str) -> TrainResult:
-        run, elapsed = self.run_state, time.perf_counter() - self.started
-        return TrainResult(
-            checkpoint=self.out, step=run.step, epoch=run.epoch, elapsed=elapsed, stop_reason=reason,
-            best=run.best_record, last=run.metrics_log[-1] if run.metrics_log else {},
-            tokens_per_s=run.tokens / max(elapsed, 1e-9),
-        )
+    _restore(run)
+    run.lr_scale /= 2
+    run.progress.message(f"The {what} became NaN or infinite at step {step}: rolled back to step "
+                         f"{run.counters.step} and halved the learning rate.")
+    losses.reset(run.counters.tokens)
 
 
-def _prepare_data(corpus: Corpus, tokenizer_config: TokenizerConfig, config: TrainConfig, cache_dir) -> _Data:
+def _save(run: _Run) -> None:
+    tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+    tensors.update(_optimizer_tensors(run.optimizer))
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update({f"state.{name}": t for name, t in _state_tensors(run.state).items()})
+    meta = {**run.counters.to_dict(), "optimizer": _optimizer_meta(run.optimizer)}
+    config = {**run.saved_config, "training": run.config.to_dict(), "parameters": count_parameters(run.model),
+              "metrics": run.counters.best_record}
+    save_checkpoint(run.out, run.model, run.tokenizer, config, run.counters.metrics_log,
+                    resume=(tensors, meta), best_weights=run.best_weights)
+
+
+def _info(run: _Run) -> dict:
+    return {
+        "out": str(run.out), "device": str(run.device), "precision": run.config.precision,
+        "parameters": count_parameters(run.model), "vocab_size": run.model.config.vocab_size,
+        "tokenizer": run.tokenizer.kind, "train_tokens": int(run.streams.size), "valid_tokens": int(len(run.valid)),
+        "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps, "max_time": run.config.max_time,
+        "resumed_at": run.counters.step, "init_from": run.saved_config.get("init_from"),
+    }
+
+
+def _result(run: _Run, stop: Stop) -> TrainResult:
+    counters = run.counters
+    return TrainResult(
+        checkpoint=run.out, step=counters.step, epoch=counters.epoch, elapsed=counters.elapsed, stop_reason=stop,
+        best=counters.best_record, last=counters.metrics_log[-1] if counters.metrics_log else {},
+        tokens_per_s=counters.tokens / max(counters.elapsed, 1e-9),
+    )
+
+
+# Setting a run up: a new model, a resumed run, or a trained model to fine-tune.
+
+def _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir) -> _Run:
+    out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
+    _refuse_clobber(out, overwrite)
     tokenizer = prepare_tokenizer(corpus, tokenizer_config, cache_dir)
+    model_config = _resolved_model_config(model_config, tokenizer.vocab_size)
+    return _build_run(corpus, out, tokenizer, tokenizer_config, LanguageModel(model_config), config, cache_dir, {})
+
+
+def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite, cache_dir) -> _Run:
+    """A trained model and its tokenizer, a fresh optimizer and run, a new folder."""
+    base = load_checkpoint(init_from)
+    shape = replace(base.model.config, dropout=_given(model_config, "dropout", base.model.config.dropout))
+    _check_same_model(base.model.config, _merged(ModelConfig, base.model.config.to_dict(), model_config), "--init-from", init_from,
+                      ignore=("dropout",))
+    model = LanguageModel(shape)
+    model.load_state_dict(base.model.state_dict())
+    tokenizer_config = TokenizerConfig.from_dict(base.config.get("tokenizer", {}))
+    out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
+    _refuse_clobber(out, overwrite)
+    if config.lr is None:
+        config = replace(config, lr=DEFAULT_LR[config.optimizer] * FINE_TUNE_LR_FACTOR)
+    return _build_run(corpus, out, base.tokenizer, tokenizer_config, model, config, cache_dir,
+                      {"init_from": str(base.path)})
+
+
+def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus, cache_dir) -> _Run:
+    """The run saved in `out`, with its tokenizer, weights, optimizer and counters."""
+    out = _resume_folder(out)
+    saved = read_config(out)
+    saved_model = ModelConfig.from_dict(saved["model"])
+    _check_same_model(saved_model, _merged(ModelConfig, saved["model"], model_config), "--resume", out)
+    saved_tokenizer = TokenizerConfig.from_dict(saved["tokenizer"])
+    if _merged(TokenizerConfig, saved["tokenizer"], tokenizer_config) != saved_tokenizer:
+        raise ConfigError(f"--resume: {out} uses a {saved_tokenizer.kind} tokenizer of its own — drop the tokenizer flags")
+    fingerprint, before = corpus.fingerprint(), saved.get("corpus", {}).get("fingerprint")
+    if before and fingerprint != before and not new_corpus:
+        raise ConfigError(
+            f"--resume: {out} was trained on another text (corpus fingerprint {before}, this one {fingerprint}) — "
+            "pass the same corpus and --valid as the first run, or --new-corpus to go on with this text"
+        )
+    tokenizer = load_tokenizer(out, saved_tokenizer.kind)
+    config = _merged(TrainConfig, saved.get("training", {}), config)
+    run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(saved_model), config, cache_dir,
+                     {k: saved[k] for k in ("init_from",) if k in saved})
+    _restore(run)
+    run.best_weights = _read_weights(out)
+    if run.counters.window >= run.steps_per_epoch:  # another text (--new-corpus) may be shorter
+        run.counters.epoch, run.counters.window = run.counters.epoch + 1, 0
+    return run
+
+
+def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict) -> _Run:
+    device = pick_device(config.device)
+    config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
     train_ids = token_ids(corpus.train, tokenizer, cache_dir)
     valid_ids = token_ids(corpus.valid, tokenizer, cache_dir)
     need = config.batch * 2
@@ -452,26 +527,61 @@ def _prepare_data(corpus: Corpus, tokenizer_config: TokenizerConfig, config: Tra
         )
     if len(valid_ids) < 2:
         raise ConfigError("the validation text has fewer than 2 tokens — give more text or a larger --valid file")
-    return _Data(tokenizer, batchify(train_ids, config.batch), valid_ids, len(corpus.valid), count_words(corpus.valid))
+    model = model.to(device)
+    saved_config = {
+        **extra,
+        "tokenizer": tokenizer_config.to_dict(),
+        "corpus": {"sources": corpus.sources, "fingerprint": corpus.fingerprint(), "train_tokens": int(len(train_ids))},
+    }
+    return _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
+                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config)
 
 
-def _check_out(out: Path, resume: bool, overwrite: bool) -> dict | None:
-    """The saved config when resuming; refuse to clobber another run's checkpoint."""
-    exists = (out / CONFIG_FILE).exists()
-    if resume:
-        if not exists:
-            raise ConfigError(f"--resume: {out} holds no checkpoint — check --out, or train without --resume")
-        return read_config(out)
-    if exists and not overwrite:
+def _given(config, name: str, otherwise):
+    """A field's value when it was set (differs from the dataclass default), else `otherwise`."""
+    value = getattr(config, name)
+    return value if value != getattr(type(config)(), name) else otherwise
+
+
+def _merged(cls, saved: dict, given):
+    """The saved settings, with the fields `given` sets to something other than their default."""
+    merged = cls.from_dict(saved)
+    for f in fields(cls):
+        if f.name != "vocab_size":
+            setattr(merged, f.name, _given(given, f.name, getattr(merged, f.name)))
+    return merged
+
+
+def _resolved_model_config(model_config: ModelConfig, vocab_size: int) -> ModelConfig:
+    model_config = replace(model_config, vocab_size=vocab_size)
+    model_config.validate()
+    return model_config.resolved()  # softmax and cutoffs for this vocabulary
+
+
+def _resume_folder(out) -> Path:
+    if out is None:
+        out = newest_checkpoint()
+        if out is None:
+            raise ConfigError("--resume: no checkpoint under checkpoints/ — pass --out DIR")
+    out = Path(out)
+    recover_interrupted_save(out)
+    if not (out / CONFIG_FILE).exists():
+        raise ConfigError(f"--resume: {out} holds no checkpoint — check --out, or train without --resume")
+    return out
+
+
+def _refuse_clobber(out: Path, overwrite: bool) -> None:
+    recover_interrupted_save(out)
+    if (out / CONFIG_FILE).exists() and not overwrite:
         raise ConfigError(f"{out} already holds a checkpoint — pass --resume to continue it, --overwrite to replace it, or another --out")
-    return None
 
 
-def _check_same_model(saved: ModelConfig, wanted: ModelConfig, out: Path) -> None:
-    if saved != wanted:
-        diff = ", ".join(f"{f.name} {getattr(saved, f.name)}→{getattr(wanted, f.name)}"
-                         for f in fields(ModelConfig) if getattr(saved, f.name) != getattr(wanted, f.name))
-        raise ConfigError(f"--resume: {out} was trained with a different model ({diff}) — drop those flags or start a new run")
+def _check_same_model(saved: ModelConfig, wanted: ModelConfig, option: str, folder, ignore=()) -> None:
+    diff = ", ".join(f"{f.name} {getattr(saved, f.name)}→{getattr(wanted, f.name)}" for f in fields(ModelConfig)
+                     if f.name not in ignore and getattr(saved, f.name) != getattr(wanted, f.name))
+    if diff:
+        raise ConfigError(f"{option}: {folder} was trained with a different model ({diff}) — drop those flags"
+                          + (" or start a new run" if option == "--resume" else ""))
 
 
 def _make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -506,29 +616,29 @@ def _state_tensors(state) -> dict[str, torch.Tensor]:
     return {"h": state[0], "c": state[1]}
 
 
-def _restore(out: Path, model: LanguageModel, optimizer: torch.optim.Optimizer, device: torch.device) -> _RunState:
-    """Load the latest weights, optimizer moments, RNG and carried state saved in `out`."""
-    tensors, meta = read_resume(out)
+def _restore(run: _Run) -> None:
+    """Load the latest weights, optimizer moments, RNG, counters and carried state saved in run.out."""
+    tensors, meta = read_resume(run.out)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = run.model.load_state_dict(weights, strict=False)
     tied = {"embedding.weight", "decoder.weight"}
     if unexpected or not set(missing) <= tied or tied <= set(missing):
-        raise ConfigError(f"--resume: the weights in {out} do not fit the model — start a new run")
+        raise CheckpointError(f"--resume: the weights in {run.out} do not fit the model — start a new run")
     saved = meta["optimizer"]
     state = {}
     for key, t in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = t.to(device) if name != "step" else t
+            state.setdefault(int(index), {})[name] = t.to(run.device) if name != "step" else t
     for index, scalars in saved["scalars"].items():
         state.setdefault(int(index), {}).update(scalars)
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    run.optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
-    run = _RunState(meta)
+    vars(run.counters).update(vars(_Counters.from_dict(meta)))  # the loop holds this object
+    run.state = None
     if "state.h" in tensors:
-        h = tensors["state.h"].to(device)
-        run.state = (h, tensors["state.c"].to(device)) if "state.c" in tensors else h
-    return run
+        h = tensors["state.h"].to(run.device)
+        run.state = (h, tensors["state.c"].to(run.device)) if "state.c" in tensors else h
 
 
 def _read_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -538,19 +648,26 @@ def _read_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def _stop_on_signals(loop: _Loop):
-    """Ctrl-C and SIGTERM ask the loop to stop after the current step, then it saves."""
+def _stop_on_signals(run: _Run):
+    """Ctrl-C and SIGTERM ask the loop to stop after the current step, then it saves.
+
+    A signal the process was started to ignore (a job run with nohup or in the background)
+    stays ignored, and every handler is put back as it was.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def request_stop(signum, frame):
-        if loop.stop_requested:  # a second Ctrl-C means now
+        if run.stop_requested:  # a second Ctrl-C means now
             raise KeyboardInterrupt
-        loop.stop_requested = True
-        loop.progress.message("Stopping after this step and saving… (Ctrl-C again to abort)")
+        run.stop_requested = True
+        run.progress.message("Stopping after this step and saving… (Ctrl-C again to abort)")
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, request_stop)
     try:
         yield
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,11 @@ def shared_corpora() -> Path:
     if not SHARED_CORPORA.is_dir():
         pytest.skip(f"needs the shared corpora at {SHARED_CORPORA} (beside the repository)")
     return SHARED_CORPORA
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler during a test, even when the suite runs with SIGINT ignored (nohup)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

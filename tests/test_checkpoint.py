@@ -108,7 +108,9 @@ def test_damaged_checkpoints_give_clear_errors(checkpoint, damage, message):
 
 def test_a_swap_interrupted_between_renames_recovers_the_previous_folder(checkpoint):
     old = checkpoint.with_name(checkpoint.name + ".old")
+    ids = torch.tensor([[1, 2, 3]])
+    expected = lm.load(checkpoint)[0](ids)[0]
     os.replace(checkpoint, old)  # the state after the first rename of a save
     model, _ = lm.load(checkpoint)
     assert checkpoint.is_dir() and not old.exists()
-    assert model is not None
+    torch.testing.assert_close(model(ids)[0], expected, rtol=0, atol=0)

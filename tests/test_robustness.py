@@ -6,11 +6,13 @@ import multiprocessing
 import os
 import pickle
 import random
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,19 +95,23 @@ def test_weights_replaced_by_a_pickle_are_refused_not_executed(tmp_path, tiny_ch
     assert not marker.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_a_read_only_folder_gives_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_checkpoints):
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    folder = parent / "ckpt"
+def test_a_read_only_folder_gives_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_checkpoints, monkeypatch):
+    folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints("char"), folder)
     model, tokenizer = lm.load(folder)
-    parent.chmod(0o500)
-    try:
-        with pytest.raises(lm.CheckpointError, match="cannot write checkpoint .* intact"):
-            save_checkpoint(folder, model, tokenizer, {})
-    finally:
-        parent.chmod(0o700)
+    before = (folder / WEIGHTS_FILE).read_bytes()
+    mkdir = Path.mkdir
+
+    def read_only(path, *args, **kwargs):  # what a folder without write permission answers, even to root
+        if path.parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(lm.CheckpointError, match="cannot write checkpoint .*: Permission denied — .* intact"):
+        save_checkpoint(folder, model, tokenizer, {})
+    monkeypatch.undo()
+    assert (folder / WEIGHTS_FILE).read_bytes() == before
     lm.load(folder)
 
 
@@ -132,24 +138,36 @@ TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", 
               "--eval-every", "10", "-q"]
 
 
+def _python_sigint() -> None:
+    """In the child: SIGINT as Python expects it, even when the suite runs with it ignored (nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_lm_train_saves_a_checkpoint_that_resumes(tmp_path, corpus_file, signum):
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "cli", "train", str(corpus_file), "--out", str(out),
-               "--max-steps", "1000000", *TINY_FLAGS]
-    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    corpus, valid, out = tmp_path / "my corpus.txt", tmp_path / "held out.txt", tmp_path / "the run"
+    text = corpus_file.read_text()
+    corpus.write_text(text, encoding="latin-1")
+    valid.write_text(text[:2000], encoding="latin-1")
+    arguments = ["train", str(corpus), "--valid", str(valid), "--encoding", "latin-1", "--out", str(out),
+                 "--max-steps", "1000000", *TINY_FLAGS]
+    child = subprocess.Popen([sys.executable, "-m", "cli", *arguments], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_python_sigint)
     deadline = time.monotonic() + 120
     while not (out / "config.json").exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the first evaluation (step 10) has saved
     child.send_signal(signum)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
-    assert f"Resume with: lm train {corpus_file} --out {out} --resume" in stderr
+    command = shlex.split(stderr.split("Resume with: ")[1].strip())
+    # Every argument of the run, quoted for a shell, in the command's own order, then --out and --resume.
+    assert command == ["lm", "train", str(corpus), "--valid", str(valid), "--encoding", "latin-1", "--layers", "1",
+                       "--hidden", "32", "--emb", "16", "--dropout", "0.0", "--batch", "4", "--bptt", "16",
+                       "--max-steps", "1000000", "--eval-every", "10", "--quiet", "--out", str(out), "--resume"]
     saved = json.loads((out / "resume.json").read_text())["step"]
     assert saved >= 10
     lm.load(out)
-    resumed = CliRunner().invoke(cli, ["train", str(corpus_file), "--out", str(out), "--resume",
-                                       "--max-steps", str(saved + 3), "-q"])
+    resumed = CliRunner().invoke(cli, [*command[1:], "--max-steps", str(saved + 3)])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == saved + 3
 
@@ -198,4 +216,4 @@ def test_evaluation_metrics_stay_finite_on_any_text(models, kind, text):
     figures = result.loss.to_dict()
     assert all(math.isfinite(figures[k]) for k in ("loss", "perplexity", "word_perplexity", "bits_per_char"))
     keys = result.keyboard.to_dict()
-    assert all(0.0 <= keys[k] <= 1.0 for k in ("top1_accuracy", "top3_accuracy")) and keys["keystroke_savings"] <= 1.0
+    assert keys["top1"] <= keys["top3"] <= keys["words"] and keys["taps"] <= keys["keystrokes"]

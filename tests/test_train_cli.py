@@ -59,7 +59,7 @@ def test_tokenizer_and_max_time_flags(runner):
         (["train", "missing.txt"], "Error: missing.txt does not exist — check the path\n"),
         (["train", "empty.txt"], "Error: empty.txt is empty or only whitespace — give a file with some text\n"),
         (["train", "corpus.txt", "--batch", "0"], "Error: --batch must be positive, not 0 — pass a number above 0, or leave it out for the default 32\n"),
-        (["train", "corpus.txt", "--hidden", "-4", "-q"], "Error: hidden must be a positive integer, not -4 — fix the model flags\n"),
+        (["train", "corpus.txt", "--hidden", "-4", "-q"], "Error: --hidden must be a positive integer, not -4 — pass 1 or more\n"),
         (["train", "corpus.txt", "--resume", "-q"], "Error: --resume: no checkpoint under checkpoints/ — pass --out DIR\n"),
     ],
 )
