@@ -467,8 +467,9 @@ def repl(checkpoint, int8, device, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    model, tokenizer = lm.load(checkpoint, device=device, int8=int8)
-    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options))
+    folder = lm.checkpoint.resolve_checkpoint(checkpoint)
+    model, tokenizer = lm.load(folder, device=device, int8=int8)
+    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options), lm.Lexicon.load(folder))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()
@@ -527,24 +528,31 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(lm.suggest.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
 @field_option(lm.suggest.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
 @field_option(lm.suggest.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
+@click.option("--words", "words_file", type=click.Path(), help="A user dictionary, one word a line: char and subword "
+              "models may offer its words besides those of the training text.")
+@field_option(lm.suggest.SuggestConfig, "any_word", "Char and subword models: offer any spelling, not only words of "
+              "the training text and --words.", is_flag=True, show_default=False)
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
 @int8_option
 @device_option
-def suggest(text, checkpoint, output, int8, device, **options):
-    """Suggest words for TEXT like a phone keyboard's suggestion strip.
+def suggest(text, checkpoint, words_file, output, int8, device, **options):
+    """Suggest what comes after TEXT, like a phone keyboard's suggestion strip.
 
-    TEXT ending in a space (or empty) gets the most likely next words; otherwise its last word
-    is completed, and when that word is already whole the words after it are offered too, with
-    a completion that starts with a space. Probabilities of completions are conditional on the
-    typed letters. TEXT '-' reads the text from stdin.
+    After a space (or no text): the most likely next words. Inside a word: its completions and,
+    weighted by the chance that the typed word is already whole, the words after it (their
+    completion starts with a space); the typed word itself never takes a slot. Char and subword
+    models offer words of the training text, --words and words typed twice in TEXT. TEXT '-'
+    reads the text from stdin.
 
     Example:
 
-        lm suggest "the clouds are in the " -k 5
+        lm suggest "the clouds are in the" -k 5
     """
     text = read_text_argument(text, "TEXT")
-    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device, int8=int8)
+    words = lm.lexicon.read_words_file(words_file) if words_file else ()
+    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device,
+                                           int8=int8, words=words)
     if output == "json":
         import json
 

@@ -20,6 +20,7 @@ _EXPORTS = {
                "TrainingDiverged"],
     "evaluate": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
     "keyboard": ["KeyboardMetrics", "keyboard_metrics"],
+    "lexicon": ["Lexicon"],
     "likelihood": ["LossMetrics", "evaluate_loss"],
     "model": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
     "sampler": ["GenerationConfig", "Sampler", "generate"],

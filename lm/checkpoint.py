@@ -3,6 +3,7 @@
     config.json          model, tokenizer and training config, corpus fingerprint, metrics
     model.safetensors    the weights (the best seen on the validation text)
     tokenizer.*          the tokenizer's own files
+    lexicon.txt          the words of the training text with their counts (what suggestions may offer)
     metrics.jsonl        one line per evaluation
     resume.safetensors   latest weights, optimizer moments, RNG and carried state (for --resume)
     resume.json          the plain-data half of the resume state
@@ -59,6 +60,7 @@ def save_checkpoint(
     metrics_log: list[dict] | None = None,
     resume: tuple[dict[str, torch.Tensor], dict] | None = None,
     best_weights: dict[str, torch.Tensor] | None = None,
+    lexicon=None,
 ) -> Path:
     """Write a complete checkpoint folder atomically.
 
@@ -68,6 +70,7 @@ def save_checkpoint(
         metrics_log: evaluation records, written one per line to metrics.jsonl.
         resume: (tensors, plain data) needed to continue training, or None.
         best_weights: weights to store as model.safetensors instead of the model's own.
+        lexicon: an lm.lexicon.Lexicon to save beside the tokenizer.
     """
     from safetensors.torch import save_file, save_model
 
@@ -88,6 +91,8 @@ def save_checkpoint(
         else:
             save_file(_untie(best_weights), str(staging / WEIGHTS_FILE))
         full["tokenizer"]["files"] = tokenizer.save(staging)
+        if lexicon is not None:
+            lexicon.save(staging)
         _write_text(staging / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics_log or []))
         if resume is not None:
             tensors, meta = resume
@@ -294,6 +299,8 @@ def _swap_in(staging: Path, folder: Path) -> None:
 def recover_interrupted_save(folder: Path) -> None:
     """Put back the previous checkpoint when a save stopped between its two renames."""
     folder = Path(folder)
+    if not folder.name:  # "." or "/": no folder of ours
+        return
     old = folder.with_name(folder.name + ".old")
     if not folder.exists() and (old / CONFIG_FILE).exists():
         try:

@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint
 from .corpus import HF_PREFIX, count_words, expand_paths, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
 from .keyboard import KeyboardMetrics, keyboard_metrics, leading_words
+from .lexicon import Lexicon
 from .likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
 from .model import quantize_int8
 from .suggest import Suggester, SuggestionSession
@@ -113,13 +114,17 @@ def evaluate_paths(
     text, sources = read_eval_text(paths, config.encoding, config.split)
     ckpt = load_checkpoint(checkpoint, "cpu" if config.int8 else pick_device(config.device))
     model = quantize_int8(ckpt.model) if config.int8 else ckpt.model
-    result = evaluate_text(model, ckpt.tokenizer, text, config, progress)
+    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path))
     result.checkpoint, result.sources = str(ckpt.path), sources
     return result
 
 
-def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None, progress: EvalProgress | None = None) -> EvalResult:
-    """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample."""
+def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None, progress: EvalProgress | None = None,
+                  lexicon=None) -> EvalResult:
+    """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample.
+
+    lexicon: what the suggester may offer (lm.Lexicon.load(checkpoint)), as `lm suggest` runs it.
+    """
     config = config or EvalConfig()
     config.validate()
     progress = progress or EvalProgress()
@@ -138,14 +143,14 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
                         device=str(next(model.parameters()).device), config=config)
     if config.keyboard:
         started = time.perf_counter()
-        result.keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words), progress)
+        result.keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words), progress, lexicon)
         result.keyboard_seconds = time.perf_counter() - started
     return result
 
 
-def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress) -> KeyboardMetrics:
+def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None) -> KeyboardMetrics:
     """Keyboard metrics of the model's own suggester, typed through an incremental session."""
-    suggester = Suggester(model, tokenizer)
+    suggester = Suggester(model, tokenizer, lexicon=lexicon)
     progress.start("keyboard", count_words(text))
     return keyboard_metrics(suggester, text, session=SuggestionSession(suggester),
                             is_unknown=unknown_word_test(tokenizer), advance=progress.advance)

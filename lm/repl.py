@@ -93,8 +93,8 @@ class Repl:
         sampler: positioned at the end of `context`, after the newline context.
     """
 
-    def __init__(self, model, tokenizer, config: GenerationConfig | None = None):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None):
+        self.model, self.tokenizer, self.lexicon = model, tokenizer, lexicon
         self.config = config or ReplConfig()
         self.config.validate()
         if self.config.n != 1:
@@ -198,7 +198,7 @@ class Repl:
         from .suggest import Suggester  # the suggester is only loaded when asked for
 
         if self._suggester is None:
-            self._suggester = Suggester(self.model, self.tokenizer)
+            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon)
         text = self.context + (" " if self.context and not self.context[-1].isspace() else "")
         return self._suggester.suggest(text, k)
 

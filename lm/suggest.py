@@ -8,7 +8,9 @@ piece sequences that spell it.
 
 A half-typed word backs off to the last word boundary: the context before it is read once and
 the search follows only pieces that agree with the typed prefix, so "s" still finds "sky"
-when the model spells it " sk" + "y". Probabilities are conditional on the typed prefix.
+when the model spells it " sk" + "y". Probabilities are conditional on the typed prefix. The
+typed word never takes a slot: when it may already be whole ("the clouds are in the"), the
+words after it ("sky") compete with its completions, weighted by that probability.
 
 The context is read in a canonical way, word groups first and then word by word, so that a
 `SuggestionSession` which keeps the state of every word boundary as the text is typed gives
@@ -21,19 +23,21 @@ import heapq
 import math
 import re
 import unicodedata
-from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import torch
 
 from ._util import flag
 from .errors import ConfigError
+from .lexicon import WORD, Lexicon
 from .model import read_chunk, read_ids, select_state
 from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
 MAX_MARKS = 4 * GROUP_WORDS  # word-boundary states a session keeps (older ones are re-read)
+LEXICON_SCAN = 512  # with a lexicon, extensions looked at per search step (all of a char model's)
 MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no suggestions
 SEGMENT = re.compile(r"\s*\S+|\s+")  # one word with the whitespace before it
 
@@ -49,9 +53,11 @@ class SuggestConfig:
     beam_width: int = 8  # live piece sequences per search step
     max_depth: int = 16  # search steps after the typed prefix (char models: longest word)
     punctuation_min: float = 0.3  # punctuation is offered only when at least this likely
+    any_word: bool = False  # char and subword models: offer spellings outside the lexicon too
+    learn_after: int = 2  # a word typed and finished this often in a session joins its lexicon
 
     def validate(self) -> None:
-        for name in ("k", "beam_width", "max_depth"):
+        for name in ("k", "beam_width", "max_depth", "learn_after"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
@@ -231,16 +237,39 @@ class _Mark:
     words: int
     state: object
     logits: torch.Tensor  # [vocab] next-token logits
+    unknown: tuple = ()  # words outside the lexicon read since the previous mark (case-folded)
+
+
+class _Allowed:
+    """The words a strip may offer: the lexicon's, those learned in the session, and punctuation."""
+
+    def __init__(self, lexicon: Lexicon, learned: frozenset):
+        self.lexicon, self.learned = lexicon, learned
+
+    def word(self, word: str) -> bool:
+        return char_class(word[0]) != LETTER or self.lexicon.allows(word) or word.casefold() in self.learned
+
+    def prefix(self, text: str) -> bool:
+        """Whether a word being spelled can still become an allowed word."""
+        key = text.casefold()
+        return self.lexicon.allows_prefix(text) or any(w.startswith(key) for w in self.learned)
 
 
 class Suggester:
     """Suggests whole next words, or completions of a half-typed word, from a model."""
 
-    def __init__(self, model, tokenizer, config: SuggestConfig | None = None):
+    def __init__(self, model, tokenizer, config: SuggestConfig | None = None, lexicon: Lexicon | None = None):
+        """
+        Args:
+            lexicon: the words char and subword models may offer (lm.Lexicon.load(checkpoint));
+                None, or config.any_word, lets them spell anything. Word models offer their
+                vocabulary.
+        """
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or SuggestConfig()
         self.config.validate()
+        self.lexicon = None if tokenizer.word_level or self.config.any_word else lexicon
         self.device = next(model.parameters()).device
         self.chunk = read_chunk(tokenizer.vocab_size)
         self.by_whitespace = tokenizer.word_level
@@ -252,7 +281,12 @@ class Suggester:
         self._start: _Mark | None = None
 
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
-        """Next words if `text` ends in whitespace (or is empty), else completions of its last word.
+        """What the user will type next after `text`: the next words, or the rest of a half-typed word.
+
+        After whitespace (or no text) the strip holds the next words. Inside a word it holds the
+        word's completions and, weighted by the probability that the typed word is already whole,
+        the words that follow it (their completion starts with a space); the typed word itself
+        never takes a slot.
 
         Args:
             k: how many (default: the config's k).
@@ -273,40 +307,48 @@ class Suggester:
         new_state, new_logits = read_ids(self.model, self.tokenizer.encode(text), state, self.chunk)
         return (state, logits) if new_logits is None else (new_state, new_logits)
 
-    def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None) -> list[Suggestion]:
-        """Suggestions for the typed word, given the model after its context."""
+    def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None, learned: frozenset = frozenset()) -> list[Suggestion]:
+        """Suggestions for the typed word, given the model after its context.
+
+        Args:
+            learned: words outside the lexicon that the session has learned (case-folded).
+        """
         k = self.config.k if k is None else k
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer, not {k!r} — ask for at least one suggestion")
         if typed.too_long:
             return []
-        words = self._conditional(mark, typed, k)
+        allowed = None if self.lexicon is None else _Allowed(self.lexicon, learned)
+        words = self._conditional(mark, typed, k + 1, allowed)
+        # The typed word itself (in any case) takes no slot: it is typed already. The probability
+        # that it is finished goes to the words after it ("the" -> " sky"), which compete with
+        # its completions ("the" -> "their") on the same scale.
+        typed_whole = [w for w in words if len(w) == len(typed.partial)] if typed.partial else []
+        complete = sum(words.pop(w) for w in typed_whole)
         strip = self._present(words, typed)
-        # A typed word that is itself complete ("the") may be followed by the next word (" sky").
-        complete = sum(words.get(f[len(typed.lead):], 0.0) for f in typed.fragments()) if typed.partial else 0.0
-        if complete > (strip[k - 1].probability if len(strip) >= k else 0.0):
-            strip += self._after_typed_word(mark, typed, complete, k)
+        if complete > (strip[k - 1].probability if len(strip) >= k else 0.0):  # words after it can enter the strip
+            strip += self._after_typed_word(mark, typed, complete, k, allowed)
         best: dict[str, Suggestion] = {}
         for s in sorted(strip, key=lambda s: (-s.probability, s.word, s.completion)):
             best.setdefault(s.word, s)
         return list(best.values())[:k]
 
-    def _conditional(self, mark: _Mark, typed: Typed, k: int) -> dict[str, float]:
+    def _conditional(self, mark: _Mark, typed: Typed, k: int, allowed: _Allowed | None) -> dict[str, float]:
         """Words that can follow the context, with their probability given the typed prefix."""
         words: dict[str, float] = defaultdict(float)
         reached = 0.0  # probability that the text goes on with the typed prefix
         for fragment in typed.fragments():
-            found, mass = self._find(mark, fragment, len(typed.lead), k)
+            found, mass = self._find(mark, fragment, len(typed.lead), k, allowed)
             reached += mass
             for word, p in found.items():
                 words[word] += p
         return {w: min(p / reached, 1.0) for w, p in words.items()} if reached > 0.0 else {}
 
-    def _after_typed_word(self, mark: _Mark, typed: Typed, complete: float, k: int) -> list[Suggestion]:
+    def _after_typed_word(self, mark: _Mark, typed: Typed, complete: float, k: int, allowed) -> list[Suggestion]:
         """Next words after the typed word taken as finished, weighted by how likely it is finished."""
         state, logits = self.read(mark.state, mark.logits, typed.lead + typed.partial)
         after = Typed(mark.end, "" if self.by_whitespace else " ", "", " ", False)
-        words = self._conditional(_Mark(mark.end, mark.words, state, logits), after, k)
+        words = self._conditional(_Mark(mark.end, mark.words, state, logits), after, k, allowed)
         return self._present({w: p * complete for w, p in words.items()}, after)
 
     def _present(self, words: dict[str, float], typed: Typed) -> list[Suggestion]:
@@ -320,7 +362,7 @@ class Suggester:
         return [Suggestion(w, min(p, 1.0), typed.prefix + w[len(typed.partial):]) for w, p in best]
 
     @torch.inference_mode()
-    def _rank(self, mark: _Mark, fragment: str, lead: int, k: int) -> tuple[dict[str, float], float]:
+    def _rank(self, mark: _Mark, fragment: str, lead: int, k: int, allowed=None) -> tuple[dict[str, float], float]:
         """Word models: the vocabulary's words that start with `fragment`, and their total probability."""
         probs = torch.softmax(mark.logits, -1)  # [vocab]
         ids = self._vocabulary.matching(fragment)
@@ -332,7 +374,7 @@ class Suggester:
         return words, matching.sum().item()
 
     @torch.inference_mode()
-    def _search(self, mark: _Mark, fragment: str, lead: int, k: int) -> tuple[dict[str, float], float]:
+    def _search(self, mark: _Mark, fragment: str, lead: int, k: int, allowed: _Allowed | None) -> tuple[dict[str, float], float]:
         """Char and subword models: beam search over pieces for words that start with `fragment`.
 
         Returns:
@@ -347,10 +389,10 @@ class Suggester:
         steps = len(fragment) + self.config.max_depth
         for step in range(steps):
             scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
-            reached += self._collect(texts, modes, scores.exp(), fragment, lead, words)
+            reached += self._collect(texts, modes, scores.exp(), fragment, lead, words, allowed)
             if step == steps - 1:
                 break
-            parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k))
+            parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k), allowed)
             if not texts:
                 break
             state = select_state(state, parents)
@@ -358,7 +400,7 @@ class Suggester:
             logits = logits[:, -1]  # [beam, vocab]
         return words, reached
 
-    def _collect(self, texts, modes, probs, fragment, lead, words) -> float:
+    def _collect(self, texts, modes, probs, fragment, lead, words, allowed) -> float:
         """Add the words each hypothesis finishes at this step; returns the mass reaching the prefix's end.
 
         Args:
@@ -372,7 +414,7 @@ class Suggester:
                 reached.append(probs[b, options.crossing_ids].sum())
                 finishing = zip(options.finished_words, probs[b, options.finished_ids].tolist())
             else:
-                if text:
+                if text and (allowed is None or allowed.word(text)):
                     words[text] += ended[b][mode]
                 split_ids, id_list, cuts = table.splits[mode]
                 if not id_list:
@@ -380,27 +422,33 @@ class Suggester:
                 chosen = probs[b, split_ids].tolist()
                 finishing = ((text + table.pieces[i][:c], p) for i, c, p in zip(id_list, cuts, chosen))
             for word, p in finishing:
-                if p > 0.0:
+                if p > 0.0 and (allowed is None or allowed.word(word)):
                     words[word] += p
         return sum(reached).item() if reached else 0.0
 
-    def _extend(self, texts, modes, scores, fragment, lead, floor):
-        """The best `beam_width` one-piece extensions of all hypotheses together."""
+    def _extend(self, texts, modes, scores, fragment, lead, floor, allowed):
+        """The best `beam_width` one-piece extensions of all hypotheses together (spelling words
+        of the lexicon, when there is one)."""
         closed = self._table.closed[torch.tensor(modes, device=self.device)]  # [beam, vocab]: 0 where allowed
         for b, (text, mode) in enumerate(zip(texts, modes)):
             if mode == INSIDE:
                 closed[b, self._options(fragment, lead, len(text)).next_ids] = 0.0
         flat = (scores + closed).flatten()  # [beam * vocab]
-        top = flat.topk(min(self.config.beam_width, flat.numel()))  # sorted: the ones kept are a prefix
-        kept = sum(v > floor for v in top.values.tolist())  # also drops the -inf of pieces not allowed
-        index = top.indices[:kept]
+        # With a lexicon, look further down the ranking for extensions that still spell a word.
+        top = flat.topk(min(self.config.beam_width if allowed is None else LEXICON_SCAN, flat.numel()))  # best first
         vocab = scores.shape[1]
-        new_texts, new_modes = [], []
-        for i in index.tolist():
+        kept, new_texts, new_modes = [], [], []
+        for n, (value, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            if value <= floor or len(kept) == self.config.beam_width:  # also stops at the -inf of pieces not allowed
+                break
             text, mode = self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead)
+            if allowed is not None and mode == LETTER and not allowed.prefix(text):
+                continue  # no word of the lexicon starts so
+            kept.append(n)
             new_texts.append(text)
             new_modes.append(mode)
-        return index // vocab, index % vocab, new_texts, new_modes, top.values[:kept]
+        index = top.indices[kept]
+        return index // vocab, index % vocab, new_texts, new_modes, top.values[kept]
 
     def _grow(self, text: str, mode: int, piece_id: int, fragment: str, lead: int) -> tuple[str, int]:
         if mode == INSIDE:
@@ -453,6 +501,7 @@ class SuggestionSession:
         self.suggester = suggester
         self._text = ""
         self._marks: list[_Mark] = [suggester.start()]
+        self._unknown: Counter = Counter()  # finished words outside the lexicon, as read so far
         self.set_text(text)
 
     @property
@@ -471,7 +520,7 @@ class SuggestionSession:
         """Replace the text; marks before the first changed character are kept."""
         same = _common_prefix(self._text, text)
         while len(self._marks) > 1 and self._marks[-1].end > same:
-            self._marks.pop()
+            self._pop()
         self._text = text
 
     def suggestions(self, k: int | None = None) -> list[Suggestion]:
@@ -479,7 +528,12 @@ class SuggestionSession:
         typed = split_typed(self._text, self.suggester.by_whitespace)
         if typed.too_long:
             return []
-        return self.suggester.suggest_after(self._sync(typed.context_end), typed, k)
+        mark = self._sync(typed.context_end)
+        return self.suggester.suggest_after(mark, typed, k, self.learned())
+
+    def learned(self) -> frozenset:
+        """Words outside the lexicon typed and finished often enough to be offered (case-folded)."""
+        return frozenset(w for w, n in self._unknown.items() if n >= self.suggester.config.learn_after)
 
     def read(self) -> None:
         """Read the context the next suggestions need, e.g. while the keyboard is idle.
@@ -499,7 +553,7 @@ class SuggestionSession:
         if self._marks[-1].words % GROUP_WORDS + len(ends) >= GROUP_WORDS:
             # A group completes: read it whole from its start, as a fresh read of the text would.
             while self._marks[-1].words % GROUP_WORDS:
-                self._marks.pop()
+                self._pop()
             ends = _segment_ends(self._text, self._marks[-1].end, end)
             whole = len(ends) // GROUP_WORDS * GROUP_WORDS
             for stop in ends[GROUP_WORDS - 1: whole: GROUP_WORDS]:
@@ -516,12 +570,18 @@ class SuggestionSession:
             at = self._marks[-1].end
             if at == end or at < end and not text[at - 1].isspace() and text[at].isspace():
                 return
-            self._marks.pop()
+            self._pop()
+
+    def _pop(self) -> None:
+        self._unknown.subtract(self._marks.pop().unknown)
 
     def _push(self, stop: int, words: int) -> None:
-        mark = self._marks[-1]
-        state, logits = self.suggester.read(mark.state, mark.logits, self._text[mark.end: stop])
-        self._marks.append(_Mark(stop, mark.words + words, state, logits))
+        mark, segment = self._marks[-1], self._text[self._marks[-1].end: stop]
+        state, logits = self.suggester.read(mark.state, mark.logits, segment)
+        lexicon = self.suggester.lexicon
+        unknown = () if lexicon is None else tuple(w.casefold() for w in WORD.findall(segment) if not lexicon.allows(w))
+        self._unknown.update(unknown)
+        self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown))
         if len(self._marks) > MAX_MARKS:
             del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start
 
@@ -546,14 +606,24 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
-                  int8: bool = False) -> list[Suggestion]:
+                  int8: bool = False, words: list[str] = ()) -> list[Suggestion]:
     """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
 
-    int8=True runs the model quantized (CPU only): faster, very slightly different odds.
+    int8=True runs the model quantized on the CPU: faster, very slightly different odds.
+    words: a user dictionary added to the checkpoint's lexicon.
     """
-    from .checkpoint import load
+    from .checkpoint import load, resolve_checkpoint
 
     config = config or SuggestConfig()
     config.validate()
-    model, tokenizer = load(checkpoint, device, int8=int8)
-    return Suggester(model, tokenizer, config).suggest(text)
+    folder = resolve_checkpoint(checkpoint)
+    model, tokenizer = load(folder, device, int8=int8)
+    return Suggester(model, tokenizer, config, load_lexicon(folder, words)).suggest(text)
+
+
+def load_lexicon(folder, words: list[str] = ()) -> Lexicon | None:
+    """The lexicon saved in a checkpoint folder plus a user's words; None when it has none."""
+    lexicon = Lexicon.load(folder)
+    if lexicon is not None and words:
+        lexicon.add(list(words))
+    return lexicon

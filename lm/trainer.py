@@ -26,6 +26,7 @@ from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoin
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .lexicon import Lexicon
 from .likelihood import evaluate_loss
 from .model import LanguageModel, ModelConfig, count_parameters, detach_state
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
@@ -236,6 +237,7 @@ class _Run:
     device: torch.device
     out: Path
     saved_config: dict  # what config.json records besides the model and the training settings
+    lexicon: Lexicon  # the words suggestions may offer, saved with the checkpoint
     counters: _Counters = field(default_factory=_Counters)
     state: object = None  # the hidden state carried from window to window
     best_weights: dict | None = None
@@ -439,7 +441,7 @@ def _save(run: _Run) -> None:
     config = {**run.saved_config, "training": run.config.to_dict(), "parameters": count_parameters(run.model),
               "metrics": run.counters.best_record}
     save_checkpoint(run.out, run.model, run.tokenizer, config, run.counters.metrics_log,
-                    resume=(tensors, meta), best_weights=run.best_weights)
+                    resume=(tensors, meta), best_weights=run.best_weights, lexicon=run.lexicon)
 
 
 def _info(run: _Run) -> dict:
@@ -468,7 +470,8 @@ def _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cac
     _refuse_clobber(out, overwrite)
     tokenizer = prepare_tokenizer(corpus, tokenizer_config, cache_dir)
     model_config = _resolved_model_config(model_config, tokenizer.vocab_size)
-    return _build_run(corpus, out, tokenizer, tokenizer_config, LanguageModel(model_config), config, cache_dir, {})
+    return _build_run(corpus, out, tokenizer, tokenizer_config, LanguageModel(model_config), config, cache_dir, {},
+                      Lexicon.from_text(corpus.train))
 
 
 def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite, cache_dir) -> _Run:
@@ -484,8 +487,10 @@ def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite
     _refuse_clobber(out, overwrite)
     if config.lr is None:
         config = replace(config, lr=DEFAULT_LR[config.optimizer] * FINE_TUNE_LR_FACTOR)
+    lexicon = Lexicon.load(base.path) or Lexicon()
+    lexicon.add(Lexicon.from_text(corpus.train).counts)  # the base's words and the new text's
     return _build_run(corpus, out, base.tokenizer, tokenizer_config, model, config, cache_dir,
-                      {"init_from": str(base.path)})
+                      {"init_from": str(base.path)}, lexicon)
 
 
 def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus, cache_dir) -> _Run:
@@ -505,8 +510,12 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
         )
     tokenizer = load_tokenizer(out, saved_tokenizer.kind)
     config = _merged(TrainConfig, saved.get("training", {}), config)
+    lexicon = Lexicon.load(out)
+    if lexicon is None or fingerprint != before:  # from before lexicons, or a new text (--new-corpus)
+        lexicon = lexicon or Lexicon()
+        lexicon.add(Lexicon.from_text(corpus.train).counts)
     run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(saved_model), config, cache_dir,
-                     {k: saved[k] for k in ("init_from",) if k in saved})
+                     {k: saved[k] for k in ("init_from",) if k in saved}, lexicon)
     _restore(run)
     run.best_weights = _read_weights(out)
     if run.counters.window >= run.steps_per_epoch:  # another text (--new-corpus) may be shorter
@@ -514,7 +523,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
     return run
 
 
-def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict) -> _Run:
+def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict, lexicon: Lexicon) -> _Run:
     device = pick_device(config.device)
     config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
     train_ids = token_ids(corpus.train, tokenizer, cache_dir)
@@ -534,7 +543,7 @@ def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_di
         "corpus": {"sources": corpus.sources, "fingerprint": corpus.fingerprint(), "train_tokens": int(len(train_ids))},
     }
     return _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
-                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config)
+                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
 
 
 def _given(config, name: str, otherwise):

@@ -84,11 +84,22 @@ def test_a_prefix_matching_no_word_gives_an_empty_list(suggesters, kind):
     assert suggesters(kind).suggest(CLOUDS + "qzx") == []
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_after_a_whole_typed_word_the_next_word_comes_first_and_the_typed_word_never(suggesters, kind):
+    found = suggesters(kind).suggest(CLOUDS.rstrip(), 3)  # "the clouds are in the", no trailing space
+    assert (found[0].word, found[0].completion) == ("sky", " sky")  # the completion adds the space
+    assert all(s.word.lower() != "the" and s.completion for s in found), found
+    typed = suggesters(kind).suggest("the clouds are in The", 5)
+    assert all(s.completion.startswith(" ") or s.word.lower() != "the" for s in typed), typed  # " the" may come next
+
+
 @pytest.mark.parametrize("kind", ["char", "word"])
-def test_a_typed_word_that_is_complete_appears_and_is_followed_by_next_words(suggesters, kind):
-    found = {s.word: s.completion for s in suggesters(kind).suggest(CLOUDS.rstrip(), 3)}
-    assert found["the"] == ""
-    assert found["sky"] == " sky"  # the next word after the typed one: the completion adds the space
+def test_next_words_after_a_typed_word_are_weighted_by_its_being_whole(suggesters, kind):
+    suggester = suggesters(kind)
+    after_space = {s.word: s.probability for s in suggester.suggest(CLOUDS, 3)}
+    typed = {s.word: s.probability for s in suggester.suggest(CLOUDS.rstrip(), 3)}
+    # P("sky" next | "...the") = P("the" is whole | typed "the") * P("sky" | "...the "): never more than after the space.
+    assert 0.5 * after_space["sky"] < typed["sky"] <= after_space["sky"] + 1e-6
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -271,17 +282,22 @@ class GreedyTokenizer(Tokenizer):
         return ids
 
 
-@pytest.mark.parametrize("typed, expected", [("", {"ab": 24 / 343, "a": 21 / 343}), ("a", {"ab": 24 / 98, "a": 3 / 14})])
+@pytest.mark.parametrize("typed, expected", [
+    ("", {"ab": (24 / 343, "ab"), "a": (21 / 343, "a")}),
+    ("a", {"ab": (24 / 98, "b"), "a": (9 / 686, " a")}),
+])
 def test_word_probability_is_the_product_of_its_pieces_summed_over_spellings(typed, expected):
     # After "b ", each of the 7 pieces has p = 1/7, and three of them ("\n", " ", ".") end a word.
     # "ab" = a·b·end + ab·end = (1/7)(1/7)(3/7) + (1/7)(3/7) = 24/343 given the space; given the
     # typed "a" (reached by the pieces a and ab: 2/7) it is (24/343) / (2/7) = 24/98.
+    # The typed "a" is whole with (1/7)(3/7) / (2/7) = 3/14; it takes no slot, but the words after
+    # it do: " a" is (3/14) · (1/7)(3/7) / (1/7) = 9/686 (a·end, given the space that must follow).
     config = SuggestConfig(beam_width=64, max_depth=3)
     suggester = Suggester(UniformModel(GreedyTokenizer.vocab_size), GreedyTokenizer(), config)
     found = {s.word: s for s in suggester.suggest("b " + typed, 10)}
-    for word, probability in expected.items():
+    for word, (probability, completion) in expected.items():
         assert found[word].probability == pytest.approx(probability, rel=1e-5)
-        assert found[word].completion == word[len(typed):]
+        assert found[word].completion == completion
     assert "." not in found  # 1/7 · 5/7 is below the punctuation threshold
     lenient = Suggester(suggester.model, suggester.tokenizer, SuggestConfig(beam_width=64, max_depth=3, punctuation_min=0.0))
     assert {s.word: s.probability for s in lenient.suggest("b ", 10)}["."] == pytest.approx(5 / 49, rel=1e-5)

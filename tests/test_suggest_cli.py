@@ -54,8 +54,8 @@ def test_json_lists_word_probability_and_completion(checkpoint, expected):
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert found == [s.to_dict() for s in expected(CLOUDS.rstrip(), 4)]
-    assert {"word": "the", "completion": ""}.items() <= found[0].items()
-    assert any(item["word"] == "sky" and item["completion"] == " sky" for item in found)
+    assert {"word": "sky", "completion": " sky"}.items() <= found[0].items()  # the typed "the" takes no slot
+    assert all(item["word"] != "the" for item in found)
 
 
 def test_plain_prints_one_word_per_line(checkpoint, expected):
@@ -107,7 +107,7 @@ def test_bad_k_is_one_error_line(checkpoint):
 def test_help_ends_with_an_example():
     result = CliRunner().invoke(cli, ["suggest", "--help"])
     assert result.exit_code == 0
-    assert 'lm suggest "the clouds are in the " -k 5' in result.output
+    assert 'lm suggest "the clouds are in the" -k 5' in result.output
     assert "--json" in result.output and "--plain" in result.output and "[default: 3]" in result.output
 
 
