@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import signal
 from pathlib import Path
@@ -94,3 +95,14 @@ def default_sigint():
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
+
+
+class InterruptAt(lm.Progress):
+    """Sends the process a real SIGINT when training reaches a step."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def step(self, stats):
+        if stats["step"] == self.at:
+            os.kill(os.getpid(), signal.SIGINT)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import lm
 from cli import cli
-from lm.lexicon import Lexicon, read_words_file
+from lm.lexicon import Lexicon
 from lm.suggest import SuggestConfig, Suggester, SuggestionSession
 from lm.text import LETTER, char_class
 

@@ -13,7 +13,7 @@ import lm
 from cli import cli
 from lm.checkpoint import WEIGHTS_FILE, newest_checkpoint
 
-from conftest import TINY_MODEL, make_text, train_tiny
+from conftest import TINY_MODEL, InterruptAt, make_text, train_tiny
 
 TINY = dict(layers=1, hidden=32, emb=16, dropout=0.0)
 SETTINGS = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, eval_every=10, patience=0, device="cpu")
@@ -132,15 +132,6 @@ def test_a_save_interrupted_between_its_renames_is_found_without_c(tmp_path, tin
     os.replace(tmp_path / "checkpoints" / "run", tmp_path / "checkpoints" / "run.old")
     result = CliRunner().invoke(cli, ["suggest", "the clouds are in the ", "--plain", "--fp32"])
     assert result.exit_code == 0 and result.output.split() == expected, result.output
-
-
-class InterruptAt(lm.Progress):
-    def __init__(self, step):
-        self.at = step
-
-    def step(self, stats):
-        if stats["step"] == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, corpus_file):

@@ -1,6 +1,5 @@
 import json
 import math
-import os
 import signal
 import time
 
@@ -11,7 +10,7 @@ from safetensors.torch import load_file
 import lm
 from lm.checkpoint import WEIGHTS_FILE
 
-from conftest import train_tiny
+from conftest import InterruptAt, train_tiny
 
 
 def test_tiny_model_learns_the_pattern_below_what_an_untrained_model_can_reach(tiny_checkpoints):
@@ -33,17 +32,6 @@ def test_each_evaluation_is_logged_and_the_best_weights_are_kept(tmp_path, corpu
 
 def params(folder):
     return {k[len("model."):]: v for k, v in load_file(str(folder / "resume.safetensors")).items() if k.startswith("model.")}
-
-
-class InterruptAt(lm.Progress):
-    """Sends the process a real SIGINT when training reaches a step."""
-
-    def __init__(self, step):
-        self.at = step
-
-    def step(self, stats):
-        if stats["step"] == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_path, corpus_file, default_sigint):
