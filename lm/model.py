@@ -287,7 +287,7 @@ def read_ids(model, ids: list[int], state, chunk: int):
     for at in range(0, len(ids), chunk):
         x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
         out, state = model(x, state)  # [1, time, vocab]
-        logits = out[0, -1].float()
+        logits = out[0, -1].to(torch.float32, copy=True)  # a copy: a view would keep the chunk's logits alive
     return state, logits
 
 
