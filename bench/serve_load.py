@@ -51,9 +51,9 @@ def documents(path: Path, chars: int) -> list[str]:
     return docs
 
 
-def start_server(checkpoint: Path, workers: int) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: Path, workers: int, max_sessions: int) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "-c", str(checkpoint), "--port", "0",
-               "--workers", str(workers)]
+               "--workers", str(workers), "--max-sessions", str(max_sessions)]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     line = process.stderr.readline()
     match = re.search(r":(\d+) — ", line)
@@ -160,6 +160,8 @@ def parse_args():
     parser.add_argument("--soak-seconds", type=float, default=900, help="time of the soak phase (at most)")
     parser.add_argument("--document-chars", type=int, default=600, help="characters a typist types per session")
     parser.add_argument("--workers", type=int, default=ServeSettings.workers, help="lm serve --workers")
+    parser.add_argument("--max-sessions", type=int, default=100,
+                        help="lm serve --max-sessions: below the soak's documents, so the store turns over")
     parser.add_argument("--steps", type=int, default=150, help="training steps when no checkpoint is given")
     parser.add_argument("--quick", action="store_true", help="a tiny model and a few hundred keystrokes")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "serve_load.json"))
@@ -192,7 +194,7 @@ def main() -> None:
         if not args.checkpoint:
             train_model(checkpoint, args)
         config = lm.checkpoint.read_config(checkpoint)
-        process, port = start_server(checkpoint, args.workers)
+        process, port = start_server(checkpoint, args.workers, args.max_sessions)
         try:
             results = asyncio.run(measure(port, process.pid, docs, args))
         finally:
@@ -202,6 +204,7 @@ def main() -> None:
         "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "torch": torch.__version__},
         "model": {k: config["model"][k] for k in ("cell", "layers", "hidden", "emb", "vocab_size")},
         "tokenizer": config["tokenizer"]["kind"], "weights": "int8", "workers": args.workers,
+        "max_sessions": args.max_sessions,
         "text": args.text, "document_chars": args.document_chars, "server_exit_code": code, **results,
     }
     print_table(report)
@@ -217,6 +220,7 @@ def print_table(report: dict) -> None:
     model = report["model"]
     table = Table(title=f"lm serve under typing load: {model['layers']}×{model['hidden']} {model['cell']} "
                         f"({report['tokenizer']}, {report['weights']}), --workers {report['workers']}, "
+                        f"--max-sessions {report['max_sessions']}, "
                         f"{report['machine']['cpus']} cores shared with the load generator",
                   caption="each request is one keystroke of a session; latency is the client's round trip")
     for column in ("clients", "requests", "requests/s", "p50 ms", "p99 ms", "max ms", "errors"):

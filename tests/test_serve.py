@@ -165,6 +165,8 @@ def test_generate_gives_the_library_generation(client, checkpoint):
     assert answer.status_code == 200
     expected = library_generation(checkpoint, **request)
     assert answer.json() == expected and expected["finish_reason"] == "max_tokens"
+    largest = {**request, "seed": 2**64 - 1}  # seeds drawn by the server are 64-bit: they replay
+    assert client.post("/generate", json=largest).json() == library_generation(checkpoint, **largest)
 
 
 def test_generate_stops_at_a_stop_string(client, checkpoint):
@@ -209,6 +211,7 @@ BAD_REQUESTS = [
     ("post", "/generate", {"prompt": "a", "temperature": -1}, 422, "temperature: Input should be greater than or equal to 0"),
     ("post", "/generate", {"prompt": "a", "top_p": 0}, 422, "top_p: Input should be greater than 0"),
     ("post", "/generate", {"prompt": "a", "seed": -5}, 422, "seed: Input should be greater than or equal to 0"),
+    ("post", "/generate", {"prompt": "a", "seed": 2**64}, 422, "seed: Input should be less than or equal to 18446744073709551615"),
     ("post", "/generate", {"prompt": "a", "stop": [""]}, 422, "stop.0: String should have at least 1 character"),
     ("post", "/generate", {"prompt": "a", "stop": ["x"] * 9}, 422, "stop: List should have at most 8 items after validation, not 9"),
     ("post", "/generate", {"prompt": "a", "stream": "maybe"}, 422, "stream: Input should be a valid boolean, unable to interpret input"),

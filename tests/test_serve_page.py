@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: ap
 
 def open_page(playwright, url: str):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 760, "height": 420})
+    page = browser.new_page(viewport={"width": 760, "height": 470})
     page.set_default_timeout(WAIT_MS)
     page.goto(url)
     return browser, page

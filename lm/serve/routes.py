@@ -59,7 +59,7 @@ class GenerateRequest(Strict):
     top_k: int = Field(GenerationConfig.top_k, ge=0, le=1_000_000)
     top_p: float = Field(GenerationConfig.top_p, gt=0, le=1)
     repetition_penalty: float = Field(GenerationConfig.repetition_penalty, gt=0, le=10)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)  # what a generation without one reports
     stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field([], max_length=MAX_STOPS)
     stream: bool = False
 
