@@ -2,11 +2,13 @@
 
 The server runs as `lm serve` (int8 weights, the defaults) in its own process on a loopback
 port. Each client keeps one connection open and sends `POST /suggest {"text", "session"}`
-after every character, waiting for the answer before the next key, as a keyboard does; after
---document-chars characters it starts a new document under a new session id, so the server's
-session store keeps turning over. Phases run 1, 8 and 32 clients at once (bounded by --requests
-and --max-seconds each), then a soak of --soak requests at the largest count; the server's
-memory is read before and after. The client shares the machine's cores with the server.
+after every character, waiting for the answer before the next key, as a keyboard does, at
+most --keys-per-second; after --document-chars characters it starts a new document under a
+new session id, so the server's session store (capped by --max-sessions) keeps turning over.
+Phases run 1, 8 and 32 typists at once (bounded by --requests and --max-seconds each), then a
+soak of --soak requests at the largest count typing flat out: the server's capacity, and its
+memory after many sessions have come and gone. The client shares the machine's cores with
+the server.
 
     python bench/serve_load.py                      # a 2×512 char model trained briefly on WikiText-2
     python bench/serve_load.py -c checkpoints/wiki  # your checkpoint
@@ -94,8 +96,12 @@ class Connection:
             self.writer.close()
 
 
-async def typist(port: int, docs: list[str], first: int, name: str, budget: dict, latencies: list, errors: list):
-    """Type documents key by key until the phase's requests or time run out."""
+async def typist(port: int, docs: list[str], first: int, name: str, budget: dict, latencies: list, errors: list,
+                 keys_per_second: float):
+    """Type documents key by key until the phase's requests or time run out.
+
+    A key follows the answer to the previous one, at most `keys_per_second` (0: at once)."""
+    interval = 1 / keys_per_second if keys_per_second > 0 else 0.0
     connection = Connection(port)
     try:
         for n in range(first, first + len(docs)):
@@ -114,20 +120,23 @@ async def typist(port: int, docs: list[str], first: int, name: str, budget: dict
                     connection.close()
                     connection = Connection(port)
                 latencies.append(time.perf_counter() - start)
+                await asyncio.sleep(max(0.0, interval - latencies[-1]))
     finally:
         connection.close()
 
 
-async def phase(port: int, docs: list[str], clients: int, requests: int, max_seconds: float, tag: str) -> dict:
+async def phase(port: int, docs: list[str], clients: int, requests: int, max_seconds: float, tag: str,
+                keys_per_second: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     budget = {"left": requests, "deadline": time.perf_counter() + max_seconds}
     start = time.perf_counter()
-    await asyncio.gather(*(typist(port, docs, i * 7, f"{tag}-c{i}", budget, latencies, errors) for i in range(clients)))
+    await asyncio.gather(*(typist(port, docs, i * 7, f"{tag}-c{i}", budget, latencies, errors, keys_per_second)
+                           for i in range(clients)))
     wall = time.perf_counter() - start
     ordered = sorted(latencies)
     return {
-        "clients": clients, "requests": len(latencies), "seconds": round(wall, 2),
+        "clients": clients, "keys_per_second": keys_per_second, "requests": len(latencies), "seconds": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(percentile(ordered, 0.50) * 1000, 2), "p99_ms": round(percentile(ordered, 0.99) * 1000, 2),
         "max_ms": round(ordered[-1] * 1000, 2), "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
@@ -154,10 +163,12 @@ def parse_args():
     parser.add_argument("--checkpoint", "-c", help="serve this checkpoint (default: train the default shape briefly)")
     parser.add_argument("--text", default=str(WIKITEXT / "valid.txt"), help="the text the typists type")
     parser.add_argument("--clients", default="1,8,32", help="concurrent typists per phase, comma-separated")
-    parser.add_argument("--requests", type=int, default=3000, help="keystrokes per phase (at most)")
-    parser.add_argument("--max-seconds", type=float, default=120, help="time per phase (at most)")
+    parser.add_argument("--keys-per-second", type=float, default=8,
+                        help="each typist's pace in the phases (8: a fast typist, about 95 words a minute; 0: flat out)")
+    parser.add_argument("--requests", type=int, default=1500, help="keystrokes per phase (at most)")
+    parser.add_argument("--max-seconds", type=float, default=60, help="time per phase (at most)")
     parser.add_argument("--soak", type=int, default=100_000, help="keystrokes of the soak phase (0: none)")
-    parser.add_argument("--soak-seconds", type=float, default=900, help="time of the soak phase (at most)")
+    parser.add_argument("--soak-seconds", type=float, default=600, help="time of the soak phase (at most)")
     parser.add_argument("--document-chars", type=int, default=600, help="characters a typist types per session")
     parser.add_argument("--workers", type=int, default=ServeSettings.workers, help="lm serve --workers")
     parser.add_argument("--max-sessions", type=int, default=100,
@@ -172,12 +183,13 @@ def parse_args():
 
 
 async def measure(port: int, pid: int, docs: list[str], args) -> dict:
-    await phase(port, docs, 2, 100, 30, "warmup")  # imports, caches, first sessions
+    await phase(port, docs, 2, 100, 30, "warmup", 0)  # imports, caches, first sessions
     before = memory_mb(pid)
     counts = [int(c) for c in args.clients.split(",")]
-    phases = [await phase(port, docs, n, args.requests, args.max_seconds, f"p{n}") for n in counts]
+    phases = [await phase(port, docs, n, args.requests, args.max_seconds, f"p{n}", args.keys_per_second) for n in counts]
     after_phases = memory_mb(pid)
-    soak = await phase(port, docs, max(counts), args.soak, args.soak_seconds, "soak") if args.soak else None
+    # The soak types flat out: the server's capacity, and its memory after many sessions.
+    soak = await phase(port, docs, max(counts), args.soak, args.soak_seconds, "soak", 0) if args.soak else None
     return {"phases": phases, "soak": soak, "memory": {"before": before, "after_phases": after_phases,
                                                         "after_soak": memory_mb(pid) if soak else None}}
 
@@ -223,12 +235,13 @@ def print_table(report: dict) -> None:
                         f"--max-sessions {report['max_sessions']}, "
                         f"{report['machine']['cpus']} cores shared with the load generator",
                   caption="each request is one keystroke of a session; latency is the client's round trip")
-    for column in ("clients", "requests", "requests/s", "p50 ms", "p99 ms", "max ms", "errors"):
+    for column in ("clients", "pace", "requests", "requests/s", "p50 ms", "p99 ms", "max ms", "errors"):
         table.add_column(column, justify="right")
     rows = report["phases"] + ([report["soak"]] if report["soak"] else [])
     for i, run in enumerate(rows):
         label = f"{run['clients']}" + (" (soak)" if i == len(report["phases"]) else "")
-        table.add_row(label, f"{run['requests']:,}", f"{run['requests_per_s']:,.0f}", f"{run['p50_ms']:.1f}",
+        pace = f"{run['keys_per_second']:g} keys/s" if run["keys_per_second"] else "flat out"
+        table.add_row(label, pace, f"{run['requests']:,}", f"{run['requests_per_s']:,.0f}", f"{run['p50_ms']:.1f}",
                       f"{run['p99_ms']:.1f}", f"{run['max_ms']:.1f}", str(run["errors"]))
     Console().print(table)
     memory = report["memory"]
