@@ -358,3 +358,15 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_freed_memory_is_handed_back_every_so_many_requests(checkpoint, monkeypatch):
+    import lm.serve.app
+
+    trims = []
+    monkeypatch.setattr(lm.serve.app, "TRIM_EVERY", 3)
+    monkeypatch.setattr(lm.serve.app, "release_memory", lambda: trims.append(1))
+    with serve(checkpoint) as client:
+        for n in range(7):
+            assert client.post("/suggest", json={"text": "the ", "session": f"s{n}"}).status_code == 200
+    assert len(trims) == 2
