@@ -15,6 +15,7 @@ from rich.table import Table
 import lm
 import lm.repl  # also loads lm.sampler, for the generate and repl commands
 import lm.suggest
+from lm.serve.settings import LOOPBACK, ServeSettings
 from lm.model import CELLS
 from lm.tokenizer import KINDS
 from lm.trainer import OPTIMIZERS, SCHEDULES
@@ -519,6 +520,44 @@ def show_reply(session, reply, interactive: bool) -> None:
         stdout.out(" [stopped]", style="dim", highlight=False)
 
 
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every network, with a warning).")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@field_option(ServeSettings, "api_key", "Require `Authorization: Bearer KEY` on every endpoint but /health and the page.",
+              envvar="LM_API_KEY", show_envvar=True, show_default=False, type=str)
+@field_option(ServeSettings, "max_body", "Largest request body in bytes (larger: 413).")
+@field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first).")
+@field_option(ServeSettings, "session_idle", "Seconds after which an unused session is dropped.")
+@field_option(ServeSettings, "workers", "Requests doing model work at once (torch gets cores / workers threads each).")
+@int8_option
+def serve(checkpoint, host, port, device, int8, **options):
+    """Serve suggestions and generation over HTTP, with a page that suggests as you type.
+
+    Endpoints: GET / (the page), GET|POST /suggest, POST /generate (with "stream": true,
+    server-sent events), GET /info, GET /health. A client that sends a "session" id gets its
+    text's state kept, so each keystroke costs one word at most. Stops cleanly on Ctrl-C or
+    SIGTERM.
+
+    Example:
+
+        lm serve -c checkpoints/wiki --port 8000
+    """
+    from lm.serve import listen, load_app, run
+
+    if host not in LOOPBACK:
+        stderr.print(f"Warning: listening on {host} lets other machines reach the model"
+                     + ("" if options["api_key"] else "; consider --api-key"), style="yellow", highlight=False)
+    app = load_app(checkpoint, ServeSettings(**options), device=device, int8=int8)
+    sock = listen(host, port)
+    service = app.state.service
+    where = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
+    click.echo(f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} "
+               f"on {service.suggester.device}) at {where} — Ctrl-C stops", err=True)
+    run(app, sock)
 
 
 @cli.command()

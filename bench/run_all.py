@@ -26,6 +26,7 @@ FULL = [
     ("data_speed.py", []),
     ("generate_speed.py", ["--threads", "1"]),
     ("suggest_latency.py", []),
+    ("serve_load.py", []),
     ("eval_speed.py", ["--train-time", "900"]),
     ("quantize_quality.py", ["-c", str(BENCH / "results" / "eval_speed-model"),
                              "--text", str(SHARED / "wikitext-2" / "test.txt")]),

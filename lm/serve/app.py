@@ -1,0 +1,178 @@
+"""The HTTP service as an app factory: `create_app(model, tokenizer, settings)` returns a FastAPI app.
+
+Everything the app needs lives on `app.state.service`, never in module globals, so tests and
+benchmarks build as many apps as they like. Model work runs in worker threads (at most
+`workers` at once), off the event loop, so one slow request never stalls the others.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from importlib.resources import files
+from typing import Callable
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .._util import first_line
+from ..errors import LMError
+from ..suggest import SuggestConfig, Suggester, Suggestion
+from .sessions import SessionStore, session_limit
+from .settings import ServeSettings
+
+log = logging.getLogger("lm.serve")
+STATIC = files("lm.serve") / "static"
+PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # and /static/: no data, so no key needed
+
+
+class Service:
+    """The model and what the routes share: the suggester, the sessions, the worker limit."""
+
+    def __init__(self, model, tokenizer, settings: ServeSettings):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.suggester = Suggester(model, tokenizer, SuggestConfig())
+        limit = session_limit(self.suggester, settings.max_sessions, settings.session_memory * 2**20)
+        self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
+        self.limiter = anyio.CapacityLimiter(settings.workers)
+
+    def suggest(self, text: str, k: int, session: str | None) -> list[Suggestion]:
+        """The same rule and numbers as `Suggester.suggest`; a session only saves re-reading."""
+        if session is None:
+            return self.suggester.suggest(text, k)
+        return self.sessions.suggest(session, text, k)
+
+    async def run(self, fn: Callable, *args):
+        """Run blocking model work in a worker thread."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+
+def create_app(model, tokenizer, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving a loaded model: suggestions, generation, the page.
+
+    Raises:
+        ConfigError: a setting is out of range.
+    """
+    from .routes import router
+
+    settings = settings or ServeSettings()
+    settings.validate()
+    app = FastAPI(title="lm", version="0.1.0", debug=False, docs_url=None, redoc_url=None)
+    app.state.service = Service(model, tokenizer, settings)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    _add_error_handlers(app)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body)  # outermost: runs first
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Library errors are the client's: 400 with their one line; bad input 422; no traceback ever."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(error.errors())}, status_code=422)
+
+    @app.exception_handler(LMError)
+    async def library_error(request: Request, error: LMError) -> JSONResponse:
+        return JSONResponse({"detail": first_line(error)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)  # the traceback stays in the log
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server log has the details"},
+                            status_code=500)
+
+
+def validation_message(errors) -> str:
+    """pydantic's errors as one line that names each field: 'k: Input should be less than or equal to 20'."""
+    parts = []
+    for error in errors[:3]:
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "")
+            parts.append(f"malformed JSON ({reason}) at character {error['loc'][-1]}")
+            continue
+        where = [str(part) for part in error.get("loc", ())[1:]] or [str(error.get("loc", ("body",))[0])]
+        parts.append(f"{'.'.join(where)}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_body` bytes, whether or not they declare their length."""
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await self._too_large(scope, receive, send)
+        # Read the whole body (it is small) so a chunked one is counted too, then replay it.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)  # a disconnect
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return await self._too_large(scope, receive, send)
+            more = message.get("more_body", False)
+        replayed = _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
+        await self.app(scope, replayed, send)
+
+    async def _too_large(self, scope, receive, send):
+        response = JSONResponse({"detail": f"request body over {self.max_body:,} bytes — send a shorter text"},
+                                status_code=413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _replay(messages: list[dict], then=None):
+    """A receive() that gives these messages first, then defers to `then` (disconnects)."""
+    queue = list(messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class ApiKeyMiddleware:
+    """With an API key set, every request but /health and the page needs `Authorization: Bearer KEY`."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app = app
+        self.expected = None if api_key is None else f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if self.expected is None or scope["type"] != "http" or _public(scope["path"]):
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):  # constant time: the key is not guessed by timing
+            response = JSONResponse({"detail": "missing or wrong API key — send the header Authorization: Bearer KEY"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith("/static/")

@@ -1,0 +1,148 @@
+"""The routes, with their request and answer models.
+
+Requests forbid unknown fields and bound every number, so a typo or an absurd value gets a
+422 that names the field instead of a slow or silent answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, AsyncIterator, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..sampler import GenerationConfig, Generation, generate
+from ..suggest import SuggestConfig
+from .app import Service, log
+
+MAX_K = 20  # suggestions per request
+MAX_TOKENS = 2048  # tokens (or words) per generation: bounds the time one request holds a worker
+MAX_STOPS, MAX_STOP_CHARS = 8, 200
+SESSION_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+router = APIRouter()
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SuggestRequest(Strict):
+    text: str = ""
+    k: int = Field(SuggestConfig.k, ge=1, le=MAX_K)
+    session: str | None = Field(None, pattern=SESSION_ID, description="keep this client's state between keystrokes")
+
+
+class SuggestionItem(BaseModel):
+    word: str
+    probability: float
+    completion: str  # append this to the text to get the word
+
+
+class SuggestAnswer(BaseModel):
+    suggestions: list[SuggestionItem]
+    elapsed_ms: float
+
+
+class GenerateRequest(Strict):
+    prompt: str = ""
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_words: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    stop_at: Literal["sentence", "paragraph"] | None = None
+    temperature: float = Field(GenerationConfig.temperature, ge=0, le=10)
+    top_k: int = Field(GenerationConfig.top_k, ge=0, le=1_000_000)
+    top_p: float = Field(GenerationConfig.top_p, gt=0, le=1)
+    repetition_penalty: float = Field(GenerationConfig.repetition_penalty, gt=0, le=10)
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)  # what a generation without one reports
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field([], max_length=MAX_STOPS)
+    stream: bool = False
+
+    def config(self) -> GenerationConfig:
+        fields = self.model_dump(exclude={"prompt", "stream", "stop"})
+        return GenerationConfig(n=1, stop=tuple(self.stop), **fields)
+
+
+class GenerateAnswer(BaseModel):
+    text: str
+    finish_reason: str | None  # max_tokens, max_words, stop, sentence, paragraph
+    tokens: int
+    seed: int
+
+
+@router.get("/health")
+def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/info")
+def info(svc: Service = Depends(service)) -> dict:
+    """The model's settings, tokenizer, size and figures, and the service's limits."""
+    tokenizer, settings = svc.tokenizer, svc.settings
+    return {
+        "name": settings.name,
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+        "model": svc.model.config.to_dict(),
+        "device": str(svc.suggester.device),
+        **settings.about,
+        "limits": {"k": MAX_K, "max_tokens": MAX_TOKENS, "body_bytes": settings.max_body,
+                   "sessions": svc.sessions.max_sessions, "session_idle_s": settings.session_idle},
+        "sessions": len(svc.sessions),
+    }
+
+
+@router.get("/suggest")
+async def suggest_get(query: Annotated[SuggestRequest, Query()], svc: Service = Depends(service)) -> SuggestAnswer:
+    """Suggestions for `text` (the same as `lm suggest --json`)."""
+    return await _suggest(query, svc)
+
+
+@router.post("/suggest")
+async def suggest_post(body: SuggestRequest, svc: Service = Depends(service)) -> SuggestAnswer:
+    """Suggestions for `text` (the same as `lm suggest --json`); long texts go here rather than in a URL."""
+    return await _suggest(body, svc)
+
+
+async def _suggest(request: SuggestRequest, svc: Service) -> SuggestAnswer:
+    start = time.perf_counter()
+    found = await svc.run(svc.suggest, request.text, request.k, request.session)
+    items = [SuggestionItem(**s.to_dict()) for s in found]
+    return SuggestAnswer(suggestions=items, elapsed_ms=round((time.perf_counter() - start) * 1000, 3))
+
+
+@router.post("/generate", response_model=None)
+async def generate_text(body: GenerateRequest, svc: Service = Depends(service)) -> GenerateAnswer | StreamingResponse:
+    """Continue `prompt`; with `stream`, server-sent events: one per piece of text, then the finish reason."""
+    config = body.config()
+    config.validate()  # a ConfigError becomes a 400 with its one line
+    generation = await svc.run(generate, svc.model, svc.tokenizer, body.prompt, config)  # reads the prompt
+    if body.stream:
+        return StreamingResponse(_events(generation, svc), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    sample = (await svc.run(generation.run))[0]
+    return GenerateAnswer(text=sample.text, finish_reason=sample.stop_reason, tokens=len(sample.ids), seed=generation.seed)
+
+
+async def _events(generation: Generation, svc: Service) -> AsyncIterator[str]:
+    """One event per piece of text, then one with the finish reason, then [DONE] (as OpenAI-style servers do)."""
+    pieces = iter(generation)
+    try:
+        while (piece := await svc.run(next, pieces, None)) is not None:
+            if piece.text:
+                yield _event({"text": piece.text, "finish_reason": None})
+    except Exception as error:  # the status line is sent: the error can only be an event
+        log.exception("generation failed")
+        yield _event({"error": f"generation failed ({type(error).__name__}); the server log has the details"})
+        return
+    sample = generation.samples[0]
+    yield _event({"text": "", "finish_reason": sample.stop_reason, "tokens": len(sample.ids), "seed": generation.seed})
+    yield "data: [DONE]\n\n"
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"

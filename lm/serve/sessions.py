@@ -1,0 +1,86 @@
+"""Keystroke sessions: one `SuggestionSession` per client, bounded in count and idle time.
+
+A client that sends a `session` id gets the model's state at every word boundary of its text
+kept between requests, so a keystroke reads at most the last word. The store drops the least
+recently used session first, and any session idle for too long, so memory stays flat however
+many clients come and go.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ..model import map_state
+from ..suggest import MAX_MARKS, Suggester, Suggestion, SuggestionSession
+
+
+@dataclass
+class _Entry:
+    session: SuggestionSession
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one request of a client at a time
+    last_used: float = 0.0
+
+
+class SessionStore:
+    """Suggestion sessions by client id, least recently used first out.
+
+    Thread-safe: requests run in worker threads. Two requests with the same id run one after
+    the other; different ids run side by side.
+    """
+
+    def __init__(self, suggester: Suggester, max_sessions: int, idle_seconds: float, clock=time.monotonic):
+        self.suggester = suggester
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._entries
+
+    def suggest(self, session_id: str, text: str, k: int) -> list[Suggestion]:
+        """Suggestions for `text` in this client's session (created when new)."""
+        entry = self._entry(session_id)
+        with entry.lock:
+            entry.session.set_text(text)  # marks before the first changed character are kept
+            return entry.session.suggestions(k)
+
+    def _entry(self, session_id: str) -> _Entry:
+        with self._lock:
+            now = self.clock()
+            entry = self._entries.pop(session_id, None)
+            self._drop_idle(now)
+            if entry is None:
+                while len(self._entries) >= self.max_sessions:
+                    self._entries.popitem(last=False)
+                entry = _Entry(SuggestionSession(self.suggester))
+            entry.last_used = now
+            self._entries[session_id] = entry  # the most recently used goes last
+            return entry
+
+    def _drop_idle(self, now: float) -> None:
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if now - oldest.last_used <= self.idle_seconds:
+                return
+            self._entries.popitem(last=False)
+
+
+def session_bytes(suggester: Suggester) -> int:
+    """The most memory one session can hold: a state and fp32 logits at each kept word boundary."""
+    sizes: list[int] = []
+    start = suggester.start()
+    map_state(start.state, lambda t: sizes.append(t.numel() * t.element_size()) or t)
+    logits = start.logits.numel() * start.logits.element_size()
+    return MAX_MARKS * (sum(sizes) + logits)
+
+
+def session_limit(suggester: Suggester, max_sessions: int, memory_bytes: int) -> int:
+    """How many sessions to keep: `max_sessions`, fewer when their worst case exceeds the memory budget."""
+    return max(1, min(max_sessions, memory_bytes // session_bytes(suggester)))

@@ -1,0 +1,32 @@
+"""The service's settings, importable without loading the web stack (the CLI builds its flags from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeSettings:
+    """How the service behaves. The `lm serve` flags fill it by the same names."""
+
+    name: str = "model"  # shown on the page and by /info
+    api_key: str | None = None  # when set, every endpoint but /health and the page needs it
+    max_body: int = 1_048_576  # bytes of a request body; more gets 413
+    max_sessions: int = 1000  # keystroke sessions kept, least recently used dropped first
+    session_idle: float = 600.0  # seconds after which an unused session is dropped
+    session_memory: int = 512  # MB the sessions may hold at worst; lowers max_sessions if needed
+    workers: int = 2  # requests doing model work at once
+    about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
+
+    def validate(self) -> None:
+        for name in ("max_body", "max_sessions", "session_memory", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, not {value!r}")
+        if not self.session_idle > 0:
+            raise ConfigError(f"--session-idle must be above 0 seconds, not {self.session_idle!r}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("--api-key must not be empty — pass a secret, or leave it out for no key")

@@ -1,0 +1,113 @@
+"""The page of `lm serve` in a real headless browser: Debian's Chromium driven by Playwright.
+
+The browser is the system's chromium (`apt-get install chromium`; .ci/run installs it), never a
+download. `python tests/test_serve_page.py CHECKPOINT` rewrites the README's screenshot,
+docs/serve.png, with that model.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import lm
+from lm.suggest import Suggester
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TYPED = "the clouds are in the"
+WAIT_MS = 20_000
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
+
+
+def open_page(playwright, url: str):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 760, "height": 470})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(url)
+    return browser, page
+
+
+def type_and_wait(page, text: str) -> list[str]:
+    """Type text into the box key by key and wait for the strip to answer it; returns its words."""
+    page.locator("#text").press_sequentially(text, delay=15)
+    page.wait_for_selector(f"#strip[data-text={text!r}]:not(.stale)")
+    return [slot.text_content() for slot in page.locator(".suggestion:not([disabled])").all()]
+
+
+def test_the_strip_follows_typing_and_tab_inserts_the_top_suggestion(tiny_checkpoints, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from test_serve import start_server
+
+    checkpoint = str(tiny_checkpoints("char"))
+    expected = Suggester(*lm.load(checkpoint, int8=True)).suggest(TYPED)  # the server's default int8 model
+    process, url = start_server(checkpoint)
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, url)
+            shown = type_and_wait(page, TYPED)
+            assert shown == [f"{s.word}{s.probability * 100:.1f}%" for s in expected]
+            page.screenshot(path=str(tmp_path / "serve.png"))
+            page.keyboard.press("Tab")
+            inserted = TYPED + expected[0].completion + " "
+            page.wait_for_selector(f"#strip[data-text={inserted!r}]:not(.stale)")
+            assert page.input_value("#text") == inserted
+            assert page.evaluate("document.activeElement.id") == "text"  # Tab stayed in the box
+            assert "ms on the server" in page.locator("#status").text_content()
+            assert Path(checkpoint).name in page.locator("#model").text_content()
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_continue_streams_a_generation_into_the_box(tiny_checkpoints):
+    from playwright.sync_api import sync_playwright
+
+    from test_serve import start_server
+
+    process, url = start_server(str(tiny_checkpoints("char")))
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, url)
+            type_and_wait(page, TYPED + " ")
+            page.keyboard.press("Control+Enter")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('continued by')")
+            text = page.input_value("#text")
+            assert text.startswith(TYPED + " ") and len(text.split()) > len(TYPED.split())
+            assert page.locator("#continue").text_content() == "Continue"
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def write_screenshot(checkpoint: str, text: str, out: Path) -> None:
+    """The README's picture: the page after typing `text` with this checkpoint."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_serve import start_server
+
+    process, url = start_server(checkpoint)
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, url)
+            type_and_wait(page, text)
+            page.screenshot(path=str(out))
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+if __name__ == "__main__":
+    write_screenshot(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "The game 's story is set in the ",
+                     ROOT / "docs" / "serve.png")
+    print(f"wrote {ROOT / 'docs' / 'serve.png'}")
