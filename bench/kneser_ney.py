@@ -68,7 +68,7 @@ class KneserNey:
 
     def __init__(self, ids, vocab_size: int, order: int = 5, discounts: list | None = None):
         ids = np.asarray(ids, dtype=np.int64)
-        self.vocab_size, self.order = vocab_size, order
+        self.vocab_size, self.order, self.tokens = vocab_size, order, len(ids)
         V = vocab_size
         # Phase 1: number every distinct k-gram, order by order. grams[k][i] is the id of the
         # k-gram starting at position i; keys[k] holds the sorted distinct keys.
@@ -111,21 +111,37 @@ class KneserNey:
             return 0
         if len(context) < k - 1:
             return -1
-        return int(self.gram_ids(np.asarray([context[-(k - 1):]], dtype=np.int64))[0])
+        words = context[-(k - 1):]
+        gram = words[0]
+        for m in range(2, k):
+            keys = self.levels[m].keys
+            key = gram * self.vocab_size + words[m - 1]
+            gram = int(np.searchsorted(keys, key))
+            if gram == len(keys) or keys[gram] != key:
+                return -1
+        return gram
 
     def distribution(self, context_ids) -> np.ndarray:
-        """Probabilities of every word after the context: [vocab], summing to 1."""
-        context = list(context_ids)
-        p = self.unigram.copy()
-        V = self.vocab_size
-        for k in range(2, self.order + 1):
+        """Probabilities of every word after the context: [vocab], summing to 1.
+
+        From the highest order down, each seen context adds its discounted counts scaled by the
+        weights of the orders above it; the unigram vector gets the product of all weights.
+        """
+        context = [int(i) for i in context_ids]
+        V, scale = self.vocab_size, 1.0
+        words, kept = [], []
+        for k in range(self.order, 1, -1):
             h = self._context_id(context, k)
             level = self.levels[k]
             if h < 0 or level.total[h] == 0:
                 continue
             lo, hi = np.searchsorted(level.keys, [h * V, (h + 1) * V])
-            p *= level.gamma[h]
-            p[level.words[lo:hi]] += level.kept[lo:hi]
+            words.append(level.words[lo:hi])
+            kept.append(scale * level.kept[lo:hi])
+            scale *= level.gamma[h]
+        p = self.unigram * scale
+        for w, c in zip(words, kept):  # the words of one order are distinct, so += adds each once
+            p[w] += c
         return p
 
     def logprob(self, context_ids, word_id: int) -> float:
