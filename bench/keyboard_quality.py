@@ -52,6 +52,7 @@ from lm.text import PUNCT, SENTENCE_END, START_TEXT, char_class  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2"
 MAX_WORD_CHARS = 64  # as lm/suggest.py: a longer run is not a word being typed
+TOP_UNIGRAMS = 64  # next-word candidates from the unigram level (the strip needs 4k + 8 = 20)
 
 
 def training_text(checkpoint: Path) -> str:
@@ -84,7 +85,12 @@ class NgramSuggester:
         ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in tokenizer.special_ids)
         self.texts = [w for w, _ in ordered]
         self.ids = np.array([i for _, i in ordered], dtype=np.int64)
-        self._distributions: OrderedDict = OrderedDict()  # context ids -> [vocab], the last few
+        self.special = np.array(sorted(tokenizer.special_ids), dtype=np.int64)
+        # The likeliest words by the unigram level: with the words a context has seen, they hold
+        # the top of every distribution (p = scale * unigram + counts at seen words).
+        ordinary = np.setdiff1d(np.argsort(-ngram.unigram, kind="stable")[:TOP_UNIGRAMS + len(self.special)], self.special)
+        self.top_unigrams = ordinary[np.argsort(-ngram.unigram[ordinary], kind="stable")][:TOP_UNIGRAMS]
+        self._distributions: OrderedDict = OrderedDict()  # context ids -> (probs, next-word candidates)
 
     def suggest(self, text: str, k: int = 3, whole: bool = True) -> list[Suggestion]:
         """Suggestions for `text`; `whole=False` when it is the tail of a longer text (cut at whitespace)."""
@@ -124,27 +130,43 @@ class NgramSuggester:
                 return tuple(ids[-need:]) if need else ()
             window *= 4
 
-    def _distribution(self, context: tuple) -> np.ndarray:
+    def _distribution(self, context: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities [vocab], the ordinary words that can be among the likeliest next words)."""
         if context in self._distributions:
             self._distributions.move_to_end(context)
-        else:
-            self._distributions[context] = self.ngram.distribution(context)
-            if len(self._distributions) > 16:
-                self._distributions.popitem(last=False)
-        return self._distributions[context]
+            return self._distributions[context]
+        scale, parts = self.ngram.mixture(context)
+        probs = self.ngram.unigram * scale
+        for words, added in parts:
+            probs[words] += added
+        is_candidate = np.zeros(len(probs), dtype=bool)  # [vocab]
+        for words in (self.top_unigrams, *(words for words, _ in parts)):
+            is_candidate[words] = True
+        is_candidate[self.special] = False
+        candidates = np.flatnonzero(is_candidate)
+        self._distributions[context] = probs, candidates
+        if len(self._distributions) > 16:
+            self._distributions.popitem(last=False)
+        return probs, candidates
 
-    def _conditional(self, probs: np.ndarray, fragments: list[str], k: int) -> dict[str, float]:
+    def _conditional(self, distribution, fragments: list[str], k: int) -> dict[str, float]:
         """Words starting with one of the fragments, with their probability given the typed prefix."""
+        probs, candidates = distribution
         words: dict[str, float] = defaultdict(float)
         reached = 0.0
+        n = 4 * k + 8  # room for punctuation dropped and cases merged later
         for fragment in fragments:
-            lo = bisect.bisect_left(self.texts, fragment)
-            hi = bisect.bisect_left(self.texts, fragment + "\U0010ffff")
-            ids = self.ids[lo:hi]
+            if fragment == "" and n <= TOP_UNIGRAMS:  # every ordinary word: only the candidates can lead
+                ids = candidates
+                reached += 1.0 - float(probs[self.special].sum())
+            else:
+                lo = bisect.bisect_left(self.texts, fragment)
+                hi = bisect.bisect_left(self.texts, fragment + "\U0010ffff")
+                ids = self.ids[lo:hi]
+                reached += float(probs[ids].sum())
             matching = probs[ids]  # [matching]
-            reached += float(matching.sum())
-            n = min(len(ids), 4 * k + 8)  # room for punctuation dropped and cases merged later
-            top = np.argpartition(-matching, n - 1)[:n] if 0 < n < len(ids) else np.arange(len(ids))
+            take = min(len(ids), n)
+            top = np.argpartition(-matching, take - 1)[:take] if 0 < take < len(ids) else np.arange(len(ids))
             for i in top:
                 words[self.tokenizer.pieces[ids[i]]] += float(matching[i])
         return {w: min(p / reached, 1.0) for w, p in words.items()} if reached > 0.0 else {}

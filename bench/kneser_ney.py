@@ -121,27 +121,31 @@ class KneserNey:
                 return -1
         return gram
 
-    def distribution(self, context_ids) -> np.ndarray:
-        """Probabilities of every word after the context: [vocab], summing to 1.
+    def mixture(self, context_ids) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """The distribution after the context as (scale, [(words, added)] per seen order).
 
-        From the highest order down, each seen context adds its discounted counts scaled by the
-        weights of the orders above it; the unigram vector gets the product of all weights.
+        p = scale * unigram, plus `added` at `words` for each seen order. From the highest order
+        down, each seen context adds its discounted counts times the weights of the orders above
+        it; the unigram vector gets the product of all the weights.
         """
         context = [int(i) for i in context_ids]
-        V, scale = self.vocab_size, 1.0
-        words, kept = [], []
+        V, scale, parts = self.vocab_size, 1.0, []
         for k in range(self.order, 1, -1):
             h = self._context_id(context, k)
             level = self.levels[k]
             if h < 0 or level.total[h] == 0:
                 continue
             lo, hi = np.searchsorted(level.keys, [h * V, (h + 1) * V])
-            words.append(level.words[lo:hi])
-            kept.append(scale * level.kept[lo:hi])
+            parts.append((level.words[lo:hi], scale * level.kept[lo:hi]))
             scale *= level.gamma[h]
+        return scale, parts
+
+    def distribution(self, context_ids) -> np.ndarray:
+        """Probabilities of every word after the context: [vocab], summing to 1."""
+        scale, parts = self.mixture(context_ids)
         p = self.unigram * scale
-        for w, c in zip(words, kept):  # the words of one order are distinct, so += adds each once
-            p[w] += c
+        for words, added in parts:  # the words of one order are distinct, so += adds each once
+            p[words] += added
         return p
 
     def logprob(self, context_ids, word_id: int) -> float:
