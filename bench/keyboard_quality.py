@@ -56,16 +56,28 @@ TOP_UNIGRAMS = 64  # next-word candidates from the unigram level (the strip need
 
 
 def training_text(checkpoint: Path) -> str:
-    """The training split of the corpus a checkpoint was trained on (checked by fingerprint)."""
+    """The training text of the corpus a checkpoint was trained on, found by its fingerprint.
+
+    config.json keeps the sources, not how they were split: a split folder (train.txt beside
+    valid.txt and test.txt), the files with a held-out tail, or a train file validated on a
+    sibling valid file (as bench/eval_speed.py trains). The reading whose fingerprint matches wins.
+    """
     corpus_info = json.loads((Path(checkpoint) / "config.json").read_text())["corpus"]
     sources = corpus_info["sources"]
     folder = Path(sources[0]).parent
-    splits = split_files(folder)
-    same_folder = splits is not None and sorted(map(str, splits.values())) == sorted(sources)
-    corpus = load_corpus([str(folder)] if same_folder else sources)
-    if corpus.fingerprint() != corpus_info.get("fingerprint"):
-        print(f"warning: {sources} no longer has the text the checkpoint was trained on", file=sys.stderr)
-    return corpus.train
+    readings = [lambda: load_corpus([str(folder)]), lambda: load_corpus(sources)]
+    if len(sources) == 1 and (splits := split_files(folder)) and "valid" in splits:
+        readings.append(lambda: load_corpus(sources, valid=str(splits["valid"])))
+    for read in readings:
+        try:
+            corpus = read()
+        except lm.CorpusError:
+            continue
+        if corpus.fingerprint() == corpus_info.get("fingerprint"):
+            return corpus.train
+    print(f"warning: no reading of {sources} has the checkpoint's fingerprint; building on the whole "
+          f"of {sources[0]}", file=sys.stderr)
+    return Path(sources[0]).read_text(encoding="utf-8")
 
 
 def build_ngram(checkpoint, order: int = 5):
