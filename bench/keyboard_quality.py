@@ -281,7 +281,7 @@ def print_table(report: dict) -> None:
                         f"perplexity over {report['scored_tokens']:,} tokens)")
     for column in ("model", "top-1", "top-3", "keystroke savings", "perplexity / token", "words/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, row in ((f"{report['order']}-gram Kneser-Ney", report["ngram"]), ("lm", report["lm"])):
+    for name, row in ((f"{report['order']}-gram KN", report["ngram"]), ("lm", report["lm"])):
         table.add_row(name, f"{row['top1_accuracy']:.1%}", f"{row['top3_accuracy']:.1%}",
                       f"{row['keystroke_savings']:.1%}", f"{row['perplexity']:.1f}", f"{row['words_per_s']:,.0f}")
     Console().print(table)
