@@ -29,6 +29,7 @@ FULL = [
     ("eval_speed.py", ["--train-time", "900"]),
     ("quantize_quality.py", ["-c", str(BENCH / "results" / "eval_speed-model"),
                              "--text", str(SHARED / "wikitext-2" / "test.txt")]),
+    ("export_speed.py", []),
 ]
 
 

@@ -144,6 +144,7 @@ def export_checkpoint(checkpoint: str | Path | None, out_dir: str | Path, int8: 
     except OSError as e:
         raise _write_error(out, e) from None
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; an export is as shareable as any folder
         manifest = _write_export(ckpt, staging, int8)
         _swap_in(staging, out)
     except OSError as e:
@@ -163,6 +164,11 @@ def _require_onnx() -> None:
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExportError(f"{parent} is a file, not a folder — choose an export folder outside it")
+            break
     if out.is_dir() and not any(out.iterdir()):
         return  # an empty folder is taken as it is
     if out.exists() and not overwrite:
@@ -348,6 +354,12 @@ def _swap_in(staging: Path, out: Path) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -7,7 +7,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,7 +206,7 @@ def test_manifest_describes_the_graph_and_its_files(exports, tiny_checkpoints):
         data = (folder / name).read_bytes()
         assert info == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert manifest["cache"] is None and manifest["model"]["weights"] == "fp32"
-    assert (folder / "runtime.py").read_bytes() == (lm.export.Path(lm.export.__file__).with_name("runtime.py")).read_bytes()
+    assert (folder / "runtime.py").read_bytes() == Path(lm.export.__file__).with_name("runtime.py").read_bytes()
 
 
 # --- the command and bad input ---------------------------------------------------------------
@@ -268,11 +271,31 @@ def test_overwrite_replaces_an_earlier_export(tiny_checkpoints, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in: read-only for a user; /sys for root."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o500)
+        return folder
+    try:
+        tempfile.mkdtemp(dir="/sys")
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no folder here refuses root")
+
+
 def test_unwritable_folder_is_one_line(tiny_checkpoints, tmp_path):
+    out = unwritable_folder(tmp_path) / "lm-export"
+    line = one_error_line(invoke(str(out), "-c", str(tiny_checkpoints("char"))))
+    assert line.startswith(f"Error: cannot write the export to {out}: ")
+    assert line.endswith("choose a writable folder with free space; nothing was written")
+    assert not out.exists()
+
+
+def test_a_file_in_the_way_is_one_line(tiny_checkpoints, tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     line = one_error_line(invoke(str(tmp_path / "file" / "out"), "-c", str(tiny_checkpoints("char"))))
-    assert line.startswith(f"Error: cannot write the export to {tmp_path / 'file' / 'out'}: ")
-    assert line.endswith("choose a writable folder with free space; nothing was written")
+    assert line == f"Error: {tmp_path / 'file'} is a file, not a folder — choose an export folder outside it"
 
 
 def test_a_failure_while_writing_leaves_nothing_half_written(tiny_checkpoints, tmp_path, monkeypatch):
