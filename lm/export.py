@@ -186,7 +186,6 @@ def _write_error(out: Path, e: OSError) -> ExportError:
 def _write_export(ckpt, folder: Path, int8: bool) -> dict:
     """Write every file of an export into `folder`; returns the manifest (written last)."""
     model = ckpt.model.eval()
-    config = model.config
     graph = folder / GRAPH_FILE
     fp32_graph = folder / "model.fp32.onnx" if int8 else graph
     export_graph(model, fp32_graph)
@@ -197,18 +196,29 @@ def _write_export(ckpt, folder: Path, int8: bool) -> dict:
         check.update(_check_int8(model, graph))
     tokenizer_files = ckpt.tokenizer.save(folder)
     shutil.copyfile(Path(__file__).with_name(RUNTIME_FILE), folder / RUNTIME_FILE)
-    tokenizer = ckpt.tokenizer
+    manifest = build_manifest(ckpt, int8, check, _quantized_ops(graph) if int8 else {})
+    manifest["tokenizer"]["files"] = tokenizer_files
+    manifest["files"] = {name: _file_info(folder / name) for name in [GRAPH_FILE, *tokenizer_files, RUNTIME_FILE]}
+    with open(folder / MANIFEST_FILE, "w", encoding="utf-8") as f:
+        f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
+def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
+    """What a runtime in any language needs to drive the graph (the files' checksums are added last)."""
+    config, tokenizer = ckpt.model.config, ckpt.tokenizer
     special = {"unk": tokenizer.unk_id}
     if getattr(tokenizer, "eos_id", None) is not None:
         special["eos"] = tokenizer.eos_id
     states = [{"input": i, "output": o, "shape": [config.layers, "batch", config.hidden], "dtype": "float32"}
               for i, o in state_names(config.cell)]
-    manifest = {
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "source": {"checkpoint": str(ckpt.path), "saved_at": ckpt.config.get("saved_at"),
-                   "metrics": ckpt.metrics or None},
+        "source": {"checkpoint": str(ckpt.path), "saved_at": ckpt.config.get("saved_at"), "metrics": ckpt.metrics or None},
         "model": {**{k: getattr(config, k) for k in ("cell", "layers", "hidden", "emb", "vocab_size", "softmax")},
                   "cutoffs": config.cutoffs, "weights": "int8" if int8 else "fp32"},
         "graph": {
@@ -222,19 +232,13 @@ def _write_export(ckpt, folder: Path, int8: bool) -> dict:
             # probabilities either way.
             "logits": "log_probs" if config.softmax == "adaptive" else "logits",
             "state": states,
-            "quantized_ops": _quantized_ops(graph) if int8 else {},
+            "quantized_ops": quantized_ops,
         },
-        "tokenizer": {"kind": tokenizer.kind, "files": tokenizer_files, "vocab_size": tokenizer.vocab_size,
+        "tokenizer": {"kind": tokenizer.kind, "files": [], "vocab_size": tokenizer.vocab_size,
                       "special_ids": special, "start_text": "\n"},  # no BOS: a text starts where a line starts
         "cache": None,  # no inference cache settings yet
         "check": check,
     }
-    manifest["files"] = {name: _file_info(folder / name) for name in [GRAPH_FILE, *tokenizer_files, RUNTIME_FILE]}
-    with open(folder / MANIFEST_FILE, "w", encoding="utf-8") as f:
-        f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return manifest
 
 
 def export_graph(model: LanguageModel, path: Path) -> None:

@@ -230,6 +230,8 @@ def test_command_writes_the_export_and_shows_a_summary(tiny_checkpoints, tmp_pat
     assert f"python {tmp_path / 'phone'}/runtime.py" in result.stdout
     assert json.loads((tmp_path / "phone" / "manifest.json").read_text())["model"]["weights"] == "int8"
     assert [p.name for p in tmp_path.iterdir()] == ["phone"]  # no staging folder left
+    assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == ["manifest.json", "model.onnx", "runtime.py",
+                                                                    "tokenizer.json"]
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

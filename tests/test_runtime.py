@@ -20,7 +20,6 @@ from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("onnxruntime")
 
-from conftest import make_text  # noqa: E402
 from lm.checkpoint import load_checkpoint  # noqa: E402
 from lm.export import export_checkpoint  # noqa: E402
 from lm.suggest import Suggester, SuggestConfig  # noqa: E402
@@ -128,6 +127,15 @@ def test_greedy_generation_equals_the_pytorch_argmax_loop(exported):
     stream = runtime.Model(folder).stream(CONTEXT)
     assert stream.generate(12, temperature=0) == " " + tokenizer.decode(expected)
     assert stream.text == CONTEXT + " " + tokenizer.decode(expected)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_never_writes_unk(exported, temperature):
+    folder, _, tokenizer = exported("word")
+    stream = runtime.Model(folder).stream(CONTEXT)
+    stream.logits = np.full_like(stream.logits, -50.0)
+    stream.logits[[tokenizer.unk_id, tokenizer.pieces.index("sky")]] = [50.0, 0.0]  # <unk> all but certain
+    assert stream.generate(1, temperature=temperature, seed=0) == " sky"
 
 
 def test_sampling_is_reproducible_with_a_seed(exported):
