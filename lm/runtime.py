@@ -166,12 +166,18 @@ class Stream:
             return [(tok.pieces[i], float(probs[i]) / total) for i in ids[:k]]
         found: dict[str, float] = {}
         need_space = bool(self.text) and _is_letter(self.text[-1])
-        texts, scores, state, logp = [""], np.zeros(1), self.state, np.log(probs + 1e-30)[None]
-        for _ in range(max_steps + len(prefix)):
-            total = (logp + scores[:, None]).ravel()
+        ends = np.array([bool(p) and not _is_letter(p[0]) for p in tok.pieces])  # pieces that end a word
+        texts, words, scores, state, probs = [""], [""], np.zeros(1), self.state, probs[None]  # probs [beam, vocab]
+        for step in range(max_steps + len(prefix)):
+            for b, word in enumerate(words):  # each open word ends here with the mass of the pieces that end it
+                if word.startswith(prefix) and word:
+                    found[word] = found.get(word, 0.0) + float(np.exp(scores[b]) * probs[b, ends].sum())
+            total = np.log(probs + 1e-30) + scores[:, None]  # [beam, vocab]
+            total[np.array([bool(w) for w in words])[:, None] & ends] = -np.inf  # counted just above
+            total = total.ravel()
             floor = np.log(sorted(found.values())[-k]) if len(found) >= k else -np.inf
             top = np.argpartition(-total, min(len(total), beam * 16) - 1)[: beam * 16]
-            kept = []  # (text, log-probability, parent beam, piece id) of the hypotheses going on
+            kept = []  # (text, word, log-probability, parent beam, piece id) of the hypotheses going on
             for flat in top[np.argsort(-total[top])]:
                 parent, piece = divmod(int(flat), len(tok.pieces))
                 if total[flat] <= floor:
@@ -180,15 +186,15 @@ class Stream:
                 word, done = _word(text, need_space) if tok.pieces[piece] else (None, True)
                 if word is None or not (word.startswith(prefix) or (not done and prefix.startswith(word))):
                     continue
-                if done:
+                if done:  # a piece that finishes the word inside it ("s,")
                     found[word] = found.get(word, 0.0) + float(np.exp(total[flat]))
                 elif len(kept) < beam:
-                    kept.append((text, total[flat], parent, piece))
-            if not kept:
+                    kept.append((text, word, total[flat], parent, piece))
+            if not kept or step == max_steps + len(prefix) - 1:
                 break
-            texts, scores, parents, ids = zip(*kept)
+            texts, words, scores, parents, ids = zip(*kept)
             out, state = self.model.step(np.array(ids)[:, None], [s[:, list(parents)] for s in state])
-            scores, logp = np.array(scores), np.log(_softmax(out[:, -1]) + 1e-30)
+            scores, probs = np.array(scores), _softmax(out[:, -1])
         return sorted(found.items(), key=lambda wp: -wp[1])[:k]
 
 

@@ -106,6 +106,25 @@ def test_char_suggestions_carry_the_probability_of_the_word(exported):
         assert p == pytest.approx(math.exp(chain) * ends, rel=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_subword_suggestions_count_every_piece_that_ends_the_word(exported, kind):
+    """A word spelt by one piece gets at least that piece's probability times the probability, from
+    the PyTorch model, that the next piece starts with a non-letter (other spellings add more)."""
+    folder, model, tokenizer = exported(kind)
+    found = runtime.Model(folder).stream(CONTEXT).suggest(5)
+    ends = [i for i, piece in enumerate(tokenizer.pieces) if piece and not (piece[0].isalnum() or piece[0] in "'’")]
+    checked = 0
+    for word, p in found:
+        if " " + word not in tokenizer.pieces:
+            continue
+        piece = tokenizer.pieces.index(" " + word)
+        first = torch.softmax(torch.tensor(torch_logits(model, tokenizer, CONTEXT)), -1)[piece].item()
+        ended = torch.softmax(torch.tensor(torch_logits(model, tokenizer, CONTEXT + " " + word)), -1)[ends].sum().item()
+        assert p >= first * ended * 0.999
+        checked += 1
+    assert checked
+
+
 @pytest.mark.parametrize("kind", ["char", "unigram"])
 def test_subword_suggestions_are_whole_words(exported, kind):
     found = runtime.Model(exported(kind)[0]).stream("the old man sees").suggest(5)
