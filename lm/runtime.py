@@ -154,9 +154,9 @@ class Stream:
         Word models rank their vocabulary: the probability among the words that start with the
         prefix, as `lm suggest` gives it. Char and subword models search over pieces with a
         small beam (all beams in one batched call per step): a word is a run of letters after a
-        space (optional unless the text ends in a letter), finished by the first piece that holds
-        a character after it; its
-        probability is that of the text going on with exactly that word.
+        space (optional unless the text ends in a letter), finished by a piece that holds a
+        character after it. Its probability is that of the text going on with exactly that word:
+        at each step every open word gets the mass of all the pieces that end it.
         """
         tok = self.model.tokenizer
         probs = _softmax(self.logits)
