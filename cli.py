@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 from rich.table import Table
 
 import lm
+import lm.export
 import lm.repl  # also loads lm.sampler, for the generate and repl commands
 import lm.suggest
 from lm.serve.settings import LOOPBACK, ServeSettings
@@ -614,6 +615,50 @@ def suggestion_table(suggestions: list[lm.suggest.Suggestion]) -> Table:
     for s in suggestions:
         table.add_row(Text(s.word, style="bold"), f"{s.probability:.1%}")
     return table
+
+
+@cli.command("export")
+@click.argument("out_dir", type=click.Path())
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@click.option("--int8", is_flag=True, help="Quantize the weights to int8 with ONNX Runtime (LSTM models): about a quarter of the size.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
+def export(out_dir, checkpoint, int8, overwrite):
+    """Export a model for apps and phones: an ONNX graph, the tokenizer and a manifest.
+
+    OUT_DIR gets model.onnx, one step function (ids, state) -> (logits, state) with batch and
+    time dynamic; the tokenizer's files; manifest.json (tokenizer, state names and shapes,
+    checksums); and runtime.py, which suggests and generates with onnxruntime, numpy and
+    sentencepiece only. The graph is checked against the PyTorch model before it is kept.
+
+    Example:
+
+        lm export -c checkpoints/wiki phone-model --int8
+    """
+    result = lm.export.export_checkpoint(checkpoint, out_dir, int8=int8, overwrite=overwrite)
+    stdout.print(export_table(result))
+    stdout.print(f"Try it without torch: python {result.folder}/runtime.py {result.folder} \"the text so far\"",
+                 highlight=False, soft_wrap=True)
+
+
+def export_table(result: lm.export.ExportResult) -> Table:
+    manifest = result.manifest
+    model, check = manifest["model"], manifest["check"]
+    table = Table(title=f"Exported to {result.folder}", show_header=False)
+    rows = [("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, "
+                      f"{manifest['tokenizer']['kind']} vocab {model['vocab_size']:,}, {model['softmax']} softmax"),
+            ("weights", model["weights"] + "".join(f", {n} {op}" for op, n in manifest["graph"]["quantized_ops"].items())),
+            ("fp32 graph vs PyTorch", f"max |Δ| {check['fp32_max_abs_diff']:.1e}")]
+    if "int8_top1_agreement" in check:
+        rows.append(("int8 graph vs PyTorch", f"max |Δ| {check['int8_max_abs_diff']:.2f}, "
+                                              f"top-1 agrees {check['int8_top1_agreement']:.1%}"))
+    rows += [(name, _size(size)) for name, size in result.files.items()]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:,.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB" if size >= 1e3 else f"{size} bytes"
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ FULL = [
     ("quantize_quality.py", ["-c", str(BENCH / "results" / "eval_speed-model"),
                              "--text", str(SHARED / "wikitext-2" / "test.txt")]),
     ("keyboard_quality.py", ["-c", str(BENCH / "results" / "eval_speed-model")]),
+    ("export_speed.py", []),
 ]
 
 

@@ -25,5 +25,9 @@ class NoCheckpointError(CheckpointError):
     """No checkpoint was given and none exists under the default folder."""
 
 
+class ExportError(LMError):
+    """A checkpoint cannot be exported, or the export folder cannot be written."""
+
+
 class TrainingDiverged(LMError):
     """The loss became NaN or infinite and rolling back did not help."""
