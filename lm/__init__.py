@@ -16,9 +16,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "checkpoint": ["Checkpoint", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
     "corpus": ["Corpus", "load_corpus"],
-    "errors": ["CheckpointError", "ConfigError", "CorpusError", "LMError", "NoCheckpointError", "TokenizerError",
-               "TrainingDiverged"],
+    "errors": ["CheckpointError", "ConfigError", "CorpusError", "ExportError", "LMError", "NoCheckpointError",
+               "TokenizerError", "TrainingDiverged"],
     "evaluate": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
+    "export": ["ExportResult", "export_checkpoint"],
     "keyboard": ["KeyboardMetrics", "keyboard_metrics"],
     "lexicon": ["Lexicon"],
     "likelihood": ["LossMetrics", "evaluate_loss"],

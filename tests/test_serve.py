@@ -35,12 +35,13 @@ def checkpoint(tiny_checkpoints) -> str:
 @pytest.fixture(scope="module")
 def reference(checkpoint) -> Suggester:
     """The library on its own copy of the model: what the server must answer."""
-    return Suggester(*lm.load(checkpoint))
+    return Suggester(*lm.load(checkpoint), lexicon=lm.Lexicon.load(checkpoint))
 
 
 def serve(checkpoint: str, **settings) -> TestClient:
     model, tokenizer = lm.load(checkpoint)
-    return TestClient(create_app(model, tokenizer, ServeSettings(**settings)), raise_server_exceptions=False)
+    app = create_app(model, tokenizer, ServeSettings(**settings), lm.Lexicon.load(checkpoint))  # as lm serve loads it
+    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_suggest_gives_the_library_suggestions(client, reference, text):
 def test_suggest_equals_lm_suggest_json(checkpoint):
     """The CLI's default int8 model, served: the same words, probabilities and completions."""
     model, tokenizer = lm.load(checkpoint, int8=True)
-    with TestClient(create_app(model, tokenizer)) as client:
+    with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
         for text in (CLOUDS, CLOUDS + "s"):
             result = CliRunner().invoke(cli, ["suggest", text, "-c", checkpoint, "--json"])
             assert result.exit_code == 0, result.output
@@ -110,12 +111,12 @@ def test_a_session_keystroke_reads_one_word_not_the_text(tiny_checkpoints):
     model, tokenizer = lm.load(checkpoint)
     read = count_tokens_read(model)
     text = "the cat sees the ball in the garden .\n" * 20 + "the clouds are in"
-    with TestClient(create_app(model, tokenizer)) as client:
+    with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
         for session in ("slow", None):
             client.post("/suggest", json={"text": text, "session": session})
             read.clear()
             answer = client.post("/suggest", json={"text": text + " t", "session": session}).json()
-            assert answer["suggestions"] == as_dicts(Suggester(*lm.load(checkpoint)).suggest(text + " t"))
+            assert answer["suggestions"] == as_dicts(Suggester(*lm.load(checkpoint), lexicon=lm.Lexicon.load(checkpoint)).suggest(text + " t"))
             if session:
                 assert sum(read) <= 2  # the word "in" and at most the start
             else:

@@ -46,7 +46,7 @@ def test_the_strip_follows_typing_and_tab_inserts_the_top_suggestion(tiny_checkp
     from test_serve import start_server
 
     checkpoint = str(tiny_checkpoints("char"))
-    expected = Suggester(*lm.load(checkpoint, int8=True)).suggest(TYPED)  # the server's default int8 model
+    expected = Suggester(*lm.load(checkpoint, int8=True), lexicon=lm.Lexicon.load(checkpoint)).suggest(TYPED)  # as served
     process, url = start_server(checkpoint)
     try:
         with sync_playwright() as playwright:
