@@ -8,10 +8,11 @@ import socket
 import torch
 from fastapi import FastAPI
 
+from .._util import pick_device
 from ..checkpoint import load_checkpoint
 from ..errors import ConfigError
+from ..lexicon import Lexicon
 from ..model import count_parameters, quantize_int8
-from ..trainer import pick_device
 from .app import create_app
 from .settings import ServeSettings
 
@@ -39,7 +40,7 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
         **settings.about,
     }
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // settings.workers))
-    return create_app(model, ckpt.tokenizer, settings)
+    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path))
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
