@@ -195,3 +195,24 @@ def test_a_checkpoint_from_before_the_regularizers_loads(tmp_path, corpus_file):
     assert model.config == ModelConfig.from_dict({**config["model"]})
     assert (model.config.locked_dropout, model.config.embedding_dropout, model.config.weight_drop) == (False, 0.0, 0.0)
     assert (model.config.ar, model.config.tar) == (0.0, 0.0)
+
+
+def test_the_trainer_minimizes_the_objective_and_logs_the_plain_loss(tmp_path, corpus_file, monkeypatch):
+    backward_calls, logged = [], []
+    objective_of = LanguageModel.training_loss
+
+    def with_penalty(model, *args):
+        objective, loss, state = objective_of(model, *args)
+        objective = objective + 100.0  # a penalty the log must leave out
+        objective.register_hook(lambda grad: backward_calls.append(1))
+        return objective, loss, state
+
+    class Steps(lm.Progress):
+        def step(self, stats):
+            logged.append(stats["loss"])
+
+    monkeypatch.setattr(LanguageModel, "training_loss", with_penalty)
+    lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "m", lm.ModelConfig(**TINY_MODEL),
+             config=lm.TrainConfig(**{**TINY_TRAIN, "max_steps": 10, "log_every": 5}), progress=Steps())
+    assert len(backward_calls) == 10
+    assert len(logged) == 2 and all(loss < 50 for loss in logged)
