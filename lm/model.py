@@ -170,8 +170,11 @@ class LanguageModel(nn.Module):
             cross-entropy over `self(ids, state)`'s logits; with the adaptive softmax they are
             computed without the full [batch, time, vocab] distribution.
         """
-        nll, _, state = self._nll(ids, targets, state)
-        return nll, state
+        if self.config.softmax == "adaptive":
+            nll, _, state = self._nll(ids, targets, state)
+            return nll, state
+        logits, state = self(ids, state)  # through forward, which wrappers of the model may watch
+        return _cross_entropy(logits, targets), state
 
     def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
         """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state."""
@@ -202,9 +205,7 @@ class LanguageModel(nn.Module):
             with _full_precision(out):
                 logp = self.adaptive(out.flatten(0, 1).float(), targets.flatten()).output  # [batch * time]
             return -logp.view(targets.shape), activations, state
-        logits = self.decoder(out)  # [batch, time, vocab]
-        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        return nll.view(targets.shape), activations, state  # [batch, time]
+        return _cross_entropy(self.decoder(out), targets), activations, state
 
     def _features(self, ids: torch.Tensor, state):
         """What the output layer reads [batch, time, emb]; the last layer's output before and
@@ -349,6 +350,12 @@ def locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         return x
     mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)  # [batch, 1, features]
     return x * mask
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """nll [batch, time] of targets under logits [batch, time, vocab], in fp32."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view(targets.shape)
 
 
 def _full_precision(tensor: torch.Tensor):
