@@ -102,6 +102,13 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")
 @field_option(lm.ModelConfig, "emb", "Embedding size (the tied output layer shares it).")
 @field_option(lm.ModelConfig, "dropout", "Dropout on embeddings, between layers and on outputs.")
+@field_option(lm.ModelConfig, "locked_dropout", "Training: one --dropout mask per sequence, the same at every step "
+              "(variational dropout).", flag="--locked-dropout/--no-locked-dropout")
+@field_option(lm.ModelConfig, "embedding_dropout", "Training: drop whole word types from the embedding with this probability.")
+@field_option(lm.ModelConfig, "weight_drop", "Training: DropConnect on the hidden-to-hidden weights with this probability.")
+@field_option(lm.ModelConfig, "ar", "Training: activation regularization, this times the mean squared last-layer output.")
+@field_option(lm.ModelConfig, "tar", "Training: temporal activation regularization, this times the mean squared "
+              "change of the last-layer output from step to step.")
 @field_option(lm.ModelConfig, "softmax", "Output layer: full (tied to the embedding) or adaptive (cheaper for large "
               f"vocabularies); auto picks adaptive from {lm.model.ADAPTIVE_MIN_VOCAB:,} tokens.",
               type=click.Choice(lm.model.SOFTMAXES))

@@ -6,6 +6,7 @@ project but its errors and config helpers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,8 @@ from .errors import ConfigError
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+# The fused kernels behind nn.LSTM / nn.GRU / nn.RNN, called with a weight list of our own.
+FUSED_CELLS = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 
 # Inference over at most this many time steps runs the cells one step at a time: on CPU a
 # whole nn.LSTM call costs milliseconds of set-up (oneDNN), a cell step a tenth of that.
@@ -33,6 +36,9 @@ ADAPTIVE_DIV = 4.0  # each tail cluster works in a space this many times smaller
 
 # LSTM state is a pair (h, c); GRU and RNN state is h alone. Each is [layers, batch, hidden],
 # even with batch_first=True.
+# Fields that change only training, not the weights: a resumed or fine-tuned run may change them.
+REGULARIZERS = ("dropout", "locked_dropout", "embedding_dropout", "weight_drop", "ar", "tar")
+
 State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None"
 
 
@@ -48,6 +54,13 @@ class ModelConfig(ConfigBase):
     dropout: float = 0.3  # WikiText-2 and Tiny Shakespeare overfit by epoch 5 at 0.1: bench/NOTES.md
     softmax: str = "auto"  # full (tied to the embedding), adaptive, or auto: by vocabulary size
     cutoffs: list[int] | None = None  # adaptive softmax clusters; None: from ADAPTIVE_CUTOFFS
+    # Training-only regularizers (AWD-LSTM, Merity et al. 2017), all off by default; none
+    # changes a weight's shape or the model at inference.
+    locked_dropout: bool = False  # one --dropout mask per sequence, the same at every step
+    embedding_dropout: float = 0.0  # drop whole word types from the embedding
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+    ar: float = 0.0  # activation regularization: ar * mean(h^2) of the last layer's output
+    tar: float = 0.0  # temporal activation regularization: tar * mean((h_t - h_{t-1})^2)
 
     def validate(self) -> None:
         """Raises ConfigError naming the flag and what to pass."""
@@ -66,8 +79,16 @@ class ModelConfig(ConfigBase):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), not {self.dropout!r} — 0 switches it off")
+        for name in ("dropout", "embedding_dropout", "weight_drop"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{flag(name)} must be in [0, 1), not {value!r} — 0 switches it off")
+        for name in ("ar", "tar"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+                raise ConfigError(f"{flag(name)} cannot be negative, not {value!r} — pass 0 or more (0 switches it off)")
+        if not isinstance(self.locked_dropout, bool):
+            raise ConfigError(f"--locked-dropout is on or off, not {self.locked_dropout!r} — pass --locked-dropout or leave it out")
 
     def resolved(self) -> "ModelConfig":
         """A copy with softmax and cutoffs made concrete for the vocabulary (as saved)."""
@@ -133,7 +154,7 @@ class LanguageModel(nn.Module):
         Returns:
             logits [batch, time, vocab] (log-probabilities with the adaptive softmax) and the new state.
         """
-        out, state = self._features(ids, state)  # [batch, time, emb]
+        out, _, state = self._features(ids, state)  # [batch, time, emb]
         if self.config.softmax == "adaptive":
             with _full_precision(out):
                 return self.adaptive.log_prob(out.flatten(0, 1).float()).view(*out.shape[:2], -1), state
@@ -150,30 +171,107 @@ class LanguageModel(nn.Module):
             computed without the full [batch, time, vocab] distribution.
         """
         if self.config.softmax == "adaptive":
-            out, state = self._features(ids, state)
-            with _full_precision(out):
-                logp = self.adaptive(out.flatten(0, 1).float(), targets.flatten()).output  # [batch * time]
-            return -logp.view(targets.shape), state
-        logits, state = self(ids, state)
-        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        return nll.view(targets.shape), state  # [batch, time]
+            nll, _, state = self._nll(ids, targets, state)
+            return nll, state
+        logits, state = self(ids, state)  # through forward, which wrappers of the model may watch
+        return _cross_entropy(logits, targets), state
 
     def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
         """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state."""
         nll, state = self.token_nll(ids, targets, state)
         return nll.mean(), state
 
+    def training_loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
+        """What training minimizes and what it reports: (objective, mean cross-entropy, new state).
+
+        The objective adds to the cross-entropy activation regularization, ar * mean(h^2) of
+        the last layer's dropped-out output, and temporal activation regularization,
+        tar * mean((h_t - h_{t-1})^2) of that output before dropout (Merity et al. 2017, 4.6):
+        they keep the activations small and slowly changing.
+        """
+        nll, (raw, dropped), state = self._nll(ids, targets, state)
+        loss = nll.mean()
+        objective = loss
+        if self.config.ar:
+            objective = objective + self.config.ar * dropped.float().pow(2).mean()
+        if self.config.tar:
+            objective = objective + self.config.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        return objective, loss, state
+
+    def _nll(self, ids: torch.Tensor, targets: torch.Tensor, state):
+        """nll [batch, time], the last layer's output before and after dropout, and the new state."""
+        out, activations, state = self._features(ids, state)
+        if self.config.softmax == "adaptive":
+            with _full_precision(out):
+                logp = self.adaptive(out.flatten(0, 1).float(), targets.flatten()).output  # [batch * time]
+            return -logp.view(targets.shape), activations, state
+        return _cross_entropy(self.decoder(out), targets), activations, state
+
     def _features(self, ids: torch.Tensor, state):
-        """What the output layer reads: [batch, time, emb], and the new state."""
-        x = self.dropout(self.embedding(ids))  # [batch, time, emb]
-        if not self.training and ids.shape[1] <= STEP_LOOP_MAX_TIME and self._has_plain_weights():
-            out, state = self._step_loop(x, state)
+        """What the output layer reads [batch, time, emb]; the last layer's output before and
+        after its dropout, ([batch, time, hidden], [batch, time, hidden]); the new state."""
+        x = self._drop(self._embed(ids))  # [batch, time, emb]
+        if self.training and self._needs_layer_loop():
+            raw, state = self._layer_loop(x, state)
+        elif not self.training and ids.shape[1] <= STEP_LOOP_MAX_TIME and self._has_plain_weights():
+            raw, state = self._step_loop(x, state)
         else:
-            out, state = self.rnn(x, state)  # [batch, time, hidden]
-        out = self.dropout(out)
-        if self.projection is not None:
-            out = self.projection(out)  # [batch, time, emb]
-        return out, state
+            raw, state = self.rnn(x, state)  # [batch, time, hidden]
+        dropped = self._drop(raw)
+        out = self.projection(dropped) if self.projection is not None else dropped  # [batch, time, emb]
+        return out, (raw, dropped), state
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The embedding rows of `ids` [batch, time, emb]; in training, with embedding dropout."""
+        x = self.embedding(ids)
+        p = self.config.embedding_dropout
+        if self.training and p:
+            # Embedding dropout (Merity et al. 2017, after Gal & Ghahramani 2016): a dropped word
+            # type is zero at every occurrence in the batch. Scaling the rows looked up equals
+            # masking the [vocab, emb] matrix, at the cost of the batch instead of the vocabulary.
+            keep = x.new_empty(self.config.vocab_size).bernoulli_(1 - p) / (1 - p)  # [vocab]
+            x = x * keep[ids].unsqueeze(-1)  # [batch, time, emb]
+        return x
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout at --dropout: a mask per element, or with locked_dropout in training one per sequence."""
+        if self.training and self.config.locked_dropout:
+            return locked_dropout(x, self.config.dropout)
+        return self.dropout(x)
+
+    def _needs_layer_loop(self) -> bool:
+        """nn.LSTM can neither mask its recurrent weights nor share a dropout mask across time."""
+        locked_between_layers = self.config.locked_dropout and self.config.layers > 1 and self.config.dropout > 0
+        return (locked_between_layers or self.config.weight_drop > 0) and self._has_plain_weights()
+
+    def _layer_loop(self, x: torch.Tensor, state):
+        """Training through the fused kernel, one layer at a time: weight drop and locked dropout
+        between the layers; the same maths as self.rnn when both are off."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        lstm = self.config.cell == "lstm"
+        h, c = (state[0], state[1]) if lstm else (state, None)  # [layers, batch, hidden]
+        fused = FUSED_CELLS[self.config.cell]
+        new_h, new_c = [], []
+        for layer in range(self.config.layers):
+            if layer > 0:
+                x = self._drop(x)  # between layers, as nn.LSTM's own dropout
+            w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, f"{name}_l{layer}")
+                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            # Weight drop (Merity et al. 2017): DropConnect on the hidden-to-hidden matrix, one
+            # mask per window for every step, so the whole window is still one fused kernel call.
+            # The parameter itself stays unmasked: inference and checkpoints never see a mask.
+            w_hh = F.dropout(w_hh, self.config.weight_drop, training=True)
+            weights = [w_ih, w_hh, b_ih, b_hh]
+            # Arguments: has_biases, num_layers, dropout, train, bidirectional, batch_first.
+            if lstm:
+                x, h_l, c_l = fused(x, (h[layer: layer + 1], c[layer: layer + 1]), weights, True, 1, 0.0, True, False, True)
+                new_c.append(c_l)
+            else:
+                x, h_l = fused(x, h[layer: layer + 1], weights, True, 1, 0.0, True, False, True)
+            new_h.append(h_l)  # [1, batch, hidden]
+        h = torch.cat(new_h)  # [layers, batch, hidden]
+        return x, ((h, torch.cat(new_c)) if lstm else h)
 
     def _has_plain_weights(self) -> bool:
         """False once the RNN has been swapped for a quantized or compiled one."""
@@ -243,6 +341,21 @@ class LanguageModel(nn.Module):
         if self.config.cell == "lstm":
             return (h, torch.zeros_like(h))
         return h
+
+
+def locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence of x [batch, time,
+    features], the same at every time step, so a dropped unit stays dropped across the window."""
+    if p == 0:
+        return x
+    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)  # [batch, 1, features]
+    return x * mask
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """nll [batch, time] of targets under logits [batch, time, vocab], in fp32."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view(targets.shape)
 
 
 def _full_precision(tensor: torch.Tensor):

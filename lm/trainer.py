@@ -28,7 +28,7 @@ from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .lexicon import Lexicon
 from .likelihood import evaluate_loss
-from .model import LanguageModel, ModelConfig, count_parameters, detach_state
+from .model import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -281,11 +281,12 @@ def _loop(run: _Run) -> TrainResult:
             # Learning rate from how far the run has come.
             counters.elapsed = time.perf_counter() - started
             _set_lr(optimizer, _lr_at(run))
-            # Forward and backward over one window; the state enters detached.
+            # Forward and backward over one window; the state enters detached. The objective
+            # adds AR/TAR to the loss when they are on; the log shows the plain loss.
             with autocast:
-                loss, state = model.loss(inputs, targets, run.state)
+                objective, loss, state = model.training_loss(inputs, targets, run.state)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
             if config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -477,10 +478,9 @@ def _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cac
 def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite, cache_dir) -> _Run:
     """A trained model and its tokenizer, a fresh optimizer and run, a new folder."""
     base = load_checkpoint(init_from)
-    shape = replace(base.model.config, dropout=_given(model_config, "dropout", base.model.config.dropout))
-    _check_same_model(base.model.config, _merged(ModelConfig, base.model.config.to_dict(), model_config), "--init-from", init_from,
-                      ignore=("dropout",))
-    model = LanguageModel(shape)
+    wanted = _merged(ModelConfig, base.model.config.to_dict(), model_config)
+    _check_same_model(base.model.config, wanted, "--init-from", init_from, ignore=REGULARIZERS)
+    model = LanguageModel(wanted)
     model.load_state_dict(base.model.state_dict())
     tokenizer_config = TokenizerConfig.from_dict(base.config.get("tokenizer", {}))
     out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
@@ -498,7 +498,8 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
     out = _resume_folder(out)
     saved = read_config(out)
     saved_model = ModelConfig.from_dict(saved["model"])
-    _check_same_model(saved_model, _merged(ModelConfig, saved["model"], model_config), "--resume", out)
+    wanted_model = _merged(ModelConfig, saved["model"], model_config)  # regularizers may change
+    _check_same_model(saved_model, wanted_model, "--resume", out, ignore=REGULARIZERS)
     saved_tokenizer = TokenizerConfig.from_dict(saved["tokenizer"])
     if _merged(TokenizerConfig, saved["tokenizer"], tokenizer_config) != saved_tokenizer:
         raise ConfigError(f"--resume: {out} uses a {saved_tokenizer.kind} tokenizer of its own — drop the tokenizer flags")
@@ -514,7 +515,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
     if lexicon is None or fingerprint != before:  # from before lexicons, or a new text (--new-corpus)
         lexicon = lexicon or Lexicon()
         lexicon.add(Lexicon.from_text(corpus.train).counts)
-    run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(saved_model), config, cache_dir,
+    run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(wanted_model), config, cache_dir,
                      {k: saved[k] for k in ("init_from",) if k in saved}, lexicon)
     _restore(run)
     run.best_weights = _read_weights(out)

@@ -146,12 +146,13 @@ def test_batch_too_large_for_the_corpus(tmp_path):
 def nan_after(first_bad: int, last_bad: float):
     """A training loss that is NaN for calls first_bad..last_bad (1-based)."""
     calls = {"n": 0}
-    loss_of = lm.LanguageModel.loss
+    loss_of = lm.LanguageModel.training_loss
 
     def flaky(model, *args, **kwargs):
         calls["n"] += 1
-        loss, state = loss_of(model, *args, **kwargs)
-        return (loss * float("nan") if first_bad <= calls["n"] <= last_bad else loss), state
+        objective, loss, state = loss_of(model, *args, **kwargs)
+        nan = float("nan") if first_bad <= calls["n"] <= last_bad else 1.0
+        return objective * nan, loss * nan, state
 
     return flaky
 
@@ -165,7 +166,7 @@ class Messages(lm.Progress):
 
 
 def run_with_nans(tmp_path, corpus_file, monkeypatch, first_bad, last_bad):
-    monkeypatch.setattr(lm.LanguageModel, "loss", nan_after(first_bad, last_bad))
+    monkeypatch.setattr(lm.LanguageModel, "training_loss", nan_after(first_bad, last_bad))
     corpus = lm.load_corpus([str(corpus_file)])
     progress = Messages()
     config = lm.TrainConfig(max_steps=60, eval_every=20, log_every=5, patience=0, batch=4, bptt=16, device="cpu")
