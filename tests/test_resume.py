@@ -128,7 +128,8 @@ def test_a_save_interrupted_between_its_renames_is_found_without_c(tmp_path, tin
     os.replace(tmp_path / "checkpoints" / "run", tmp_path / "checkpoints" / "run.old")  # after the first rename
     assert newest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "run"
     assert (tmp_path / "checkpoints" / "run" / WEIGHTS_FILE).read_bytes() == weights
-    expected = [s.word for s in lm.Suggester(*lm.load(tmp_path / "checkpoints" / "run")).suggest("the clouds are in the ")]
+    folder = tmp_path / "checkpoints" / "run"
+    expected = [s.word for s in lm.Suggester(*lm.load(folder), lexicon=lm.Lexicon.load(folder)).suggest("the clouds are in the ")]
     os.replace(tmp_path / "checkpoints" / "run", tmp_path / "checkpoints" / "run.old")
     result = CliRunner().invoke(cli, ["suggest", "the clouds are in the ", "--plain", "--fp32"])
     assert result.exit_code == 0 and result.output.split() == expected, result.output
