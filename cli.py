@@ -133,7 +133,7 @@ def read_text_argument(value: str, name: str) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint) with its tokenizer and settings.")
 @click.option("--new-corpus", is_flag=True, help="With --resume: go on although the corpus differs from the one the run started on.")
 @click.option("--init-from", type=click.Path(), help="Fine-tune this checkpoint on the corpus: its model and tokenizer, a fresh "
-              "optimizer, a tenth of the default --lr, a new --out.")
+              "optimizer and schedule, a new --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context

@@ -37,9 +37,9 @@ def measure(checkpoint: Path, text: str, args) -> dict:
     }
 
 
-def train_on(corpus, out: Path, args, **kwargs) -> float:
+def train_on(corpus, out: Path, args, lr: float | None = None, **kwargs) -> float:
     started = time.perf_counter()
-    config = lm.TrainConfig(max_steps=args.steps, eval_every=args.steps, patience=0, device="cpu")
+    config = lm.TrainConfig(max_steps=args.steps, eval_every=args.steps, patience=0, device="cpu", lr=lr)
     lm.train(corpus, out, config=config, **kwargs)
     return time.perf_counter() - started
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--text", help="the new text: a file or a train/valid/test folder")
     parser.add_argument("--steps", type=int, default=300, help="training steps for both the fine-tuned and the scratch model")
     parser.add_argument("--keyboard-words", type=int, default=2000)
+    parser.add_argument("--lr", type=float, help="the fine-tuning learning rate (default: --init-from's own)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "fine_tune.json")
     args = parser.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
     shape = lm.ModelConfig.from_dict({k: v for k, v in base.model.config.to_dict().items() if k != "vocab_size"})
     tokenizer = lm.TokenizerConfig.from_dict(base.config["tokenizer"])  # kind and size; trained anew on the text
     seconds = {
-        "fine-tuned": train_on(corpus, work / "tuned", args, init_from=args.checkpoint),
+        "fine-tuned": train_on(corpus, work / "tuned", args, lr=args.lr, init_from=args.checkpoint),
         "from scratch": train_on(corpus, work / "scratch", args, model_config=shape, tokenizer_config=tokenizer),
     }
     rows = {"base": measure(args.checkpoint, corpus.test, args),
@@ -78,7 +79,7 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<14}{row['perplexity']:>10.2f}{row['word_perplexity']:>10.1f}{row['bits_per_char']:>10.4f}"
               f"{row['top1_accuracy']:>8.1%}{row['top3_accuracy']:>8.1%}{row['keystroke_savings']:>11.1%}")
-    report = {"base": str(args.checkpoint), "text": args.text, "steps": args.steps, "seconds": seconds, "rows": rows}
+    report = {"base": str(args.checkpoint), "text": args.text, "steps": args.steps, "lr": args.lr, "seconds": seconds, "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report))

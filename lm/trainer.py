@@ -34,9 +34,6 @@ from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
-# Fine-tuning starts from weights that already fit language well: a tenth of the learning rate
-# adapts them to the new text without erasing what they know (bench/NOTES.md).
-FINE_TUNE_LR_FACTOR = 0.1
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -48,7 +45,7 @@ class TrainConfig(ConfigBase):
     batch: int = 32
     bptt: int = 64
     optimizer: str = "adamw"
-    lr: float | None = None  # None: the optimizer's default in DEFAULT_LR (a tenth of it to fine-tune)
+    lr: float | None = None  # None: the optimizer's default in DEFAULT_LR
     weight_decay: float = 0.01
     clip: float = 1.0
     schedule: str = "cosine"
@@ -178,8 +175,9 @@ def train(
             settings; a setting given here with a value other than its default replaces the
             saved one (a different model or tokenizer is an error).
         overwrite: allow replacing a checkpoint folder from another run.
-        init_from: a checkpoint to fine-tune: its model and tokenizer, a fresh optimizer and,
-            unless `config.lr` is set, a tenth of the default learning rate.
+        init_from: a checkpoint to fine-tune: its model and tokenizer, a fresh optimizer and
+            run (warm-up and schedule from the start), the default learning rate unless
+            `config.lr` is set (a tenth of it adapted slower: bench/NOTES.md).
         new_corpus: with `resume`, accept a corpus other than the one the run started on.
     Returns:
         TrainResult; on Ctrl-C or SIGTERM the state is saved and stop_reason is Stop.INTERRUPTED.
@@ -485,8 +483,6 @@ def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite
     tokenizer_config = TokenizerConfig.from_dict(base.config.get("tokenizer", {}))
     out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
     _refuse_clobber(out, overwrite)
-    if config.lr is None:
-        config = replace(config, lr=DEFAULT_LR[config.optimizer] * FINE_TUNE_LR_FACTOR)
     lexicon = Lexicon.load(base.path) or Lexicon()
     lexicon.add(Lexicon.from_text(corpus.train).counts)  # the base's words and the new text's
     return _build_run(corpus, out, base.tokenizer, tokenizer_config, model, config, cache_dir,

@@ -86,14 +86,13 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_optimizer(tmp_pa
     assert tokenizer.encode("thy meadow") == [tokenizer.unk_id] * 2
 
 
-def test_init_from_defaults_to_a_tenth_of_the_learning_rate_and_adapts_the_model(tmp_path, two_texts):
+def test_init_from_adapts_the_model_to_the_new_text(tmp_path, two_texts):
     first, second = two_texts
     train_tiny(first, tmp_path / "base", "char", max_steps=150)
     model, tokenizer = lm.load(tmp_path / "base")
     assert lm.Suggester(model, tokenizer).suggest("the clouds are in ")[0].word == "the"
     result = lm.train(lm.load_corpus([str(second)]), tmp_path / "tuned", init_from=tmp_path / "base",
                       config=lm.TrainConfig(max_steps=120, **{k: v for k, v in SETTINGS.items() if k != "lr"}))
-    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["lr"] == pytest.approx(3e-4)
     model, tokenizer = lm.load(tmp_path / "tuned")
     assert lm.Suggester(model, tokenizer).suggest("thy clouds are in ")[0].word == "thy"
     before = lm.evaluate_text(*lm.load(tmp_path / "base"), second.read_text(), lm.EvalConfig(keyboard=False))
