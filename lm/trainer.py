@@ -512,7 +512,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
         lexicon = lexicon or Lexicon()
         lexicon.add(Lexicon.from_text(corpus.train).counts)
     run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(wanted_model), config, cache_dir,
-                     {k: saved[k] for k in ("init_from",) if k in saved}, lexicon)
+                     {k: saved[k] for k in ("init_from",) if k in saved}, lexicon, fingerprint)
     _restore(run)
     run.best_weights = _read_weights(out)
     if run.counters.window >= run.steps_per_epoch:  # another text (--new-corpus) may be shorter
@@ -520,7 +520,9 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
     return run
 
 
-def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict, lexicon: Lexicon) -> _Run:
+def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict, lexicon: Lexicon,
+               fingerprint: str | None = None) -> _Run:
+    """The run's data, optimizer and saved settings (fingerprint: the corpus's, when already hashed)."""
     device = pick_device(config.device)
     config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
     train_ids = token_ids(corpus.train, tokenizer, cache_dir)
@@ -537,7 +539,8 @@ def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_di
     saved_config = {
         **extra,
         "tokenizer": tokenizer_config.to_dict(),
-        "corpus": {"sources": corpus.sources, "fingerprint": corpus.fingerprint(), "train_tokens": int(len(train_ids))},
+        "corpus": {"sources": corpus.sources, "fingerprint": fingerprint or corpus.fingerprint(),
+                   "train_tokens": int(len(train_ids))},
     }
     return _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
                 len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
