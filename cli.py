@@ -119,6 +119,12 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "weight_decay", "Weight decay.")
 @field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off).")
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
+@field_option(lm.TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
+              "ema (moving average), asgd (from the first evaluation without improvement), none.",
+              type=click.Choice(lm.trainer.AVERAGES))
+@field_option(lm.TrainConfig, "ema_decay", "With --average ema: the average keeps this share of itself each step.")
+@field_option(lm.TrainConfig, "vary_bptt", "Draw each window's length around --bptt (and scale the rate to it).",
+              flag="--vary-bptt/--fixed-bptt")
 @field_option(lm.TrainConfig, "warmup", "Warm-up steps.")
 @field_option(lm.TrainConfig, "epochs", "Passes over the training text.")
 @field_option(lm.TrainConfig, "max_steps", "Stop after this many steps.", type=int)

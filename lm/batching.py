@@ -40,10 +40,14 @@ def window(streams: np.ndarray, bptt: int, index: int, device: torch.device | st
     Targets are inputs shifted by one token, so the last target of window k is the first
     input of window k+1 in every stream.
     """
+    return window_at(streams, index * bptt, bptt, device)
+
+
+def window_at(streams: np.ndarray, start: int, length: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of the `length` positions from `start` down the streams (fewer at the end)."""
     device = torch.device(device)
     pin = device.type == "cuda"  # pinned memory lets the copy overlap the GPU's work
-    i = index * bptt
-    chunk = torch.from_numpy(np.ascontiguousarray(streams[:, i : i + bptt + 1]).astype(np.int64))
+    chunk = torch.from_numpy(np.ascontiguousarray(streams[:, start : start + length + 1]).astype(np.int64))
     if pin:
         chunk = chunk.pin_memory()
     chunk = chunk.to(device, non_blocking=pin)  # [batch, t+1]

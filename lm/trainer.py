@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from ._util import ConfigBase, flag, pick_device
-from .batching import batchify, count_windows, window
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .batching import batchify, count_windows, window_at
 from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -34,7 +36,12 @@ from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "plateau")
+AVERAGES = ("none", "ema", "asgd")
+PLATEAU_FACTOR = 4.0  # the plateau schedule divides the rate by this when validation stalls
+# Variable BPTT (Merity et al. 2017): most windows near --bptt, one in twenty near half of it,
+# so a token does not always sit at the same place in its window.
+VARY_FULL_SHARE, VARY_STD, VARY_MIN = 0.95, 5.0, 5
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -48,7 +55,7 @@ class TrainConfig(ConfigBase):
     lr: float | None = None  # None: the optimizer's default in DEFAULT_LR
     weight_decay: float = 0.01
     clip: float = 1.0
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # plateau: divide by 4 whenever validation does not improve
     warmup: int = 50  # steps of linear warm-up
     epochs: int = 10
     max_steps: int | None = None
@@ -59,6 +66,12 @@ class TrainConfig(ConfigBase):
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware runs it fast, else fp32
+    # An averaged copy of the weights, kept beside them and saved when it validates better:
+    # ema (an exponential moving average), asgd (an equal average of every step from the
+    # first evaluation without improvement: NT-ASGD, Merity et al. 2017), or none.
+    average: str = "none"
+    ema_decay: float = 0.999
+    vary_bptt: bool = False  # window lengths drawn around --bptt, the rate scaled to match
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "epochs", "log_every", "max_steps", "max_time", "lr"):
@@ -70,7 +83,10 @@ class TrainConfig(ConfigBase):
         for name in ("eval_every", "warmup", "patience", "weight_decay", "clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
-        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be between 0 and 1, not {self.ema_decay} — 0.999 averages about the last thousand steps")
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS),
+                              ("average", AVERAGES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
 
@@ -211,13 +227,14 @@ class _Counters(ConfigBase):
 
     step: int = 0
     epoch: int = 0
-    window: int = 0  # the next window within the epoch
+    position: int = 0  # where the next window starts within the epoch's streams
     elapsed: float = 0.0  # seconds of this run, resumed parts included
     tokens: int = 0
     best_loss: float = math.inf
     bad_evals: int = 0  # evaluations since the last improvement
     metrics_log: list = field(default_factory=list)
     best_record: dict = field(default_factory=dict)
+    plateau_scale: float = 1.0  # the plateau schedule's divisions so far
 
 
 @dataclass
@@ -239,6 +256,7 @@ class _Run:
     counters: _Counters = field(default_factory=_Counters)
     state: object = None  # the hidden state carried from window to window
     best_weights: dict | None = None
+    average: AveragedModel | None = None  # the averaged weights (config.average), once started
     progress: Progress = field(default_factory=Progress)
     lr_scale: float = 1.0  # halved after each roll-back from a non-finite loss
     rollbacks: int = 0
@@ -273,12 +291,13 @@ def _loop(run: _Run) -> TrainResult:
     with _stop_on_signals(run):
         while stop is None:
             # A pass over the streams starts from zero state; the windows after carry it.
-            if counters.window == 0:
+            if counters.position == 0:
                 run.state = None
-            inputs, targets = window(run.streams, config.bptt, counters.window, run.device)
-            # Learning rate from how far the run has come.
+            length = _window_length(run)
+            inputs, targets = window_at(run.streams, counters.position, length, run.device)
+            # Learning rate from how far the run has come (and, with variable windows, their length).
             counters.elapsed = time.perf_counter() - started
-            _set_lr(optimizer, _lr_at(run))
+            _set_lr(optimizer, _lr_at(run) * (length / config.bptt if config.vary_bptt else 1))
             # Forward and backward over one window; the state enters detached. The objective
             # adds AR/TAR to the loss when they are on; the log shows the plain loss.
             with autocast:
@@ -289,17 +308,19 @@ def _loop(run: _Run) -> TrainResult:
             if config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
+            if run.average is not None:
+                run.average.update_parameters(model)
             run.state = detach_state(state)
             losses.add(loss)
-            counters.step, counters.window, counters.tokens = counters.step + 1, counters.window + 1, counters.tokens + targets.numel()
-            if counters.window == run.steps_per_epoch:
-                counters.epoch, counters.window = counters.epoch + 1, 0
+            counters.step, counters.position, counters.tokens = counters.step + 1, counters.position + length, counters.tokens + targets.numel()
+            if counters.position >= run.streams.shape[1] - 1:  # every position has been a target
+                counters.epoch, counters.position = counters.epoch + 1, 0
             # Log: the only place the loss is read back from the device.
             if counters.step % config.log_every == 0 and not _log(run, losses):
                 _roll_back(run, "training loss", losses)
                 continue
             # Evaluate and save at the end of each epoch, or every eval_every steps.
-            if counters.window == 0 or config.eval_every and counters.step % config.eval_every == 0:
+            if counters.position == 0 or config.eval_every and counters.step % config.eval_every == 0:
                 if not _evaluate_and_save(run, autocast, losses):
                     continue
             stop = _should_stop(run, started)
@@ -349,11 +370,23 @@ class _LossWindow:
         self.time_at += seconds
 
 
+def _window_length(run: _Run) -> int:
+    """--bptt, or with --vary-bptt a length drawn from the seed and step (so a resume draws the same)."""
+    config = run.config
+    if not config.vary_bptt:
+        return config.bptt
+    draw = np.random.default_rng((config.seed, run.counters.step))
+    base = config.bptt if draw.random() < VARY_FULL_SHARE else config.bptt / 2
+    return int(min(max(VARY_MIN, round(draw.normal(base, VARY_STD))), 2 * config.bptt))
+
+
 def _lr_at(run: _Run) -> float:
-    """Linear warm-up, then constant or a cosine decay to 10 % over the run."""
+    """Linear warm-up, then constant, a cosine decay to 10 % over the run, or the plateau divisions."""
     config, lr = run.config, run.config.learning_rate * run.lr_scale
     if config.schedule == "cosine":
         lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * run.fraction_done()))
+    if config.schedule == "plateau":
+        lr *= run.counters.plateau_scale
     if config.warmup and run.counters.step < config.warmup:
         lr *= (run.counters.step + 1) / config.warmup
     return lr
@@ -371,7 +404,7 @@ def _log(run: _Run, losses: _LossWindow) -> bool:
     run.progress.step({
         "step": counters.step,
         "total_steps": run.total_steps,
-        "epoch": counters.epoch + (1 if counters.window else 0),  # at window 0 an epoch has just ended
+        "epoch": counters.epoch + (1 if counters.position else 0),  # at position 0 an epoch has just ended
         "epochs": run.config.epochs,
         "loss": loss,
         "perplexity": math.exp(min(loss, 700)),
@@ -391,28 +424,57 @@ def _just_evaluated(run: _Run) -> bool:
 
 
 def _evaluate_and_save(run: _Run, autocast, losses: _LossWindow) -> bool:
-    """Evaluate on the validation ids, keep the best weights, save; False after a roll-back."""
+    """Evaluate on the validation ids, keep the best weights, save; False after a roll-back.
+
+    With weight averaging both the weights and their average are evaluated; the better one
+    is this evaluation's figure and, when it beats the best so far, the saved weights.
+    """
     counters, started = run.counters, time.perf_counter()
-    metrics = evaluate_loss(
-        run.model, run.valid, run.valid_chars, run.valid_words, batch=run.config.batch,
-        bptt=max(run.config.bptt, 128), autocast=autocast, vocab_size=run.model.config.vocab_size,
-    )
+    metrics = _validate(run, run.model, autocast)
     if not math.isfinite(metrics.loss):  # never save non-finite weights over a good checkpoint
         _roll_back(run, "validation loss", losses)
         return False
+    averaged = _validate(run, run.average.module, autocast) if run.average is not None else None
+    use_average = averaged is not None and averaged.loss < metrics.loss
+    chosen = averaged if use_average else metrics
     record = {"step": counters.step, "epoch": counters.epoch, "elapsed": round(counters.elapsed, 2), "tokens": counters.tokens,
-              **{f"valid_{k}": v for k, v in metrics.to_dict().items() if k not in ("tokens", "chars", "words")}}
+              **{f"valid_{k}": v for k, v in chosen.to_dict().items() if k not in ("tokens", "chars", "words")}}
+    if averaged is not None:
+        record["averaged"] = use_average
     counters.metrics_log.append(record)
-    improved = metrics.loss < counters.best_loss
+    improved = chosen.loss < counters.best_loss
     if improved:
-        counters.best_loss, counters.best_record, counters.bad_evals = metrics.loss, record, 0
-        run.best_weights = snapshot(run.model)
+        counters.best_loss, counters.best_record, counters.bad_evals = chosen.loss, record, 0
+        run.best_weights = snapshot(run.average.module if use_average else run.model)
     else:
         counters.bad_evals += 1
+        _on_plateau(run)
     run.progress.evaluated({**record, "improved": improved})
     _save(run)
     losses.pause(time.perf_counter() - started)
     return True
+
+
+def _validate(run: _Run, model, autocast):
+    return evaluate_loss(
+        model, run.valid, run.valid_chars, run.valid_words, batch=run.config.batch,
+        bptt=max(run.config.bptt, 128), autocast=autocast, vocab_size=run.model.config.vocab_size,
+    )
+
+
+def _on_plateau(run: _Run) -> None:
+    """Validation stalled: the plateau schedule lowers the rate; asgd starts averaging."""
+    if run.config.schedule == "plateau":
+        run.counters.plateau_scale /= PLATEAU_FACTOR
+    if run.config.average == "asgd" and run.average is None:
+        run.average = _new_average(run.model, run.config)
+        run.progress.message(f"Validation stopped improving: averaging the weights from step {run.counters.step} on.")
+
+
+def _new_average(model: LanguageModel, config: TrainConfig) -> AveragedModel:
+    """An averaged copy of the model's weights; it takes the weights themselves at its first update."""
+    ema = get_ema_multi_avg_fn(config.ema_decay) if config.average == "ema" else None
+    return AveragedModel(model, multi_avg_fn=ema)
 
 
 def _roll_back(run: _Run, what: str, losses: _LossWindow) -> None:
@@ -436,6 +498,9 @@ def _save(run: _Run) -> None:
     tensors.update(_optimizer_tensors(run.optimizer))
     tensors["rng.torch"] = torch.get_rng_state()
     tensors.update({f"state.{name}": t for name, t in _state_tensors(run.state).items()})
+    if run.average is not None:
+        tensors.update({f"average.{k}": v for k, v in run.average.module.state_dict().items()})
+        tensors["average_count"] = run.average.n_averaged
     meta = {**run.counters.to_dict(), "optimizer": _optimizer_meta(run.optimizer)}
     config = {**run.saved_config, "training": run.config.to_dict(), "parameters": count_parameters(run.model),
               "metrics": run.counters.best_record}
@@ -515,8 +580,8 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
                      {k: saved[k] for k in ("init_from",) if k in saved}, lexicon, fingerprint)
     _restore(run)
     run.best_weights = _read_weights(out)
-    if run.counters.window >= run.steps_per_epoch:  # another text (--new-corpus) may be shorter
-        run.counters.epoch, run.counters.window = run.counters.epoch + 1, 0
+    if run.counters.position >= run.streams.shape[1] - 1:  # another text (--new-corpus) may be shorter
+        run.counters.epoch, run.counters.position = run.counters.epoch + 1, 0
     return run
 
 
@@ -542,8 +607,11 @@ def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_di
         "corpus": {"sources": corpus.sources, "fingerprint": fingerprint or corpus.fingerprint(),
                    "train_tokens": int(len(train_ids))},
     }
-    return _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
-                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
+    run = _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
+               len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
+    if config.average == "ema":  # asgd starts when validation stalls
+        run.average = _new_average(model, config)
+    return run
 
 
 def _given(config, name: str, otherwise):
@@ -628,11 +696,14 @@ def _state_tensors(state) -> dict[str, torch.Tensor]:
 def _restore(run: _Run) -> None:
     """Load the latest weights, optimizer moments, RNG, counters and carried state saved in run.out."""
     tensors, meta = read_resume(run.out)
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = run.model.load_state_dict(weights, strict=False)
-    tied = {"embedding.weight", "decoder.weight"}
-    if unexpected or not set(missing) <= tied or tied <= set(missing):
-        raise CheckpointError(f"--resume: the weights in {run.out} do not fit the model — start a new run")
+    _load_weights(run.model, tensors, "model.", run.out)
+    run.average = None
+    if "average_count" in tensors:  # averaging had started (the weights may be from another --average)
+        run.average = _new_average(run.model, run.config if run.config.average != "none" else replace(run.config, average="asgd"))
+        _load_weights(run.average.module, tensors, "average.", run.out)
+        run.average.n_averaged.copy_(tensors["average_count"])
+    elif run.config.average == "ema":
+        run.average = _new_average(run.model, run.config)
     saved = meta["optimizer"]
     state = {}
     for key, t in tensors.items():
@@ -643,11 +714,21 @@ def _restore(run: _Run) -> None:
         state.setdefault(int(index), {}).update(scalars)
     run.optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    if "position" not in meta:  # saved before variable windows: a window index
+        meta = {**meta, "position": meta.get("window", 0) * run.config.bptt}
     vars(run.counters).update(vars(_Counters.from_dict(meta)))  # the loop holds this object
     run.state = None
     if "state.h" in tensors:
         h = tensors["state.h"].to(run.device)
         run.state = (h, tensors["state.c"].to(run.device)) if "state.c" in tensors else h
+
+
+def _load_weights(model: LanguageModel, tensors: dict[str, torch.Tensor], prefix: str, out: Path) -> None:
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {"embedding.weight", "decoder.weight"}  # saved once
+    if unexpected or not set(missing) <= tied or tied <= set(missing):
+        raise CheckpointError(f"--resume: the weights in {out} do not fit the model — start a new run")
 
 
 def _read_weights(out: Path) -> dict[str, torch.Tensor]:
