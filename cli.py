@@ -125,6 +125,8 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "ema_decay", "With --average ema: the average keeps this share of itself each step.")
 @field_option(lm.TrainConfig, "vary_bptt", "Draw each window's length around --bptt (and scale the rate to it).",
               flag="--vary-bptt/--fixed-bptt")
+@field_option(lm.TrainConfig, "tune_cache", "At the end, tune the continuous cache that adapts suggestions to the "
+              "text typed, on the validation text.", flag="--tune-cache/--no-tune-cache")
 @field_option(lm.TrainConfig, "warmup", "Warm-up steps.")
 @field_option(lm.TrainConfig, "epochs", "Passes over the training text.")
 @field_option(lm.TrainConfig, "max_steps", "Stop after this many steps.", type=int)
@@ -291,6 +293,10 @@ def summary_table(result: lm.TrainResult) -> Table:
 @field_option(lm.evaluate.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.SPLITS))
 @field_option(lm.evaluate.EvalConfig, "encoding", "Text encoding of the files.")
 @field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
+@field_option(lm.evaluate.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
+              flag="--cache/--no-cache")
+@field_option(lm.evaluate.EvalConfig, "tune_cache", "First tune the cache on the checkpoint's own validation text "
+              "and save it in the checkpoint.", is_flag=True, show_default=False)
 @field_option(lm.evaluate.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
               flag="--int8/--fp32")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -363,6 +369,17 @@ def eval_table(result) -> Table:
             ("top-1 accuracy", f"{keys.top1_accuracy:.1%}"), ("top-3 accuracy", f"{keys.top3_accuracy:.1%}"),
             ("keystroke savings", f"{keys.keystroke_savings:.1%} ({keys.keystrokes:,} of {keys.baseline_keystrokes:,} keys)"),
         ]
+    if result.cache_loss is not None:
+        cache, base, mixed = result.cache, result.stream_loss, result.cache_loss
+        rows += [
+            ("cache", f"window {cache.window}, weight {cache.weight:g}, sharpness {cache.sharpness:.3g}"),
+            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with the cache "
+                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})"),
+        ]
+        if result.cache_keyboard is not None:
+            ck = result.cache_keyboard
+            rows += [("with the cache: top-1 / top-3", f"{ck.top1_accuracy:.1%} / {ck.top3_accuracy:.1%}"),
+                     ("with the cache: keystroke savings", f"{ck.keystroke_savings:.1%}")]
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -484,7 +501,8 @@ def repl(checkpoint, int8, device, **options):
     """
     folder = lm.checkpoint.resolve_checkpoint(checkpoint)
     model, tokenizer = lm.load(folder, device=device, int8=int8)
-    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options), lm.Lexicon.load(folder))
+    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options), lm.Lexicon.load(folder),
+                           lm.checkpoint.cache_config(folder))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()
@@ -547,6 +565,8 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first).")
 @field_option(ServeSettings, "session_idle", "Seconds after which an unused session is dropped.")
 @field_option(ServeSettings, "workers", "Requests doing model work at once (torch gets cores / workers threads each).")
+@field_option(ServeSettings, "cache", "Suggestions use the checkpoint's continuous cache (one per session).",
+              flag="--cache/--no-cache")
 @int8_option
 def serve(checkpoint, host, port, device, int8, **options):
     """Serve suggestions and generation over HTTP, with a page that suggests as you type.
@@ -587,9 +607,11 @@ def serve(checkpoint, host, port, device, int8, **options):
               "the training text and --words.", is_flag=True, show_default=False)
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Let the continuous cache tuned at the end of training adapt the suggestions to TEXT.")
 @int8_option
 @device_option
-def suggest(text, checkpoint, words_file, output, int8, device, **options):
+def suggest(text, checkpoint, words_file, output, int8, device, cache, **options):
     """Suggest what comes after TEXT, like a phone keyboard's suggestion strip.
 
     After a space (or no text): the most likely next words. Inside a word: its completions and,
@@ -605,7 +627,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, **options):
     text = read_text_argument(text, "TEXT")
     words = lm.lexicon.read_words_file(words_file) if words_file else ()
     suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device,
-                                           int8=int8, words=words)
+                                           int8=int8, words=words, cache=cache)
     if output == "json":
         import json
 

@@ -309,6 +309,27 @@ def recover_interrupted_save(folder: Path) -> None:
             pass
 
 
+def update_config(folder: Path, **entries) -> None:
+    """Set top-level entries of a checkpoint's config.json (e.g. the tuned cache), atomically."""
+    folder = Path(folder)
+    config = read_config(folder)
+    config.update(entries)
+    staging = folder / (CONFIG_FILE + ".staging")
+    try:
+        _write_text(staging, json.dumps(config, indent=2, ensure_ascii=False))
+        os.replace(staging, folder / CONFIG_FILE)
+    except OSError as e:
+        staging.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot update {folder}/{CONFIG_FILE}: {e.strerror or e} — is the folder writable?") from None
+
+
+def cache_config(folder: Path):
+    """The continuous cache settings saved in a checkpoint (lm/cache.py); off when it has none."""
+    from .cache import CacheConfig
+
+    return CacheConfig.from_dict(read_config(Path(folder)).get("cache") or {})
+
+
 def _write_text(path: Path, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

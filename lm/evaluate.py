@@ -14,8 +14,9 @@ from typing import Callable
 import numpy as np
 
 from ._util import ConfigBase, flag, pick_device
-from .checkpoint import load_checkpoint
-from .corpus import HF_PREFIX, count_words, expand_paths, load_hf_dataset, read_text, token_ids
+from .cache import CacheConfig, cache_nll, tune_on
+from .checkpoint import load_checkpoint, update_config
+from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
 from .keyboard import KeyboardMetrics, keyboard_metrics, leading_words
 from .lexicon import Lexicon
@@ -42,6 +43,8 @@ class EvalConfig(ConfigBase):
     encoding: str = "utf-8"
     device: str = "auto"
     int8: bool = False  # int8 weights on the CPU, as lm suggest, generate and repl run them
+    cache: bool = True  # also report the figures with the checkpoint's continuous cache (when tuned)
+    tune_cache: bool = False  # first tune the cache on the checkpoint's own validation text and save it
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "keyboard_words"):
@@ -70,6 +73,14 @@ class EvalResult:
     keyboard_seconds: float = 0.0
     device: str = "cpu"
     config: EvalConfig = field(default_factory=EvalConfig)
+    # With the continuous cache: its settings, the loss of one stream read without and with it
+    # (the same pass, so the two compare exactly), and the keyboard metrics with it.
+    cache: CacheConfig | None = None
+    stream_loss: LossMetrics | None = None
+    cache_loss: LossMetrics | None = None
+    cache_seconds: float = 0.0
+    cache_keyboard: KeyboardMetrics | None = None
+    cache_keyboard_seconds: float = 0.0
 
     @property
     def sampled(self) -> bool:
@@ -83,11 +94,17 @@ class EvalResult:
         keyboard = None
         if self.keyboard is not None:
             keyboard = {**self.keyboard.to_dict(), "seconds": self.keyboard_seconds}
+        cache = None
+        if self.cache_loss is not None:
+            cache = {"settings": self.cache.to_dict(), "without": self.stream_loss.to_dict(), "with": self.cache_loss.to_dict(),
+                     "seconds": self.cache_seconds, "keyboard": None}
+            if self.cache_keyboard is not None:
+                cache["keyboard"] = {**self.cache_keyboard.to_dict(), "seconds": self.cache_keyboard_seconds}
         return {
             "checkpoint": self.checkpoint, "sources": self.sources, "device": self.device,
             "total_words": self.total_words, "sampled": self.sampled, **self.loss.to_dict(),
             "seconds": self.seconds, "words_per_s": self.words_per_s, "keyboard": keyboard,
-            "config": self.config.to_dict(),
+            "cache": cache, "config": self.config.to_dict(),
         }
 
 
@@ -114,16 +131,37 @@ def evaluate_paths(
     text, sources = read_eval_text(paths, config.encoding, config.split)
     ckpt = load_checkpoint(checkpoint, "cpu" if config.int8 else pick_device(config.device))
     model = quantize_int8(ckpt.model) if config.int8 else ckpt.model
-    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path))
+    if config.tune_cache:
+        progress.start("tuning the cache", 1)
+        ckpt.config["cache"] = tune_cache(ckpt)
+        progress.advance(1)
+    cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if config.cache else None
+    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path), cache)
     result.checkpoint, result.sources = str(ckpt.path), sources
     return result
 
 
+def tune_cache(ckpt) -> dict:
+    """Tune a checkpoint's continuous cache on its own validation text; saves and returns the settings."""
+    sources = ckpt.config.get("corpus", {}).get("sources")
+    if not sources:
+        raise ConfigError(f"{ckpt.path} does not record its training corpus, so it has no validation text to tune "
+                          "the cache on — train it again with this lm, or evaluate without --tune-cache")
+    valid = token_ids(load_corpus(sources).valid, ckpt.tokenizer)
+    cache, report = tune_on(ckpt.model.eval(), valid)
+    settings = {**cache.to_dict(), "valid_perplexity": float(np.exp(report["model_nll"])),
+                "valid_perplexity_with_cache": float(np.exp(report["cache_nll"]))}
+    update_config(ckpt.path, cache=settings)
+    return settings
+
+
 def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None, progress: EvalProgress | None = None,
-                  lexicon=None) -> EvalResult:
+                  lexicon=None, cache: CacheConfig | None = None) -> EvalResult:
     """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample.
 
     lexicon: what the suggester may offer (lm.Lexicon.load(checkpoint)), as `lm suggest` runs it.
+    cache: a continuous cache (lm.cache); when on, the text is also read as one stream without
+        and with it, and typed again with it.
     """
     config = config or EvalConfig()
     config.validate()
@@ -145,12 +183,31 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
         started = time.perf_counter()
         result.keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words), progress, lexicon)
         result.keyboard_seconds = time.perf_counter() - started
+    if cache is not None and cache.enabled:
+        _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
     return result
 
 
-def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None) -> KeyboardMetrics:
+def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result) -> None:
+    """The cache's figures: one stream read without and with it, and the keyboard with it."""
+    progress.start("cache", 1)
+    started = time.perf_counter()
+    without, with_cache = cache_nll(model, ids, cache)
+    counts = dict(tokens=len(without), chars=len(text), words=count_words(text))
+    result.cache, result.cache_seconds = cache, time.perf_counter() - started
+    result.stream_loss = LossMetrics(loss=without.mean().item(), **counts)
+    result.cache_loss = LossMetrics(loss=with_cache.mean().item(), **counts)
+    progress.advance(1)
+    if config.keyboard:
+        started = time.perf_counter()
+        result.cache_keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words),
+                                                      progress, lexicon, cache)
+        result.cache_keyboard_seconds = time.perf_counter() - started
+
+
+def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None, cache=None) -> KeyboardMetrics:
     """Keyboard metrics of the model's own suggester, typed through an incremental session."""
-    suggester = Suggester(model, tokenizer, lexicon=lexicon)
+    suggester = Suggester(model, tokenizer, lexicon=lexicon, cache=cache)
     progress.start("keyboard", count_words(text))
     return keyboard_metrics(suggester, text, session=SuggestionSession(suggester),
                             is_unknown=unknown_word_test(tokenizer), advance=progress.advance)

@@ -155,10 +155,23 @@ class LanguageModel(nn.Module):
             logits [batch, time, vocab] (log-probabilities with the adaptive softmax) and the new state.
         """
         out, _, state = self._features(ids, state)  # [batch, time, emb]
+        return self.output(out), state
+
+    def features(self, ids: torch.Tensor, state=None):
+        """What the output layer reads at every position [batch, time, emb], and the new state.
+
+        `output(features(ids, state)[0])` equals `forward`'s logits; the continuous cache
+        (lm/cache.py) keeps these vectors as its memory of the text.
+        """
+        out, _, state = self._features(ids, state)
+        return out, state
+
+    def output(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, time, vocab] from features (log-probabilities with the adaptive softmax)."""
         if self.config.softmax == "adaptive":
-            with _full_precision(out):
-                return self.adaptive.log_prob(out.flatten(0, 1).float()).view(*out.shape[:2], -1), state
-        return self.decoder(out), state  # [batch, time, vocab]
+            with _full_precision(features):
+                return self.adaptive.log_prob(features.flatten(0, 1).float()).view(*features.shape[:2], -1)
+        return self.decoder(features)  # [batch, time, vocab]
 
     def token_nll(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
         """Next-token negative log-likelihood of each of `targets` after `ids`, and the new state.
@@ -402,6 +415,22 @@ def read_ids(model, ids: list[int], state, chunk: int):
         out, state = model(x, state)  # [1, time, vocab]
         logits = out[0, -1].to(torch.float32, copy=True)  # a copy: a view would keep the chunk's logits alive
     return state, logits
+
+
+@torch.inference_mode()
+def read_features(model, ids: list[int], state, chunk: int):
+    """Like `read_ids`, also keeping what the output layer read at every position.
+
+    Returns (state, features [len(ids), emb] fp32, [vocab] next-token logits fp32); ids must not be empty.
+    """
+    device = next(model.parameters()).device
+    features = []
+    for at in range(0, len(ids), chunk):
+        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
+        h, state = model.features(x, state)  # [1, time, emb]
+        features.append(h[0].float())
+    logits = model.output(h[:, -1:])[0, -1].float()  # [vocab]
+    return state, torch.cat(features), logits
 
 
 def map_state(state, fn):

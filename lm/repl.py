@@ -93,8 +93,9 @@ class Repl:
         sampler: positioned at the end of `context`, after the newline context.
     """
 
-    def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None):
-        self.model, self.tokenizer, self.lexicon = model, tokenizer, lexicon
+    def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None, cache=None):
+        """lexicon and cache: what `:suggest` uses (lm.Lexicon.load and lm.checkpoint.cache_config of the checkpoint)."""
+        self.model, self.tokenizer, self.lexicon, self.cache = model, tokenizer, lexicon, cache
         self.config = config or ReplConfig()
         self.config.validate()
         if self.config.n != 1:
@@ -198,7 +199,7 @@ class Repl:
         from .suggest import Suggester  # the suggester is only loaded when asked for
 
         if self._suggester is None:
-            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon)
+            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache)
         text = self.context + (" " if self.context and not self.context[-1].isspace() else "")
         return self._suggester.suggest(text, k)
 

@@ -24,7 +24,7 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -32,7 +32,8 @@ import torch
 from ._util import flag
 from .errors import ConfigError
 from .lexicon import WORD, Lexicon
-from .model import read_chunk, read_ids, select_state
+from .cache import CacheConfig, CacheMemory, mix
+from .model import read_chunk, read_features, read_ids, select_state
 from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
@@ -236,8 +237,11 @@ class _Mark:
     end: int
     words: int
     state: object
-    logits: torch.Tensor  # [vocab] next-token logits
+    logits: torch.Tensor  # [vocab] next-token logits (with a cache: mixed log-probabilities)
     unknown: tuple = ()  # words outside the lexicon read since the previous mark (case-folded)
+    feature: torch.Tensor | None = None  # with a cache: what the output layer read last [emb]
+    count: int = 0  # with a cache: entries of the text before this mark
+    view: tuple | None = None  # with a cache, while suggesting: the memory (keys, values) before it
 
 
 class _Allowed:
@@ -258,12 +262,17 @@ class _Allowed:
 class Suggester:
     """Suggests whole next words, or completions of a half-typed word, from a model."""
 
-    def __init__(self, model, tokenizer, config: SuggestConfig | None = None, lexicon: Lexicon | None = None):
+    def __init__(self, model, tokenizer, config: SuggestConfig | None = None, lexicon: Lexicon | None = None,
+                 cache: CacheConfig | None = None):
         """
         Args:
             lexicon: the words char and subword models may offer (lm.Lexicon.load(checkpoint));
                 None, or config.any_word, lets them spell anything. Word models offer their
                 vocabulary.
+            cache: a continuous cache over the text typed so far (lm/cache.py; the checkpoint's
+                tuned settings: lm.cache_config(checkpoint)); None or a weight of 0: off.
+                Its memory holds the text's tokens up to the last word boundary; the pieces
+                of the word being typed are not in it.
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -279,6 +288,7 @@ class Suggester:
             self._table, self._find = _PieceTable(tokenizer.pieces, self.device), self._search
         self._options = lru_cache(maxsize=1024)(self._fragment_options)
         self._start: _Mark | None = None
+        self.cache = cache if cache is not None and cache.enabled else None
 
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
         """What the user will type next after `text`: the next words, or the rest of a half-typed word.
@@ -298,8 +308,12 @@ class Suggester:
     def start(self) -> _Mark:
         """The model at the start of a text (after a newline)."""
         if self._start is None:
-            state, logits = self.read(None, None, START_TEXT)
-            self._start = _Mark(0, 0, state, logits)
+            if self.cache is None:
+                state, logits = self.read(None, None, START_TEXT)
+                self._start = _Mark(0, 0, state, logits)
+            else:
+                state, features, logits = read_features(self.model, self.tokenizer.encode(START_TEXT), None, self.chunk)
+                self._start = _Mark(0, 0, state, torch.log_softmax(logits, -1), feature=features[-1])
         return self._start
 
     def read(self, state, logits, text: str):
@@ -307,11 +321,37 @@ class Suggester:
         new_state, new_logits = read_ids(self.model, self.tokenizer.encode(text), state, self.chunk)
         return (state, logits) if new_logits is None else (new_state, new_logits)
 
-    def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None, learned: frozenset = frozenset()) -> list[Suggestion]:
+    def read_cached(self, mark: _Mark, text: str, memory: CacheMemory | None):
+        """With the cache: (state, mixed log-probs, last feature, entries count, (keys, values)) after `text`.
+
+        The text's entries are written to `memory` (a session's); with None they are kept
+        only in the returned view (the typed word taken as finished).
+        """
+        ids = self.tokenizer.encode(text)
+        keys, values = memory.view(mark.count) if memory is not None else mark.view
+        if not ids:
+            return mark.state, mark.logits, mark.feature, mark.count, (keys, values)
+        state, features, logits = read_features(self.model, ids, mark.state, self.chunk)
+        new_keys = torch.cat([mark.feature[None], features[:-1]])  # each position with the token after it
+        new_values = torch.tensor(ids, dtype=torch.long, device=features.device)
+        if memory is not None:
+            count = memory.write(mark.count, new_keys, new_values)
+            view = memory.view(count)
+        else:
+            count = mark.count + len(ids)
+            window = self.cache.window
+            if len(values):
+                new_keys, new_values = torch.cat([keys, new_keys]), torch.cat([values, new_values])
+            view = (new_keys[-window:], new_values[-window:])
+        return state, mix(logits[None], features[-1:], *view, self.cache)[0], features[-1], count, view
+
+    def suggest_after(self, mark: _Mark, typed: Typed, k: int | None = None, learned: frozenset = frozenset(),
+                      view: tuple | None = None) -> list[Suggestion]:
         """Suggestions for the typed word, given the model after its context.
 
         Args:
             learned: words outside the lexicon that the session has learned (case-folded).
+            view: with a cache, the mark's memory (keys, values) from the session.
         """
         k = self.config.k if k is None else k
         if not isinstance(k, int) or k < 1:
@@ -319,6 +359,8 @@ class Suggester:
         if typed.too_long:
             return []
         allowed = None if self.lexicon is None else _Allowed(self.lexicon, learned)
+        if self.cache is not None:  # a copy: marks are shared (the start mark by every session)
+            mark = replace(mark, view=view if view is not None else (torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)))
         words = self._conditional(mark, typed, k + 1, allowed)
         # The typed word itself (in any case) takes no slot: it is typed already. The probability
         # that it is finished goes to the words after it ("the" -> " sky"), which compete with
@@ -346,9 +388,14 @@ class Suggester:
 
     def _after_typed_word(self, mark: _Mark, typed: Typed, complete: float, k: int, allowed) -> list[Suggestion]:
         """Next words after the typed word taken as finished, weighted by how likely it is finished."""
-        state, logits = self.read(mark.state, mark.logits, typed.lead + typed.partial)
+        if self.cache is None:
+            state, logits = self.read(mark.state, mark.logits, typed.lead + typed.partial)
+            after_mark = _Mark(mark.end, mark.words, state, logits)
+        else:
+            state, logits, feature, count, view = self.read_cached(mark, typed.lead + typed.partial, None)
+            after_mark = _Mark(mark.end, mark.words, state, logits, feature=feature, count=count, view=view)
         after = Typed(mark.end, "" if self.by_whitespace else " ", "", " ", False)
-        words = self._conditional(_Mark(mark.end, mark.words, state, logits), after, k, allowed)
+        words = self._conditional(after_mark, after, k, allowed)
         return self._present({w: p * complete for w, p in words.items()}, after)
 
     def _present(self, words: dict[str, float], typed: Typed) -> list[Suggestion]:
@@ -396,9 +443,16 @@ class Suggester:
             if not texts:
                 break
             state = select_state(state, parents)
-            logits, state = self.model(ids[:, None], state)  # ids [beam, 1] -> logits [beam, 1, vocab]
-            logits = logits[:, -1]  # [beam, vocab]
+            logits, state = self._step(ids[:, None], state, mark)  # ids [beam, 1] -> logits [beam, vocab]
         return words, reached
+
+    def _step(self, ids: torch.Tensor, state, mark: _Mark):
+        """One model step of every beam; with the cache, mixed with the mark's memory."""
+        if self.cache is None:
+            logits, state = self.model(ids, state)
+            return logits[:, -1], state
+        features, state = self.model.features(ids, state)  # [beam, 1, emb]
+        return mix(self.model.output(features)[:, -1], features[:, -1], *mark.view, self.cache), state
 
     def _collect(self, texts, modes, probs, fragment, lead, words, allowed) -> float:
         """Add the words each hypothesis finishes at this step; returns the mass reaching the prefix's end.
@@ -501,6 +555,7 @@ class SuggestionSession:
         self.suggester = suggester
         self._text = ""
         self._marks: list[_Mark] = [suggester.start()]
+        self.memory = CacheMemory(suggester.cache) if suggester.cache is not None else None
         self._unknown: Counter = Counter()  # finished words outside the lexicon, as read so far
         self.set_text(text)
 
@@ -529,7 +584,8 @@ class SuggestionSession:
         if typed.too_long:
             return []
         mark = self._sync(typed.context_end)
-        return self.suggester.suggest_after(mark, typed, k, self.learned())
+        view = self.memory.view(mark.count) if self.memory is not None else None
+        return self.suggester.suggest_after(mark, typed, k, self.learned(), view)
 
     def learned(self) -> frozenset:
         """Words outside the lexicon typed and finished often enough to be offered (case-folded)."""
@@ -577,13 +633,19 @@ class SuggestionSession:
 
     def _push(self, stop: int, words: int) -> None:
         mark, segment = self._marks[-1], self._text[self._marks[-1].end: stop]
-        state, logits = self.suggester.read(mark.state, mark.logits, segment)
+        feature, count = None, 0
+        if self.memory is None:
+            state, logits = self.suggester.read(mark.state, mark.logits, segment)
+        else:
+            state, logits, feature, count, _ = self.suggester.read_cached(mark, segment, self.memory)
         lexicon = self.suggester.lexicon
         unknown = () if lexicon is None else tuple(w.casefold() for w in WORD.findall(segment) if not lexicon.allows(w))
         self._unknown.update(unknown)
-        self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown))
+        self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown, feature, count))
         if len(self._marks) > MAX_MARKS:
             del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start
+        if self.memory is not None:  # marks whose memory the cache has dropped are read again if needed
+            self._marks[1:-1] = [m for m in self._marks[1:-1] if self.memory.covers(m.count)]
 
 
 def _segment_ends(text: str, start: int, end: int) -> list[int]:
@@ -606,19 +668,21 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
-                  int8: bool = False, words: list[str] = ()) -> list[Suggestion]:
+                  int8: bool = False, words: list[str] = (), cache: bool = True) -> list[Suggestion]:
     """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
 
     int8=True runs the model quantized on the CPU: faster, very slightly different odds.
     words: a user dictionary added to the checkpoint's lexicon.
+    cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
     """
-    from .checkpoint import load, resolve_checkpoint
+    from .checkpoint import cache_config, load, resolve_checkpoint
 
     config = config or SuggestConfig()
     config.validate()
     folder = resolve_checkpoint(checkpoint)
     model, tokenizer = load(folder, device, int8=int8)
-    return Suggester(model, tokenizer, config, load_lexicon(folder, words)).suggest(text)
+    cache_settings = cache_config(folder) if cache else None
+    return Suggester(model, tokenizer, config, load_lexicon(folder, words), cache_settings).suggest(text)
 
 
 def load_lexicon(folder, words: list[str] = ()) -> Lexicon | None:

@@ -24,6 +24,7 @@ from ._util import ConfigBase, flag, pick_device
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .batching import batchify, count_windows, window_at
+from .cache import tune_on
 from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -72,6 +73,7 @@ class TrainConfig(ConfigBase):
     average: str = "none"
     ema_decay: float = 0.999
     vary_bptt: bool = False  # window lengths drawn around --bptt, the rate scaled to match
+    tune_cache: bool = True  # at the end, tune the continuous cache (lm/cache.py) on the validation text
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "epochs", "log_every", "max_steps", "max_time", "lr"):
@@ -329,6 +331,8 @@ def _loop(run: _Run) -> TrainResult:
         if not _just_evaluated(run):
             _evaluate_and_save(run, autocast, losses)
     counters.elapsed = time.perf_counter() - started
+    if config.tune_cache and stop is not Stop.INTERRUPTED and run.best_weights is not None:
+        _tune_cache(run)
     result = _result(run, stop)
     run.progress.end(result)
     return result
@@ -477,6 +481,23 @@ def _new_average(model: LanguageModel, config: TrainConfig) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=ema)
 
 
+def _tune_cache(run: _Run) -> None:
+    """Tune the continuous cache of the best weights on the validation text and save its settings."""
+    run.progress.message("Tuning the continuous cache on the validation text…")
+    model = LanguageModel(run.model.config).to(run.device)
+    model.load_state_dict(run.best_weights)
+    cache, report = tune_on(model.eval(), run.valid)
+    run.saved_config["cache"] = {**cache.to_dict(), "valid_perplexity": math.exp(report["model_nll"]),
+                                 "valid_perplexity_with_cache": math.exp(report["cache_nll"])}
+    _save(run)
+    if cache.enabled:
+        run.progress.message(
+            f"Cache: validation perplexity {math.exp(report['model_nll']):.2f} → {math.exp(report['cache_nll']):.2f} "
+            f"(window {cache.window}, weight {cache.weight}); suggestions use it.")
+    else:
+        run.progress.message("Cache: no setting lowered the validation perplexity; it stays off.")
+
+
 def _roll_back(run: _Run, what: str, losses: _LossWindow) -> None:
     """A non-finite loss: reload the last good checkpoint and halve the learning rate."""
     step, saved = run.counters.step, (run.out / CONFIG_FILE).exists()
@@ -577,7 +598,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
         lexicon = lexicon or Lexicon()
         lexicon.add(Lexicon.from_text(corpus.train).counts)
     run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(wanted_model), config, cache_dir,
-                     {k: saved[k] for k in ("init_from",) if k in saved}, lexicon, fingerprint)
+                     {k: saved[k] for k in ("init_from", "cache") if k in saved}, lexicon, fingerprint)
     _restore(run)
     run.best_weights = _read_weights(out)
     if run.counters.position >= run.streams.shape[1] - 1:  # another text (--new-corpus) may be shorter

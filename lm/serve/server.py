@@ -9,6 +9,7 @@ import torch
 from fastapi import FastAPI
 
 from .._util import pick_device
+from ..cache import CacheConfig
 from ..checkpoint import load_checkpoint
 from ..errors import ConfigError
 from ..lexicon import Lexicon
@@ -40,7 +41,8 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
         **settings.about,
     }
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // settings.workers))
-    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path))
+    cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if settings.cache else None
+    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path), cache)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from ..cache import CacheMemory
 from ..model import map_state
 from ..suggest import MAX_MARKS, Suggester, Suggestion, SuggestionSession
 
@@ -78,7 +79,10 @@ def session_bytes(suggester: Suggester) -> int:
     start = suggester.start()
     map_state(start.state, lambda t: sizes.append(t.numel() * t.element_size()) or t)
     logits = start.logits.numel() * start.logits.element_size()
-    return MAX_MARKS * (sum(sizes) + logits)
+    cache = 0
+    if suggester.cache is not None:  # the cache's buffer of feature vectors (lm.cache.CacheMemory)
+        cache = CacheMemory.capacity(suggester.cache) * (start.feature.numel() + 1) * 4
+    return MAX_MARKS * (sum(sizes) + logits) + cache
 
 
 def session_limit(suggester: Suggester, max_sessions: int, memory_bytes: int) -> int:

@@ -19,6 +19,7 @@ class ServeSettings:
     session_idle: float = 600.0  # seconds after which an unused session is dropped
     session_memory: int = 512  # MB the sessions may hold at worst; lowers max_sessions if needed
     workers: int = 2  # requests doing model work at once
+    cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
     def validate(self) -> None:
