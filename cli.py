@@ -295,6 +295,10 @@ def summary_table(result: lm.TrainResult) -> Table:
 @field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
 @field_option(lm.evaluate.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
               flag="--cache/--no-cache")
+@field_option(lm.evaluate.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
+              "every 20 tokens on the text already read (slow).", is_flag=True, show_default=False)
+@field_option(lm.evaluate.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
+@field_option(lm.evaluate.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
 @field_option(lm.evaluate.EvalConfig, "tune_cache", "First tune the cache on the checkpoint's own validation text "
               "and save it in the checkpoint.", is_flag=True, show_default=False)
 @field_option(lm.evaluate.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
@@ -380,6 +384,11 @@ def eval_table(result) -> Table:
             ck = result.cache_keyboard
             rows += [("with the cache: top-1 / top-3", f"{ck.top1_accuracy:.1%} / {ck.top3_accuracy:.1%}"),
                      ("with the cache: keystroke savings", f"{ck.keystroke_savings:.1%}")]
+    if result.adapt_loss is not None:
+        base, adapted = result.stream_loss, result.adapt_loss
+        rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {adapted.perplexity:.2f} with dynamic "
+                     f"evaluation ({adapted.perplexity / base.perplexity - 1:+.1%}; "
+                     f"{adapted.tokens / max(result.adapt_seconds, 1e-9):,.0f} tokens/s)"))
     for key, value in rows:
         table.add_row(key, value)
     return table

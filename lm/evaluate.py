@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ._util import ConfigBase, flag, pick_device
+from .adapt import AdaptConfig, adapted_nll
 from .cache import CacheConfig, cache_nll, tune_on
 from .checkpoint import load_checkpoint, update_config
 from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
@@ -45,6 +46,9 @@ class EvalConfig(ConfigBase):
     int8: bool = False  # int8 weights on the CPU, as lm suggest, generate and repl run them
     cache: bool = True  # also report the figures with the checkpoint's continuous cache (when tuned)
     tune_cache: bool = False  # first tune the cache on the checkpoint's own validation text and save it
+    adapt: bool = False  # also read the text with dynamic evaluation (lm/adapt.py)
+    adapt_lr: float = AdaptConfig.lr
+    adapt_decay: float = AdaptConfig.decay
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "keyboard_words"):
@@ -56,6 +60,10 @@ class EvalConfig(ConfigBase):
             raise ConfigError(f"--max-words must be positive, not {self.max_words} — leave it out to evaluate everything")
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r} — pick one of those")
+        if self.adapt:
+            AdaptConfig(self.adapt_lr, self.adapt_decay).validate()
+            if self.int8:
+                raise ConfigError("--adapt takes gradient steps, which int8 weights cannot — drop --int8")
         if self.int8 and self.device not in ("auto", "cpu"):
             raise ConfigError(f"--int8 runs on the CPU, not --device {self.device} — drop one of the two")
 
@@ -81,6 +89,8 @@ class EvalResult:
     cache_seconds: float = 0.0
     cache_keyboard: KeyboardMetrics | None = None
     cache_keyboard_seconds: float = 0.0
+    adapt_loss: LossMetrics | None = None  # with dynamic evaluation (one stream, as stream_loss)
+    adapt_seconds: float = 0.0
 
     @property
     def sampled(self) -> bool:
@@ -100,11 +110,15 @@ class EvalResult:
                      "seconds": self.cache_seconds, "keyboard": None}
             if self.cache_keyboard is not None:
                 cache["keyboard"] = {**self.cache_keyboard.to_dict(), "seconds": self.cache_keyboard_seconds}
+        adapt = None
+        if self.adapt_loss is not None:
+            adapt = {"without": self.stream_loss.to_dict(), "with": self.adapt_loss.to_dict(), "seconds": self.adapt_seconds,
+                     "tokens_per_s": self.adapt_loss.tokens / max(self.adapt_seconds, 1e-9)}
         return {
             "checkpoint": self.checkpoint, "sources": self.sources, "device": self.device,
             "total_words": self.total_words, "sampled": self.sampled, **self.loss.to_dict(),
             "seconds": self.seconds, "words_per_s": self.words_per_s, "keyboard": keyboard,
-            "cache": cache, "config": self.config.to_dict(),
+            "cache": cache, "adapt": adapt, "config": self.config.to_dict(),
         }
 
 
@@ -185,7 +199,22 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
         result.keyboard_seconds = time.perf_counter() - started
     if cache is not None and cache.enabled:
         _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
+    if config.adapt:
+        _evaluate_adapt(model, text, ids, config, progress, result)
     return result
+
+
+def _evaluate_adapt(model, text, ids, config, progress, result) -> None:
+    """Dynamic evaluation's figure, beside the same single stream read without it."""
+    counts = dict(chars=len(text), words=count_words(text))
+    if result.stream_loss is None:
+        without, _ = cache_nll(model, ids, CacheConfig())
+        result.stream_loss = LossMetrics(loss=without.mean().item(), tokens=len(without), **counts)
+    progress.start("adapting", len(ids) - 1)
+    started = time.perf_counter()
+    nll = adapted_nll(model, ids, AdaptConfig(config.adapt_lr, config.adapt_decay), progress.advance)
+    result.adapt_seconds = time.perf_counter() - started
+    result.adapt_loss = LossMetrics(loss=nll.mean().item(), tokens=len(nll), **counts)
 
 
 def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result) -> None:

@@ -1,0 +1,100 @@
+"""Dynamic evaluation: the model keeps learning from the text it has already read.
+
+Krause, Kahembwe, Murray and Renals (2018), "Dynamic evaluation of neural sequence models".
+The text is read in segments of a few tokens. Each segment is scored first, with the weights
+as they are; then one gradient step on that segment moves the weights toward the text, and a
+decay pulls them back toward the trained weights θ0, so the model follows the text's topic and
+names without forgetting what it learned:
+
+    θ ← θ - lr · g / (sqrt(E[g²]) + ε) + decay · (θ0 - θ)
+
+The step is divided by a running root mean square of the gradients (the RMS form of the
+paper, with the mean square gathered from the text itself rather than the training data).
+Scoring always precedes the step on the same tokens, so the figures are fair.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._util import ConfigBase, flag
+from .errors import ConfigError
+from .model import detach_state
+
+SQUARE_DECAY = 0.99  # running mean of g²: about the last hundred segments
+EPSILON = 1e-8
+
+
+@dataclass
+class AdaptConfig(ConfigBase):
+    """Settings of dynamic evaluation (bench/NOTES.md has the runs behind them)."""
+
+    lr: float = 1e-4
+    decay: float = 0.001  # share of the way back to the trained weights after each segment
+    segment: int = 20  # tokens per gradient step (the paper's 20)
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{flag('adapt_lr')} must be positive, not {self.lr}")
+        if not 0 <= self.decay < 1:
+            raise ConfigError(f"{flag('adapt_decay')} must be at least 0 and below 1, not {self.decay}")
+        if self.segment < 1:
+            raise ConfigError(f"{flag('adapt_segment')} must be at least 1, not {self.segment}")
+
+
+def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advance=lambda n: None) -> torch.Tensor:
+    """Per-token nll of a text [len(ids) - 1] read with dynamic evaluation, one stream.
+
+    The model's weights are restored afterwards. Needs float weights (not int8).
+    """
+    config = config or AdaptConfig()
+    config.validate()
+    params = [p for p in model.parameters() if p.dtype.is_floating_point]
+    if not params or any(not p.requires_grad for p in params):
+        raise ConfigError("dynamic evaluation needs the float weights — evaluate with --fp32")
+    trained = [p.detach().clone() for p in params]
+    square = [torch.zeros_like(p) for p in params]
+    device = params[0].device
+    ids = torch.tensor(np.asarray(ids), dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()  # no dropout: the steps follow the text, not noise
+    nll, state, steps = [], None, 0
+    try:
+        for at in range(0, len(ids) - 1, config.segment):
+            chunk = ids[at: at + config.segment + 1][None]  # [1, time + 1]
+            logits, state = model(chunk[:, :-1], state)
+            token_nll = F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="none")  # [time]
+            nll.append(token_nll.detach().cpu())
+            model.zero_grad(set_to_none=True)
+            token_nll.mean().backward()
+            steps += 1
+            _step(params, trained, square, config, steps)
+            state = detach_state(state)
+            advance(len(token_nll))
+    finally:
+        with torch.no_grad():
+            for p, t in zip(params, trained):
+                p.copy_(t)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return torch.cat(nll) if nll else torch.zeros(0)
+
+
+@torch.no_grad()
+def _step(params, trained, square, config: AdaptConfig, steps: int) -> None:
+    bias = 1 - SQUARE_DECAY ** steps  # the running mean starts at zero: correct it as Adam does
+    for p, t, s in zip(params, trained, square):
+        if p.grad is None:
+            continue
+        s.mul_(SQUARE_DECAY).addcmul_(p.grad, p.grad, value=1 - SQUARE_DECAY)
+        p.addcdiv_(p.grad, (s / bias).sqrt_().add_(EPSILON), value=-config.lr)
+        if config.decay:
+            p.add_(t - p, alpha=config.decay)
+
+
+def perplexity(nll: torch.Tensor) -> float:
+    return math.exp(min(nll.mean().item(), 700))

@@ -1,0 +1,65 @@
+"""Dynamic evaluation: the update rule against a hand-written step, the gain on repeated text, lm eval --adapt."""
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+import lm
+from cli import cli
+from conftest import make_text
+from lm.adapt import SQUARE_DECAY, AdaptConfig, adapted_nll
+from lm.checkpoint import load
+
+
+def test_two_segments_follow_the_update_rule_and_the_weights_come_back(tiny_checkpoints):
+    model, tokenizer = load(tiny_checkpoints("char"))
+    before = copy.deepcopy(model.state_dict())
+    ids = tokenizer.encode("the cat sees the ball .\nthe cat")[:9]  # two segments of 4 tokens
+    config = AdaptConfig(lr=0.01, decay=0.1, segment=4)
+    got = adapted_nll(model, ids, config)
+
+    # By hand: score segment 1, one RMS-normalised step with the decay, score segment 2.
+    reference = copy.deepcopy(model).eval()
+    x = torch.tensor([ids])
+    logits, state = reference(x[:, :4])
+    first = F.cross_entropy(logits[0], x[0, 1:5], reduction="none")
+    first.mean().backward()
+    with torch.no_grad():
+        for p, p0 in zip(reference.parameters(), model.parameters()):
+            g = p.grad
+            rms = ((1 - SQUARE_DECAY) * g * g / (1 - SQUARE_DECAY)).sqrt() + 1e-8
+            stepped = p - 0.01 * g / rms
+            p.copy_(stepped + 0.1 * (p0 - stepped))
+        state = tuple(s.detach() for s in state)
+        logits, _ = reference(x[:, 4:8], state)
+        second = F.cross_entropy(logits[0], x[0, 5:9], reduction="none")
+    torch.testing.assert_close(got, torch.cat([first.detach(), second]), rtol=1e-4, atol=1e-5)
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, before[name]), name
+
+
+def test_adapting_to_a_repeated_passage_lowers_its_loss(tiny_checkpoints):
+    model, tokenizer = load(tiny_checkpoints("word"))
+    passage = "my friend keeps the river near the road .\nher sister calls a small house by the sea .\n"
+    ids = tokenizer.encode(passage * 6)
+    plain = adapted_nll(model, ids, AdaptConfig(lr=1e-12, decay=0.0))  # a step too small to matter
+    adapted = adapted_nll(model, ids, AdaptConfig(lr=3e-3, decay=0.0))
+    half = len(plain) // 2
+    assert adapted[half:].mean() < plain[half:].mean() - 0.05
+
+
+def test_eval_adapt_reports_both_figures_and_refuses_int8(tmp_path, tiny_checkpoints):
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(20, seed=4))
+    folder = str(tiny_checkpoints("char"))
+    result = CliRunner().invoke(cli, ["eval", str(text), "-c", folder, "--adapt", "--no-keyboard", "--no-cache", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    adapt = json.loads(result.output)["adapt"]
+    assert adapt["with"]["tokens"] == adapt["without"]["tokens"] > 0
+    assert adapt["with"]["loss"] != adapt["without"]["loss"]
+    bad = CliRunner().invoke(cli, ["eval", str(text), "-c", folder, "--adapt", "--int8"])
+    assert bad.exit_code != 0 and "--adapt" in bad.output and "int8" in bad.output
