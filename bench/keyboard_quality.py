@@ -44,6 +44,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 import lm  # noqa: E402
 from kneser_ney import KneserNey  # noqa: E402
+from lm.adapt import AdaptConfig, adapted_nll  # noqa: E402
+from lm.cache import cache_nll  # noqa: E402
+from lm.checkpoint import cache_config  # noqa: E402
 from lm.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
 from lm.evaluate import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
 from lm.keyboard import keyboard_metrics, leading_words  # noqa: E402
@@ -258,10 +261,46 @@ def measure(checkpoint: Path, text: str, args) -> dict:
     lm_suggester = Suggester(model, tokenizer)
     lm_row = {"perplexity": loss.perplexity,
               **simulate(lm_suggester, SuggestionSession(lm_suggester), keyboard_text, tokenizer)}
+    rows = {"ngram": ngram_row, "lm": lm_row}
+    # The cache and dynamic evaluation read the text as one stream; "lm, one stream" is their baseline.
+    cache = cache_config(checkpoint)
+    started = time.perf_counter()
+    stream_nll, cache_nll_ = cache_nll(model, ids, cache)
+    rows["lm_stream"] = {"perplexity": math.exp(stream_nll.mean().item())}
+    if cache.enabled:
+        cached = Suggester(model, tokenizer, cache=cache)
+        rows["lm_cache"] = {"perplexity": math.exp(cache_nll_.mean().item()), "settings": cache.to_dict(),
+                            "perplexity_seconds": time.perf_counter() - started,
+                            **simulate(cached, SuggestionSession(cached), keyboard_text, tokenizer)}
+    if args.adapt_words:
+        adapt_ids = ids[: len(np.concatenate([tokenizer.encode(START_TEXT), token_ids(leading_words(scored, args.adapt_words), tokenizer)]))]
+        started = time.perf_counter()
+        adapted = adapted_nll(model, adapt_ids, AdaptConfig(lr=args.adapt_lr, decay=args.adapt_decay))
+        seconds = time.perf_counter() - started
+        rows["lm_adapt"] = {"perplexity": math.exp(adapted.mean().item()), "tokens": len(adapted),
+                            "same_tokens_without": math.exp(stream_nll[: len(adapted)].mean().item()),
+                            "settings": {"lr": args.adapt_lr, "decay": args.adapt_decay},
+                            "seconds": seconds, "tokens_per_s": len(adapted) / seconds}
     return {"checkpoint": str(checkpoint), "order": args.order, "ngram_build_seconds": build_seconds,
             "train_tokens": ngram.tokens, "ngrams": {k: len(level.keys) for k, level in ngram.levels.items()},
             "scored_tokens": int(len(ids) - 1), "scored_words": count_words(scored),
-            "keyboard_words": count_words(keyboard_text), "ngram": ngram_row, "lm": lm_row}
+            "keyboard_words": count_words(keyboard_text), **rows}
+
+
+def train_default(out: Path, minutes: float) -> Path:
+    """lm train on WikiText-2 with the word tokenizer and every default, for `minutes`."""
+    lm.train(load_corpus([str(WIKITEXT)]), out, tokenizer_config=lm.TokenizerConfig(kind="word"),
+             config=lm.TrainConfig(max_time=minutes * 60), progress=_Lines())
+    return out
+
+
+class _Lines(lm.Progress):
+    def evaluated(self, record):
+        print(f"valid step {record['step']}: perplexity {record['valid_perplexity']:.1f} after {record['elapsed'] / 60:.1f} min",
+              flush=True)
+
+    def message(self, text):
+        print(text, flush=True)
 
 
 def quick_model(out: Path) -> Path:
@@ -281,9 +320,18 @@ def print_table(report: dict) -> None:
                         f"perplexity over {report['scored_tokens']:,} tokens)")
     for column in ("model", "top-1", "top-3", "keystroke savings", "perplexity / token", "words/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, row in ((f"{report['order']}-gram KN", report["ngram"]), ("lm", report["lm"])):
-        table.add_row(name, f"{row['top1_accuracy']:.1%}", f"{row['top3_accuracy']:.1%}",
-                      f"{row['keystroke_savings']:.1%}", f"{row['perplexity']:.1f}", f"{row['words_per_s']:,.0f}")
+    names = {"ngram": f"{report['order']}-gram KN", "lm": "lm", "lm_stream": "lm, one stream",
+             "lm_cache": "lm + cache (one stream)", "lm_adapt": "lm + dynamic evaluation (one stream)"}
+    for key, name in names.items():
+        row = report.get(key)
+        if row is None:
+            continue
+        cell = lambda name, fmt: format(row[name], fmt) if name in row else "—"  # noqa: E731
+        perplexity = f"{row['perplexity']:.1f}"
+        if key == "lm_adapt":
+            perplexity += f" (first {row['tokens']:,} tokens; {row['same_tokens_without']:.1f} without)"
+        table.add_row(name, cell("top1_accuracy", ".1%"), cell("top3_accuracy", ".1%"), cell("keystroke_savings", ".1%"),
+                      perplexity, cell("words_per_s", ",.0f") if key != "lm_adapt" else f"{row['tokens_per_s']:,.0f} tokens/s")
     Console().print(table)
 
 
@@ -294,6 +342,11 @@ def main() -> None:
     parser.add_argument("--keyboard-words", type=int, help="type only the first N words (default: all)")
     parser.add_argument("--max-words", type=int, help="perplexity over the first N words only (default: all)")
     parser.add_argument("--order", type=int, default=5, help="n of the n-gram")
+    parser.add_argument("--train-minutes", type=float, help="first train the default word model on WikiText-2 this long "
+                        "(into --checkpoint, or checkpoints/keyboard-quality)")
+    parser.add_argument("--adapt-words", type=int, default=0, help="dynamic evaluation over the first N words (0: skip; it is slow)")
+    parser.add_argument("--adapt-lr", type=float, default=AdaptConfig.lr)
+    parser.add_argument("--adapt-decay", type=float, default=AdaptConfig.decay)
     parser.add_argument("--quick", action="store_true", help="a tiny word model and a few hundred words: a smoke test")
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "keyboard_quality.json")
     args = parser.parse_args()
@@ -301,8 +354,10 @@ def main() -> None:
         if args.quick:
             args.checkpoint = quick_model(Path(tmp) / "m")
             args.keyboard_words, args.max_words = args.keyboard_words or 300, args.max_words or 5000
+        if args.train_minutes:
+            args.checkpoint = train_default(args.checkpoint or ROOT / "checkpoints" / "keyboard-quality", args.train_minutes)
         if not args.checkpoint:
-            sys.exit("give --checkpoint (a word-tokenizer checkpoint) or --quick")
+            sys.exit("give --checkpoint (a word-tokenizer checkpoint), --train-minutes or --quick")
         text = read_eval_text([args.text])[0]
         report = {"text": args.text, "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
                   **measure(args.checkpoint, text, args)}
