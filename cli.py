@@ -97,6 +97,9 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TokenizerConfig, "vocab_size", "Vocabulary size (default: all chars; 4000 subwords; words seen --min-count times).", type=int)
 @field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk> (default: 1 when the text "
               "already has <unk> marks, as WikiText does, else 2).", type=int)
+@click.option("--size", type=click.Choice(list(lm.presets.SIZES)), help="A preset: tiny (a phone-keyboard model, about "
+              "1.4 M parameters at 10k words), small, medium (the defaults), large (AWD-LSTM style, for a GPU); "
+              "flags given beside it win.")
 @field_option(lm.ModelConfig, "cell", "Recurrent cell.", type=click.Choice(list(CELLS)))
 @field_option(lm.ModelConfig, "layers", "Stacked recurrent layers.")
 @field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")
@@ -145,7 +148,7 @@ def read_text_argument(value: str, name: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, quiet, **options):
+def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, quiet, size, **options):
     """Train a language model on text files, folders of them, or hf:NAME[:CONFIG].
 
     The checkpoint folder holds the config, weights, tokenizer and metrics; Ctrl-C saves it
@@ -157,6 +160,9 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
     """
     model_config = lm.ModelConfig.from_dict({k: v for k, v in options.items() if k != "vocab_size"})  # the tokenizer's flag
     configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict(options)]
+    if size:
+        given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        lm.apply_size(size, configs[0], configs[2], given)
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
     result = lm.train(corpus, out, *configs, progress, resume=resume, overwrite=overwrite, init_from=init_from,

@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "checkpoint": ["Checkpoint", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
+    "adapt": ["AdaptConfig", "adapted_nll"],
+    "cache": ["CacheConfig"],
+    "checkpoint": ["Checkpoint", "cache_config", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
     "corpus": ["Corpus", "load_corpus"],
     "errors": ["CheckpointError", "ConfigError", "CorpusError", "ExportError", "LMError", "NoCheckpointError",
                "TokenizerError", "TrainingDiverged"],
@@ -24,6 +26,7 @@ _EXPORTS = {
     "lexicon": ["Lexicon"],
     "likelihood": ["LossMetrics", "evaluate_loss"],
     "model": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
+    "presets": ["SIZES", "apply_size"],
     "sampler": ["GenerationConfig", "Sampler", "generate"],
     "suggest": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],
     "tokenizer": ["Tokenizer", "TokenizerConfig", "load_tokenizer", "train_tokenizer"],
