@@ -624,9 +624,11 @@ def serve(checkpoint, host, port, device, int8, **options):
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Let the continuous cache tuned at the end of training adapt the suggestions to TEXT.")
+@click.option("--adapt", is_flag=True, help="First adapt the weights to TEXT by dynamic evaluation (a gradient step "
+              "every 20 tokens): for a long TEXT of your own, such as a document you are writing.")
 @int8_option
 @device_option
-def suggest(text, checkpoint, words_file, output, int8, device, cache, **options):
+def suggest(text, checkpoint, words_file, output, int8, device, cache, adapt, **options):
     """Suggest what comes after TEXT, like a phone keyboard's suggestion strip.
 
     After a space (or no text): the most likely next words. Inside a word: its completions and,
@@ -642,7 +644,8 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, **options
     text = read_text_argument(text, "TEXT")
     words = lm.lexicon.read_words_file(words_file) if words_file else ()
     suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device,
-                                           int8=int8, words=words, cache=cache)
+                                           int8=int8, words=words, cache=cache,
+                                           adapt=lm.AdaptConfig() if adapt else None)
     if output == "json":
         import json
 

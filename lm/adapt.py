@@ -46,10 +46,17 @@ class AdaptConfig(ConfigBase):
             raise ConfigError(f"{flag('adapt_segment')} must be at least 1, not {self.segment}")
 
 
-def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advance=lambda n: None) -> torch.Tensor:
+def adapt_to(model, ids, config: AdaptConfig | None = None) -> torch.Tensor:
+    """Dynamic evaluation over a text, keeping the adapted weights: the model now leans toward
+    the text (its topic, its names), e.g. before suggesting what follows it. Returns the nll."""
+    return adapted_nll(model, ids, config, keep=True)
+
+
+def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advance=lambda n: None,
+                keep: bool = False) -> torch.Tensor:
     """Per-token nll of a text [len(ids) - 1] read with dynamic evaluation, one stream.
 
-    The model's weights are restored afterwards. Needs float weights (not int8).
+    The model's weights are restored afterwards unless `keep`. Needs float weights (not int8).
     """
     config = config or AdaptConfig()
     config.validate()
@@ -77,7 +84,7 @@ def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advan
             advance(len(token_nll))
     finally:
         with torch.no_grad():
-            for p, t in zip(params, trained):
+            for p, t in zip(params, trained if not keep else ()):
                 p.copy_(t)
         model.zero_grad(set_to_none=True)
         model.train(was_training)

@@ -668,19 +668,26 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
-                  int8: bool = False, words: list[str] = (), cache: bool = True) -> list[Suggestion]:
+                  int8: bool = False, words: list[str] = (), cache: bool = True, adapt=None) -> list[Suggestion]:
     """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
 
     int8=True runs the model quantized on the CPU: faster, very slightly different odds.
     words: a user dictionary added to the checkpoint's lexicon.
     cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
+    adapt: an lm.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
     """
     from .checkpoint import cache_config, load, resolve_checkpoint
+    from .model import quantize_int8
 
     config = config or SuggestConfig()
     config.validate()
     folder = resolve_checkpoint(checkpoint)
-    model, tokenizer = load(folder, device, int8=int8)
+    model, tokenizer = load(folder, device, int8=int8 and adapt is None)
+    if adapt is not None:
+        from .adapt import adapt_to
+
+        adapt_to(model, tokenizer.encode(START_TEXT + text), adapt)
+        model = quantize_int8(model) if int8 and next(model.parameters()).device.type == "cpu" else model
     cache_settings = cache_config(folder) if cache else None
     return Suggester(model, tokenizer, config, load_lexicon(folder, words), cache_settings).suggest(text)
 

@@ -63,3 +63,16 @@ def test_eval_adapt_reports_both_figures_and_refuses_int8(tmp_path, tiny_checkpo
     assert adapt["with"]["loss"] != adapt["without"]["loss"]
     bad = CliRunner().invoke(cli, ["eval", str(text), "-c", folder, "--adapt", "--int8"])
     assert bad.exit_code != 0 and "--adapt" in bad.output and "int8" in bad.output
+
+
+def test_suggest_adapt_leans_toward_the_text_read(tiny_checkpoints):
+    folder = tiny_checkpoints("word")
+    text = ("her sister calls the river near the road .\n" * 8) + "her sister calls the"
+    plain = lm.suggest_words(text, folder, lm.SuggestConfig(k=5))
+    adapted = lm.suggest_words(text, folder, lm.SuggestConfig(k=5), adapt=AdaptConfig(lr=3e-3))
+    p = lambda strip: next((s.probability for s in strip if s.word == "river"), 0.0)  # noqa: E731
+    assert p(adapted) > p(plain)
+    model, tokenizer = load(folder)
+    reference = copy.deepcopy(model)
+    lm.adapt.adapt_to(model, tokenizer.encode(text), AdaptConfig(lr=3e-3))
+    assert not torch.equal(model.rnn.weight_hh_l0, reference.rnn.weight_hh_l0)
