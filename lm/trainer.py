@@ -485,7 +485,7 @@ def _tune_cache(run: _Run) -> None:
     """Tune the continuous cache of the best weights on the validation text and save its settings."""
     run.progress.message("Tuning the continuous cache on the validation text…")
     model = LanguageModel(run.model.config).to(run.device)
-    model.load_state_dict(run.best_weights)
+    _load_weights(model, run.best_weights, "", run.out)  # as saved: a tied matrix may be there once
     cache, report = tune_on(model.eval(), run.valid)
     run.saved_config["cache"] = {**cache.to_dict(), "valid_perplexity": math.exp(report["model_nll"]),
                                  "valid_perplexity_with_cache": math.exp(report["cache_nll"])}
