@@ -767,13 +767,16 @@ def info_table(summary: dict) -> Table:
     if training:
         lr = training["lr"] if training.get("lr") is not None else lm.trainer.DEFAULT_LR.get(training["optimizer"])
         rows.append(("training", f"{training['optimizer']} lr {lr:g}, {training['schedule']}, batch {training['batch']} × "
-                                 f"bptt {training['bptt']}, clip {training['clip']}, {training['precision']}"))
+                                 f"bptt {training['bptt']}, clip {training['clip']}, {training['precision']}"
+                                 + (f", {training['average']} weight average" if training.get("average", "none") != "none" else "")
+                                 + (", varied bptt" if training.get("vary_bptt") else "")))
     if corpus:
         rows.append(("corpus", f"{', '.join(corpus.get('sources', []))} ({corpus.get('train_tokens', 0):,} training tokens)"))
     if "valid_loss" in best:
         rows.append(("best valid", f"perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.4f} bits/char "
-                                   f"at step {best['step']:,} ({_duration(best['minutes'])})"))
-    rows.append(("trained", f"{trained['steps']:,} steps, {trained['epochs']} epochs, {trained['tokens']:,} tokens, "
+                                   f"at step {best['step']:,} ({_duration(best['minutes'])})"
+                                   + (", averaged weights" if best.get("averaged") else "")))
+    rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens, "
                             f"{_duration(trained['minutes'])}, {trained['evaluations']} evaluations"))
     if summary["fine_tuned_from"]:
         rows.append(("fine-tuned from", summary["fine_tuned_from"]))
