@@ -776,8 +776,9 @@ def info_table(summary: dict) -> Table:
         rows.append(("best valid", f"perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.4f} bits/char "
                                    f"at step {best['step']:,} ({_duration(best['minutes'])})"
                                    + (", averaged weights" if best.get("averaged") else "")))
-    rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens, "
-                            f"{_duration(trained['minutes'])}, {trained['evaluations']} evaluations"))
+    rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens "
+                            f"in {_duration(trained['minutes'])}"))
+    rows.append(("evaluations", f"{trained['evaluations']}"))
     if summary["fine_tuned_from"]:
         rows.append(("fine-tuned from", summary["fine_tuned_from"]))
     if summary["resumed_at"]:

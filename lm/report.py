@@ -40,11 +40,19 @@ def write_curves(metrics_log: list[dict], path: Path, title: str = "") -> bool:
         return False
 
 
-def curve_points(metrics_log: list[dict]) -> dict[str, list[tuple[int, float, float]]]:
-    """(step, minutes, perplexity) for the valid text and, where recorded, the training windows."""
+def curve_points(metrics_log: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
+    """(step, minutes, perplexity) for the valid text and, where recorded, the training windows.
+
+    A record's train_loss is the mean over the steps since the evaluation before, so its point
+    sits in the middle of that stretch, not at its end.
+    """
     valid = [(r["step"], r["elapsed"] / 60, r["valid_perplexity"]) for r in metrics_log if "valid_perplexity" in r]
-    train = [(r["step"], r["elapsed"] / 60, math.exp(min(r["train_loss"], 700)))
-             for r in metrics_log if r.get("train_loss") is not None]
+    train, before = [], {"step": 0, "elapsed": 0.0}
+    for r in metrics_log:
+        if r.get("train_loss") is not None:
+            train.append(((before["step"] + r["step"]) / 2, (before["elapsed"] + r["elapsed"]) / 120,
+                          math.exp(min(r["train_loss"], 700))))
+        before = r
     return {"train": train, "valid": valid}
 
 
@@ -61,9 +69,9 @@ def _draw_curves(metrics_log: list[dict], path: Path, title: str) -> None:
     by_step, by_minute = figure.subplots(1, 2, sharey=True, gridspec_kw=dict(left=0.08, right=0.98, bottom=0.13,
                                                                              top=0.9, wspace=0.05))
     for axes, column, label in ((by_step, 0, "step"), (by_minute, 1, "minutes")):
-        for name, style in (("train", "-"), ("valid", "o-")):
+        for name, style, legend in (("train", "-", "train (mean between evaluations)"), ("valid", "o-", "valid")):
             if points[name]:
-                axes.plot([p[column] for p in points[name]], [p[2] for p in points[name]], style, label=name, markersize=3)
+                axes.plot([p[column] for p in points[name]], [p[2] for p in points[name]], style, label=legend, markersize=3)
         best = min(points["valid"], key=lambda p: p[2], default=None)
         if best:
             axes.plot([best[column]], [best[2]], "*", markersize=12, color="tab:red", label=f"best {best[2]:.4g}")

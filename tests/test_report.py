@@ -132,7 +132,8 @@ def test_info_reports_the_checkpoints_own_figures(tiny_checkpoints, kind):
     assert f"{count_parameters(folder):,} parameters" in text
     assert f"{kind}, vocab {tokenizer.vocab_size:,}" in text
     assert f"perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.4f} bits/char at step {best['step']:,}" in text
-    assert f"{records[-1]['step']:,} steps" in text and f"{len(records)} evaluations" in text
+    assert f"{records[-1]['step']:,} steps ({records[-1]['epoch']} full epochs), {records[-1]['tokens']:,} tokens" in text
+    assert f"evaluations    │ {len(records)} " in text
     assert f"1×{config['model']['hidden']} LSTM, emb {config['model']['emb']}" in text
     assert f"batch {config['training']['batch']} × bptt {config['training']['bptt']}" in text
     assert "perplexity per token" in text  # the chart's title
