@@ -94,7 +94,7 @@ def terminal_chart(metrics_log: list[dict], width: int = 70, height: int = 16, c
 
     points = curve_points(metrics_log)
     plt.clear_figure()
-    for name, marker in (("valid", "braille"), ("train", "dot")):
+    for name, marker in (("train", "·"), ("valid", "braille")):  # valid last: drawn on top
         if points[name]:
             plt.plot([p[0] for p in points[name]], [p[2] for p in points[name]], marker=marker, label=name)
     plt.yscale("log")
