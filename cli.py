@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import sys
+import warnings
 
 import click
 from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 import lm
 import lm.export
+import lm.report
 import lm.repl  # also loads lm.sampler, for the generate and repl commands
 import lm.suggest
 from lm.serve.settings import LOOPBACK, ServeSettings
@@ -146,9 +150,11 @@ def read_text_argument(value: str, name: str) -> str:
 @click.option("--init-from", type=click.Path(), help="Fine-tune this checkpoint on the corpus: its model and tokenizer, a fresh "
               "optimizer and schedule, a new --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), help="Also log the scalars (train loss, lr, tokens/s; "
+              "valid loss, perplexity, bits/char) as TensorBoard event files in this folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, quiet, size, **options):
+def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, tensorboard, quiet, size, **options):
     """Train a language model on text files, folders of them, or hf:NAME[:CONFIG].
 
     The checkpoint folder holds the config, weights, tokenizer and metrics; Ctrl-C saves it
@@ -165,14 +171,25 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
         lm.apply_size(size, configs[0], configs[2], given)
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
-    result = lm.train(corpus, out, *configs, progress, resume=resume, overwrite=overwrite, init_from=init_from,
-                      new_corpus=new_corpus)
+    board = lm.tensorboard.TensorBoardProgress(tensorboard) if tensorboard else None
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # a curves.png that cannot be drawn: one line, training goes on
+        try:
+            result = lm.train(corpus, out, *configs, lm.tensorboard.Tee(progress, board) if board else progress,
+                              resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus)
+        finally:
+            if board:
+                board.close()
     if not quiet:
         stdout.print(summary_table(result))
     if result.interrupted:
         stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\n"
                      f"Resume with: {resume_command(ctx, result.checkpoint)}", highlight=False)
         sys.exit(130)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    stderr.print(f"Warning: {message}", highlight=False)
 
 
 def resume_command(ctx: click.Context, checkpoint) -> str:
@@ -708,6 +725,73 @@ def export_table(result: lm.export.ExportResult) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+@cli.command()
+@click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(checkpoint, as_json):
+    """Describe a checkpoint: model, size, tokenizer, settings, corpus, best figures and curve.
+
+    Reads config.json and metrics.jsonl only, so it is quick on any checkpoint. The checkpoint
+    folder also holds curves.png, the same curves as a picture.
+
+    Example:
+
+        lm info -c checkpoints/shakespeare
+    """
+    summary = lm.report.checkpoint_summary(checkpoint)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    stdout.print(info_table(summary))
+    metrics_log = lm.checkpoint.read_metrics(summary["checkpoint"])
+    if metrics_log:
+        width = max(40, min(stdout.width, 100))
+        stdout.print(Text.from_ansi(lm.report.terminal_chart(metrics_log, width=width, color=stdout.is_terminal)))
+
+
+def info_table(summary: dict) -> Table:
+    model, tokenizer, training, corpus = summary["model"], summary["tokenizer"], summary["training"], summary["corpus"]
+    best, trained = summary["best"], summary["trained"]
+    table = Table(title=f"Checkpoint {summary['checkpoint']}", show_header=False)
+    parameters = f"{model['parameters']:,}" if model.get("parameters") else "unknown"
+    rows = [
+        ("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, {model['softmax']} softmax"),
+        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in lm.model.REGULARIZERS
+                                     if model.get(name)) or "none"),
+        ("size", f"{parameters} parameters, weights {_size(summary['size']['weights_bytes'])}, "
+                 f"folder {_size(summary['size']['folder_bytes'])}"),
+        ("tokenizer", f"{tokenizer['kind']}, vocab {tokenizer['vocab_size']:,}"),
+    ]
+    if training:
+        lr = training["lr"] if training.get("lr") is not None else lm.trainer.DEFAULT_LR.get(training["optimizer"])
+        rows.append(("training", f"{training['optimizer']} lr {lr:g}, {training['schedule']}, batch {training['batch']} × "
+                                 f"bptt {training['bptt']}, clip {training['clip']}, {training['precision']}"
+                                 + (f", {training['average']} weight average" if training.get("average", "none") != "none" else "")
+                                 + (", varied bptt" if training.get("vary_bptt") else "")))
+    if corpus:
+        rows.append(("corpus", f"{', '.join(corpus.get('sources', []))} ({corpus.get('train_tokens', 0):,} training tokens)"))
+    if "valid_loss" in best:
+        rows.append(("best valid", f"perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.4f} bits/char "
+                                   f"at step {best['step']:,} ({_duration(best['minutes'])})"
+                                   + (", averaged weights" if best.get("averaged") else "")))
+    rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens "
+                            f"in {_duration(trained['minutes'])}"))
+    rows.append(("evaluations", f"{trained['evaluations']}"))
+    if summary["fine_tuned_from"]:
+        rows.append(("fine-tuned from", summary["fine_tuned_from"]))
+    if summary["resumed_at"]:
+        rows.append(("resumed at step", ", ".join(f"{s:,}" for s in summary["resumed_at"])))
+    if summary["curves"]:
+        rows.append(("curves", summary["curves"]))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
 
 
 def _size(size: int) -> str:

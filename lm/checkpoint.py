@@ -5,6 +5,7 @@
     tokenizer.*          the tokenizer's own files
     lexicon.txt          the words of the training text with their counts (what suggestions may offer)
     metrics.jsonl        one line per evaluation
+    curves.png           train and valid perplexity against steps and minutes (lm.report)
     resume.safetensors   latest weights, optimizer moments, RNG and carried state (for --resume)
     resume.json          the plain-data half of the resume state
 
@@ -67,7 +68,8 @@ def save_checkpoint(
     Args:
         folder: where the checkpoint lives; replaced as a whole.
         config: JSON-ready dict; model and tokenizer config and the format version are added.
-        metrics_log: evaluation records, written one per line to metrics.jsonl.
+        metrics_log: evaluation records, written one per line to metrics.jsonl and drawn as
+            curves.png (a picture that cannot be drawn is a warning, never an error).
         resume: (tensors, plain data) needed to continue training, or None.
         best_weights: weights to store as model.safetensors instead of the model's own.
         lexicon: an lm.lexicon.Lexicon to save beside the tokenizer.
@@ -94,6 +96,10 @@ def save_checkpoint(
         if lexicon is not None:
             lexicon.save(staging)
         _write_text(staging / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics_log or []))
+        if metrics_log:  # drawn inside the staging folder, so the picture is swapped in with its metrics
+            from .report import CURVES_FILE, write_curves
+
+            write_curves(metrics_log, staging / CURVES_FILE, _curves_title(folder, model, tokenizer))
         if resume is not None:
             tensors, meta = resume
             save_file(_untie(tensors), str(staging / RESUME_TENSORS_FILE))
@@ -109,6 +115,26 @@ def save_checkpoint(
             "choose a writable --out; the previous checkpoint is intact"
         ) from None
     return folder
+
+
+def _curves_title(folder: Path, model: LanguageModel, tokenizer: Tokenizer) -> str:
+    c = model.config
+    return f"{folder.name}: {c.layers}×{c.hidden} {c.cell.upper()}, emb {c.emb}, {tokenizer.kind} vocab {c.vocab_size:,}"
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """The evaluation records of metrics.jsonl, oldest first ([] when the folder has none)."""
+    path = Path(folder) / METRICS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({first_line(e)}) — check its permissions") from None
+    try:
+        return [json.loads(line) for line in lines if line.strip()]
+    except ValueError as e:
+        raise CheckpointError(f"{path} is damaged ({first_line(e)}) — the checkpoint's metrics cannot be read") from None
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:

@@ -358,11 +358,21 @@ class _LossWindow:
 
     def __init__(self, device: torch.device, tokens: int):
         self.total = torch.zeros((), device=device)
+        self.since_eval, self.since_eval_count = torch.zeros((), device=device), 0  # for the curves
         self.reset(tokens)
 
     def add(self, loss: torch.Tensor) -> None:
         self.total += loss.detach()  # no host sync per step
         self.count += 1
+        self.since_eval += loss.detach()
+        self.since_eval_count += 1
+
+    def take_since_eval(self) -> float | None:
+        """The mean training loss since the last evaluation (None when there is no finite one), and restart it."""
+        mean = self.since_eval.item() / self.since_eval_count if self.since_eval_count else None
+        self.since_eval.zero_()
+        self.since_eval_count = 0
+        return mean if mean is not None and math.isfinite(mean) else None
 
     def reset(self, tokens: int) -> None:
         self.total.zero_()
@@ -442,7 +452,8 @@ def _evaluate_and_save(run: _Run, autocast, losses: _LossWindow) -> bool:
     use_average = averaged is not None and averaged.loss < metrics.loss
     chosen = averaged if use_average else metrics
     record = {"step": counters.step, "epoch": counters.epoch, "elapsed": round(counters.elapsed, 2), "tokens": counters.tokens,
-              **{f"valid_{k}": v for k, v in chosen.to_dict().items() if k not in ("tokens", "chars", "words")}}
+              **{f"valid_{k}": v for k, v in chosen.to_dict().items() if k not in ("tokens", "chars", "words")},
+              "train_loss": losses.take_since_eval()}
     if averaged is not None:
         record["averaged"] = use_average
     counters.metrics_log.append(record)
@@ -600,6 +611,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
     run = _build_run(corpus, out, tokenizer, saved_tokenizer, LanguageModel(wanted_model), config, cache_dir,
                      {k: saved[k] for k in ("init_from", "cache") if k in saved}, lexicon, fingerprint)
     _restore(run)
+    run.saved_config["resumed_at"] = [*saved.get("resumed_at", []), run.counters.step]  # for `lm info`
     run.best_weights = _read_weights(out)
     if run.counters.position >= run.streams.shape[1] - 1:  # another text (--new-corpus) may be shorter
         run.counters.epoch, run.counters.position = run.counters.epoch + 1, 0
