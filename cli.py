@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 import lm
+import lm.distributed
 import lm.export
 import lm.report
 import lm.repl  # also loads lm.sampler, for the generate and repl commands
@@ -152,18 +153,25 @@ def read_text_argument(value: str, name: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint folder.")
 @click.option("--tensorboard", type=click.Path(file_okay=False), help="Also log the scalars (train loss, lr, tokens/s; "
               "valid loss, perplexity, bits/char) as TensorBoard event files in this folder.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel: train with this many worker processes on this machine (--batch is split between them).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
-def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, tensorboard, quiet, size, **options):
+def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overwrite, tensorboard, nproc, quiet, size, **options):
     """Train a language model on text files, folders of them, or hf:NAME[:CONFIG].
 
     The checkpoint folder holds the config, weights, tokenizer and metrics; Ctrl-C saves it
     and prints the command that resumes. --init-from adapts a trained model to your own text.
 
+    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) it runs as one worker of several.
+
     Example:
 
         lm train corpus.txt --tokenizer char --max-time 5m
     """
+    if nproc > 1 and not lm.distributed.launched_as_worker():
+        # The workers run this same command; the first prints the progress and the summary.
+        sys.exit(lm.distributed.launch(lm.distributed.worker_command(command_words(ctx, skip=("nproc",))), nproc))
     model_config = lm.ModelConfig.from_dict({k: v for k, v in options.items() if k != "vocab_size"})  # the tokenizer's flag
     configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict(options)]
     if size:
@@ -171,15 +179,19 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
         lm.apply_size(size, configs[0], configs[2], given)
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
-    board = lm.tensorboard.TensorBoardProgress(tensorboard) if tensorboard else None
-    with warnings.catch_warnings():
-        warnings.showwarning = show_warning  # a curves.png that cannot be drawn: one line, training goes on
-        try:
-            result = lm.train(corpus, out, *configs, lm.tensorboard.Tee(progress, board) if board else progress,
-                              resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus)
-        finally:
-            if board:
-                board.close()
+    with lm.distributed.session():
+        board = lm.tensorboard.TensorBoardProgress(tensorboard) if tensorboard and lm.distributed.is_writer() else None
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning  # a curves.png that cannot be drawn: one line, training goes on
+            try:
+                result = lm.train(corpus, out, *configs, lm.tensorboard.Tee(progress, board) if board else progress,
+                                  resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus)
+            finally:
+                if board:
+                    board.close()
+        writer = lm.distributed.is_writer()
+    if not writer:
+        sys.exit(130 if result.interrupted else 0)
     if not quiet:
         stdout.print(summary_table(result))
     if result.interrupted:
@@ -194,9 +206,15 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 
 def resume_command(ctx: click.Context, checkpoint) -> str:
     """The `lm train` command that continues this run: every argument given, --out and --resume, quoted."""
-    words = ["lm", "train"]
+    words = ["lm", *command_words(ctx, skip=("out", "resume", "init_from", "overwrite"))]
+    return shlex.join([*words, "--out", str(checkpoint), "--resume"])
+
+
+def command_words(ctx: click.Context, skip=()) -> list[str]:
+    """This command's name and the arguments given on its command line, but those in `skip`."""
+    words = [ctx.info_name]
     for param in ctx.command.params:
-        if param.name in ("out", "resume", "init_from", "overwrite"):
+        if param.name in skip:
             continue
         if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
             continue
@@ -208,7 +226,7 @@ def resume_command(ctx: click.Context, checkpoint) -> str:
         else:
             for item in value if param.multiple else [value]:
                 words += [param.opts[0], str(item)]
-    return shlex.join([*words, "--out", str(checkpoint), "--resume"])
+    return words
 
 
 class LineProgress(lm.Progress):

@@ -18,7 +18,7 @@ _EXPORTS = {
     "cache": ["CacheConfig"],
     "checkpoint": ["Checkpoint", "cache_config", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
     "corpus": ["Corpus", "load_corpus"],
-    "errors": ["CheckpointError", "ConfigError", "CorpusError", "ExportError", "LMError", "NoCheckpointError",
+    "errors": ["CheckpointError", "ConfigError", "CorpusError", "DistributedError", "ExportError", "LMError", "NoCheckpointError",
                "TokenizerError", "TrainingDiverged"],
     "evaluate": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
     "export": ["ExportResult", "export_checkpoint"],

@@ -31,3 +31,7 @@ class ExportError(LMError):
 
 class TrainingDiverged(LMError):
     """The loss became NaN or infinite and rolling back did not help."""
+
+
+class DistributedError(LMError):
+    """A worker of a data-parallel run failed, or the workers cannot agree."""

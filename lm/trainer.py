@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from ._util import ConfigBase, flag, pick_device
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -30,7 +31,6 @@ from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoin
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .lexicon import Lexicon
-from .likelihood import evaluate_loss
 from .model import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
@@ -206,20 +206,22 @@ def train(
     model_config = model_config or ModelConfig()
     tokenizer_config = tokenizer_config or TokenizerConfig()
     config = config or TrainConfig()
-    progress = progress or Progress()
+    progress = progress if distributed.is_writer() and progress else Progress()  # only the first worker reports
     config.validate()
     tokenizer_config.validate()
     torch.manual_seed(config.seed)  # before the model is built: its initial weights follow the seed
     if resume and init_from is not None:
         raise ConfigError("--resume and --init-from exclude each other — resume a run, or start a new one from a checkpoint")
     progress.message("Preparing the tokenizer and token cache…")
-    if resume:
-        run = _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus, cache_dir)
-    elif init_from is not None:
-        run = _fine_tune_run(corpus, out, Path(init_from), model_config, config, overwrite, cache_dir)
-    else:
-        run = _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir)
-    run.progress = progress
+    with distributed.writer_first():  # the tokenizer and token cache are built once
+        if resume:
+            run = _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus, cache_dir)
+        elif init_from is not None:
+            run = _fine_tune_run(corpus, out, Path(init_from), model_config, config, overwrite, cache_dir)
+        else:
+            run = _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir)
+    run.out = distributed.from_writer(run.out)  # a default folder is named by the clock
+    run.progress, run.training_loss = progress, distributed.training_loss(run.model)
     return _loop(run)
 
 
@@ -263,6 +265,7 @@ class _Run:
     lr_scale: float = 1.0  # halved after each roll-back from a non-finite loss
     rollbacks: int = 0
     stop_requested: bool = False
+    training_loss: object = None  # the model's training_loss, through DDP with several workers
 
     @property
     def steps_per_epoch(self) -> int:
@@ -298,12 +301,12 @@ def _loop(run: _Run) -> TrainResult:
             length = _window_length(run)
             inputs, targets = window_at(run.streams, counters.position, length, run.device)
             # Learning rate from how far the run has come (and, with variable windows, their length).
-            counters.elapsed = time.perf_counter() - started
+            counters.elapsed = distributed.from_writer(time.perf_counter() - started)  # one clock, one schedule
             _set_lr(optimizer, _lr_at(run) * (length / config.bptt if config.vary_bptt else 1))
             # Forward and backward over one window; the state enters detached. The objective
             # adds AR/TAR to the loss when they are on; the log shows the plain loss.
             with autocast:
-                objective, loss, state = model.training_loss(inputs, targets, run.state)
+                objective, loss, state = run.training_loss(inputs, targets, run.state)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
@@ -314,7 +317,7 @@ def _loop(run: _Run) -> TrainResult:
                 run.average.update_parameters(model)
             run.state = detach_state(state)
             losses.add(loss)
-            counters.step, counters.position, counters.tokens = counters.step + 1, counters.position + length, counters.tokens + targets.numel()
+            counters.step, counters.position, counters.tokens = counters.step + 1, counters.position + length, counters.tokens + targets.numel() * distributed.world_size()
             if counters.position >= run.streams.shape[1] - 1:  # every position has been a target
                 counters.epoch, counters.position = counters.epoch + 1, 0
             # Log: the only place the loss is read back from the device.
@@ -325,7 +328,7 @@ def _loop(run: _Run) -> TrainResult:
             if counters.position == 0 or config.eval_every and counters.step % config.eval_every == 0:
                 if not _evaluate_and_save(run, autocast, losses):
                     continue
-            stop = _should_stop(run, started)
+            stop = distributed.decide(_should_stop(run, started), (None, *Stop), urgent=Stop.INTERRUPTED)
         if losses.count:  # the steps since the last log line
             _log(run, losses)
         if not _just_evaluated(run):
@@ -414,7 +417,7 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def _log(run: _Run, losses: _LossWindow) -> bool:
     """Report the mean loss since the last log line; False when it is not finite."""
     counters, now = run.counters, time.perf_counter()
-    loss = losses.total.item() / losses.count
+    loss = distributed.mean(losses.total).item() / losses.count
     run.progress.step({
         "step": counters.step,
         "total_steps": run.total_steps,
@@ -471,7 +474,7 @@ def _evaluate_and_save(run: _Run, autocast, losses: _LossWindow) -> bool:
 
 
 def _validate(run: _Run, model, autocast):
-    return evaluate_loss(
+    return distributed.evaluate_loss(
         model, run.valid, run.valid_chars, run.valid_words, batch=run.config.batch,
         bptt=max(run.config.bptt, 128), autocast=autocast, vocab_size=run.model.config.vocab_size,
     )
@@ -526,10 +529,13 @@ def _roll_back(run: _Run, what: str, losses: _LossWindow) -> None:
 
 
 def _save(run: _Run) -> None:
+    state = distributed.gather_rows(run.state)  # every worker takes part; the first writes
+    if not distributed.is_writer():
+        return
     tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
     tensors.update(_optimizer_tensors(run.optimizer))
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors.update({f"state.{name}": t for name, t in _state_tensors(run.state).items()})
+    tensors.update({f"state.{name}": t for name, t in _state_tensors(state).items()})
     if run.average is not None:
         tensors.update({f"average.{k}": v for k, v in run.average.module.state_dict().items()})
         tensors["average_count"] = run.average.n_averaged
@@ -544,7 +550,7 @@ def _info(run: _Run) -> dict:
     return {
         "out": str(run.out), "device": str(run.device), "precision": run.config.precision,
         "parameters": count_parameters(run.model), "vocab_size": run.model.config.vocab_size,
-        "tokenizer": run.tokenizer.kind, "train_tokens": int(run.streams.size), "valid_tokens": int(len(run.valid)),
+        "tokenizer": run.tokenizer.kind, "train_tokens": int(run.streams.size) * distributed.world_size(), "valid_tokens": int(len(run.valid)),
         "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps, "max_time": run.config.max_time,
         "resumed_at": run.counters.step, "init_from": run.saved_config.get("init_from"),
     }
@@ -621,7 +627,7 @@ def _resumed_run(corpus, out, model_config, tokenizer_config, config, new_corpus
 def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict, lexicon: Lexicon,
                fingerprint: str | None = None) -> _Run:
     """The run's data, optimizer and saved settings (fingerprint: the corpus's, when already hashed)."""
-    device = pick_device(config.device)
+    device = distributed.device_for(pick_device(config.device))
     config = replace(config, precision=pick_precision(config.precision, device))  # saved as resolved
     train_ids = token_ids(corpus.train, tokenizer, cache_dir)
     valid_ids = token_ids(corpus.valid, tokenizer, cache_dir)
@@ -640,7 +646,8 @@ def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_di
         "corpus": {"sources": corpus.sources, "fingerprint": fingerprint or corpus.fingerprint(),
                    "train_tokens": int(len(train_ids))},
     }
-    run = _Run(model, _make_optimizer(model, config), tokenizer, batchify(train_ids, config.batch), valid_ids,
+    streams = distributed.shard_rows(batchify(train_ids, config.batch))  # this worker's rows
+    run = _Run(model, _make_optimizer(model, config), tokenizer, streams, valid_ids,
                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
     if config.average == "ema":  # asgd starts when validation stalls
         run.average = _new_average(model, config)
@@ -754,6 +761,7 @@ def _restore(run: _Run) -> None:
     if "state.h" in tensors:
         h = tensors["state.h"].to(run.device)
         run.state = (h, tensors["state.c"].to(run.device)) if "state.c" in tensors else h
+        run.state = distributed.local_rows(run.state, run.streams.shape[0])
 
 
 def _load_weights(model: LanguageModel, tensors: dict[str, torch.Tensor], prefix: str, out: Path) -> None:
