@@ -40,7 +40,7 @@ def start_workers(tmp_path: Path, corpus_file: Path, name: str, **train) -> tupl
     return launcher, report
 
 
-def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
     """The exit code and stderr of a launcher; on a timeout its workers (in sessions of their own) are killed too."""
     try:
         process.stdout_text, err = process.communicate(timeout=timeout)
@@ -57,7 +57,7 @@ def reports(report: Path) -> list[dict]:
     return [json.loads((report / f"REPORT-rank{r}.json").read_text()) for r in range(2)]
 
 
-def wait_until(condition, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_until(condition, process: subprocess.Popen, timeout: float = 120) -> None:
     """Wait until `condition()` holds (a checkpoint is saved) while the process runs."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -109,7 +109,7 @@ def test_max_time_and_ctrl_c_stop_both_workers_at_one_step_and_resume_continues(
     launcher, report = start_workers(tmp_path, corpus_file, "interrupted", resume=True, max_time=1000.0, max_steps=100_000)
     wait_until(lambda: len(metrics.read_text().splitlines()) > evaluations, launcher)
     launcher.send_signal(signal.SIGINT)
-    code, err = finish(launcher, timeout=40)
+    code, err = finish(launcher, timeout=60)
     assert code == 130, err[-3000:]
     first_again, second_again = reports(report)
     assert first_again == second_again and first_again["stop"] == "interrupted", (first_again, second_again)
@@ -131,7 +131,7 @@ def test_cli_nproc_trains_and_a_killed_worker_stops_the_other_with_one_line(tmp_
     victim = next(pid for pid in children(launcher.pid) if "LOCAL_RANK=1" in environ(pid))
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    code, err = finish(launcher, timeout=40)
+    code, err = finish(launcher, timeout=60)
     assert time.monotonic() - killed < 20  # the agent waits 30 s before killing a worker that hangs
     assert code == 1
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
