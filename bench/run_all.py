@@ -23,6 +23,7 @@ FULL = [
     ("train_speed.py", ["--reference", "--json", str(BENCH / "results" / "train_speed_reference.json")]),
     ("train_speed.py", ["--tokenizer", "word", "--corpus", str(SHARED / "wikitext-2" / "train.txt"),
                         "--json", str(BENCH / "results" / "train_speed_wikitext.json")]),
+    ("ddp_speed.py", []),
     ("data_speed.py", []),
     ("generate_speed.py", ["--threads", "1"]),
     ("suggest_latency.py", []),
