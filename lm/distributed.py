@@ -84,7 +84,7 @@ def session():
     if not launched_as_worker() or dist.is_initialized():
         yield
         return
-    if torch.cuda.is_available():
+    if int(os.environ["LOCAL_RANK"]) < torch.cuda.device_count():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # before NCCL starts: one GPU per worker
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     timeout = timedelta(seconds=float(os.environ.get("LM_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
@@ -122,7 +122,11 @@ def _first_line(e: BaseException) -> str:
 def device_for(device: torch.device) -> torch.device:
     """A worker on GPUs uses the GPU of its local rank."""
     if active() and device.type == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ConfigError(f"worker {local_rank} on this machine has no GPU of its own ({gpus} here) — "
+                              f"start at most {gpus} workers per machine, or train with --device cpu")
+        return torch.device("cuda", local_rank)
     return device
 
 
