@@ -56,7 +56,7 @@ def worker(args) -> None:
     with lm.distributed.session():
         lm.train(corpus, Path(args.out), config=lm.TrainConfig(
             batch=args.batch, max_steps=args.steps, log_every=args.log_every, device=args.device,
-            precision=args.precision, warmup=0, eval_every=0), tokenizer_config=lm.TokenizerConfig(kind="char"),
+            precision=args.precision, warmup=0, eval_every=0, tune_cache=False), tokenizer_config=lm.TokenizerConfig(kind="char"),
             progress=speeds, overwrite=True)
         if lm.distributed.is_writer():
             Path(args.report).write_text(json.dumps(speeds.tokens_per_s))

@@ -19,7 +19,8 @@ from lm.distributed import free_port
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = dict(layers=1, hidden=32, emb=16, dropout=0.0)
-TRAIN = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, device="cpu", precision="fp32", eval_every=0)
+TRAIN = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, device="cpu", precision="fp32", eval_every=0,
+             tune_cache=False)
 LAUNCH = "import sys, lm.distributed as d; sys.exit(d.launch(sys.argv[1:], 2))"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 TINY_CLI = ["--tokenizer", "char", "--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16",
