@@ -62,6 +62,36 @@ def worker(args) -> None:
             Path(args.report).write_text(json.dumps(speeds.tokens_per_s))
 
 
+def decision_cost(args) -> None:
+    """One worker of the per-step cost probe: the clock broadcast and the stop all-reduce, timed."""
+    import time
+
+    import torch
+
+    import lm.distributed as d
+    from lm.trainer import Stop
+
+    torch.set_num_threads(1)
+    with d.session():
+        for phase in ("warm-up", "timed"):
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                d.from_writer(time.perf_counter())
+                d.decide(None, (None, *Stop), urgent=Stop.INTERRUPTED)
+            seconds = time.perf_counter() - started
+        if d.is_writer():
+            Path(args.report).write_text(json.dumps(seconds / args.steps))
+
+
+def measure_decisions(args, folder: Path) -> float:
+    """Seconds per step that the two per-step collectives cost between two workers."""
+    report = folder / "decisions.json"
+    command = [str(Path(__file__).resolve()), "--decisions", "--steps", "2000", "--report", str(report)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", LAUNCH, "2", sys.executable, *command], env=env, check=True)
+    return json.loads(report.read_text())
+
+
 def run_once(args, workers: int, threads: int, batch: int, folder: Path) -> float:
     """tokens/s of one fresh run: the median logged speed after the first window."""
     report = folder / "speeds.json"
@@ -115,6 +145,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--quick", action="store_true", help="8 steps, one run each: a smoke test")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--decisions", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--valid", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -122,6 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.decisions:
+        return decision_cost(args)
     if args.quick:
         args.steps, args.repeats = 8, 1
     with tempfile.TemporaryDirectory() as folder:
@@ -132,18 +165,20 @@ def main() -> None:
                     measure(args, args.nproc, 1, args.batch)]
         else:  # a GPU wants its own full batch: the global batch grows with the workers
             rows = [measure(args, 1, 1, args.batch), measure(args, args.nproc, 1, args.batch * args.nproc)]
+        decisions = measure_decisions(args, Path(folder))
     one = rows[0]["tokens_per_s"]
     for row in rows:
         row["speed_up"] = row["tokens_per_s"] / one
         row["efficiency"] = row["speed_up"] / max(row["workers"], row["threads"])
     result = {"device": args.device, "batch": args.batch, "steps": args.steps, "precision": args.precision,
-              "cpus": os.cpu_count(), "rows": rows}
+              "cpus": os.cpu_count(), "rows": rows, "decisions_us_per_step": decisions * 1e6}
     if args.device == "cuda":
         result["fraction_of_bare_cudnn"] = one / bare_fraction(args)
     print(f"{'set-up':<28} {'batch':>6} {'tokens/s':>10} {'speed-up':>9} {'efficiency':>11}")
     for row in rows:
         name = f"{row['workers']} worker(s) x {row['threads']} thread(s)"
         print(f"{name:<28} {row['batch']:>6} {row['tokens_per_s']:>10,.0f} {row['speed_up']:>8.2f}x {row['efficiency']:>10.0%}")
+    print(f"per-step decisions (clock broadcast + stop all-reduce, 2 workers, gloo): {decisions * 1e6:.0f} µs")
     if "fraction_of_bare_cudnn" in result:
         print(f"one worker / bare cuDNN step: {result['fraction_of_bare_cudnn']:.0%}")
     out = ROOT / "bench" / "results"
