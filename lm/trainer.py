@@ -31,6 +31,7 @@ from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoin
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .lexicon import Lexicon
+from .likelihood import evaluate_loss
 from .model import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
@@ -474,7 +475,8 @@ def _evaluate_and_save(run: _Run, autocast, losses: _LossWindow) -> bool:
 
 
 def _validate(run: _Run, model, autocast):
-    return distributed.evaluate_loss(
+    evaluate = distributed.evaluate_loss if distributed.active() else evaluate_loss  # workers score a part each
+    return evaluate(
         model, run.valid, run.valid_chars, run.valid_words, batch=run.config.batch,
         bptt=max(run.config.bptt, 128), autocast=autocast, vocab_size=run.model.config.vocab_size,
     )
