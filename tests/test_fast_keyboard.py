@@ -96,3 +96,16 @@ def test_states_along_equal_reading_token_by_token(cell):
             _, state = model(torch.tensor([[token]]), state)
             for got, want in zip(along if cell == "lstm" else [along], state if cell == "lstm" else [state]):
                 assert torch.allclose(got[:, t], want[:, 0], atol=1e-6)
+
+
+def test_a_suggester_with_a_cache_types_through_the_session(tiny_checkpoints, monkeypatch):
+    """Chunked reads know nothing of the cache yet: such a suggester keeps the session path."""
+    import lm.fast_keyboard as fast_keyboard
+    from lm.cache import CacheConfig
+
+    model, tokenizer = load(tiny_checkpoints("word"))
+    suggester = Suggester(model, tokenizer, cache=CacheConfig(window=50, sharpness=1.0, weight=0.3))
+    text = random_text(tokenizer, 4, words=60)
+    reference = keyboard_metrics(suggester, text, session=SuggestionSession(suggester), is_unknown=unknown_word_test(tokenizer))
+    monkeypatch.setattr(fast_keyboard, "ChunkedWordSession", None)  # would fail if it were used
+    assert asdict(fast_keyboard_metrics(suggester, text, is_unknown=unknown_word_test(tokenizer))) == asdict(reference)
