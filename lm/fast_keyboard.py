@@ -1,9 +1,10 @@
 """The keyboard simulation of lm/keyboard.py, fast: a word model reads the text in large chunks.
 
 `keyboard_metrics` asks a session for the strip at every keystroke. A `SuggestionSession`
-reads the model one word at a time (a call per word, as a keyboard must), which bounds the
-simulation at a few hundred words per second for a default-size model. Here the text is
-known in advance, so a word model's strip is worked out from one forward pass over the text:
+reads the model one word at a time (a call per word, as a keyboard must): 141 words/s for a
+default-size WikiText-2 word model on 2 CPU cores. Here the text is known in advance, so a
+word model's strips are worked out from one forward pass over the text (930 words/s;
+bench/NOTES.md, "Keyboard simulation speed"):
 
 - Before the first letter of a word the strip depends only on the model's distribution at the
   word boundary, and after a few letters only on that distribution restricted to the words
