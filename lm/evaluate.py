@@ -19,11 +19,12 @@ from .cache import CacheConfig, cache_nll, tune_on
 from .checkpoint import load_checkpoint, update_config
 from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
-from .keyboard import KeyboardMetrics, keyboard_metrics, leading_words
+from .fast_keyboard import fast_keyboard_metrics
+from .keyboard import KeyboardMetrics, leading_words
 from .lexicon import Lexicon
 from .likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
 from .model import quantize_int8
-from .suggest import Suggester, SuggestionSession
+from .suggest import Suggester
 from .text import START_TEXT
 from .tokenizer import UNK
 
@@ -235,11 +236,11 @@ def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cach
 
 
 def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None, cache=None) -> KeyboardMetrics:
-    """Keyboard metrics of the model's own suggester, typed through an incremental session."""
+    """Keyboard metrics of the model's own suggester: the numbers of typing through a
+    SuggestionSession, computed from chunked reads where the model allows (lm/fast_keyboard.py)."""
     suggester = Suggester(model, tokenizer, lexicon=lexicon, cache=cache)
     progress.start("keyboard", count_words(text))
-    return keyboard_metrics(suggester, text, session=SuggestionSession(suggester),
-                            is_unknown=unknown_word_test(tokenizer), advance=progress.advance)
+    return fast_keyboard_metrics(suggester, text, is_unknown=unknown_word_test(tokenizer), advance=progress.advance)
 
 
 def unknown_word_test(tokenizer) -> Callable[[str], bool]:
