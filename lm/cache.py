@@ -8,7 +8,9 @@ the token that followed it, x_{i+1}. At position t the cache predicts
 
 and the prediction is (1 - λ) p_model + λ p_cache: a word that followed a similar context a
 moment ago is likely again (names, topic words, a user's own vocabulary). θ is `sharpness`,
-λ is `weight`; `tune` picks them and the window on validation text, and lm saves them in the
+λ is `weight`, scaled by how full the memory is (λ·n/window with n < window entries): a
+distribution over the five tokens of a five-word text is no evidence, and at full weight it
+offered "the" and "clouds" after "the clouds are in the". `tune` picks them and the window on validation text, and lm saves them in the
 checkpoint's config.json under "cache". Nothing is trained; the model is unchanged.
 """
 from __future__ import annotations
@@ -65,9 +67,17 @@ def mix(logits: torch.Tensor, query: torch.Tensor, keys: torch.Tensor, values: t
     logp = torch.log_softmax(logits.float(), -1)
     if not config.enabled or len(values) == 0:
         return logp
+    weight = weight_for(config.weight, len(values), config.window)
     attention = torch.softmax(config.sharpness * (query.float() @ keys.float().T), -1)  # [q, n]
     cached = logp.new_zeros(logp.shape).index_add_(1, values, attention)  # [q, vocab]
-    return torch.logaddexp(logp + math.log1p(-config.weight), cached.log() + math.log(config.weight))
+    return torch.logaddexp(logp + math.log1p(-weight), cached.log() + math.log(weight))
+
+
+def weight_for(weight: float, entries, window: int):
+    """λ for a memory of `entries` (a number, or a tensor of them per position): full from `window` on."""
+    if isinstance(entries, torch.Tensor):
+        return weight * entries.clamp(max=window).float() / window
+    return weight * min(entries, window) / window
 
 
 def target_probs(features: torch.Tensor, targets: torch.Tensor, window: int, sharpness: float) -> torch.Tensor:
@@ -94,12 +104,13 @@ def target_probs(features: torch.Tensor, targets: torch.Tensor, window: int, sha
     return out
 
 
-def mixed_nll(model_nll: torch.Tensor, cache_p: torch.Tensor, weight: float, has_memory: torch.Tensor) -> torch.Tensor:
-    """-log((1 - λ) p_model + λ p_cache) per position; the model's own where the cache is empty."""
+def mixed_nll(model_nll: torch.Tensor, cache_p: torch.Tensor, weight: float, window: int) -> torch.Tensor:
+    """-log((1 - λ_t) p_model + λ_t p_cache) per position t, λ_t = weight_for(weight, t, window)."""
     if weight == 0:
         return model_nll
-    mixed = -torch.logaddexp(-model_nll + math.log1p(-weight), cache_p.clamp_min(1e-30).log() + math.log(weight))
-    return torch.where(has_memory, mixed, model_nll)
+    weights = weight_for(weight, torch.arange(len(model_nll)), window)  # position t remembers t entries
+    mixed = -torch.logaddexp(-model_nll + torch.log1p(-weights), cache_p.clamp_min(1e-30).log() + weights.clamp_min(1e-30).log())
+    return torch.where(weights > 0, mixed, model_nll)
 
 
 @torch.inference_mode()
@@ -127,14 +138,13 @@ def tune(features: torch.Tensor, targets: torch.Tensor, model_nll: torch.Tensor)
         The best config and a report: {"model_nll", "cache_nll", "tried": [...]}.
     """
     scale = 1.0 / max(features.float().pow(2).sum(-1).median().item(), 1e-6)
-    has_memory = torch.arange(len(targets)) > 0
     best, best_nll, tried = CacheConfig(), model_nll.mean().item(), []
     for window in WINDOWS:
         for factor in SHARPNESS_SCALES:
             sharpness = factor * scale
             cache_p = target_probs(features, targets, window, sharpness)
             for weight in WEIGHTS[1:]:
-                nll = mixed_nll(model_nll, cache_p, weight, has_memory).mean().item()
+                nll = mixed_nll(model_nll, cache_p, weight, window).mean().item()
                 tried.append({"window": window, "sharpness": sharpness, "weight": weight, "nll": nll})
                 if nll < best_nll:
                     best, best_nll = CacheConfig(window, sharpness, weight), nll
@@ -155,7 +165,7 @@ def cache_nll(model, ids: np.ndarray, config: CacheConfig) -> tuple[torch.Tensor
     if not config.enabled:
         return nll, nll
     cache_p = target_probs(features, targets, config.window, config.sharpness)
-    return nll, mixed_nll(nll, cache_p, config.weight, torch.arange(len(targets)) > 0)
+    return nll, mixed_nll(nll, cache_p, config.weight, config.window)
 
 
 class CacheMemory:

@@ -49,7 +49,8 @@ def test_mix_is_the_weighted_sum_of_model_and_cache_distributions():
         cache_p = torch.zeros(5)
         for a, v in zip(attention, values):
             cache_p[v] += a
-        torch.testing.assert_close(got[q], 0.75 * model_p + 0.25 * cache_p)
+        weight = 0.25 * 4 / 10  # the memory holds 4 of its 10 entries
+        torch.testing.assert_close(got[q], (1 - weight) * model_p + weight * cache_p)
     empty = mix(logits, query, keys[:0], values[:0], config)
     torch.testing.assert_close(empty, torch.log_softmax(logits, -1))
 
@@ -73,7 +74,7 @@ def test_a_repeated_rare_word_becomes_likelier_with_the_cache(tiny_checkpoints):
     ids = tokenizer.encode(START_TEXT + text)
     repeat = len(ids) - 2  # the position that predicts the second "river"
     assert ids[repeat + 1] == tokenizer.encode("river")[0]
-    without, with_cache = cache_nll(model, ids, CacheConfig(window=100, sharpness=0.05, weight=0.3))
+    without, with_cache = cache_nll(model, ids, CacheConfig(window=20, sharpness=0.05, weight=0.3))  # a full memory
     assert with_cache[repeat] < without[repeat] - 0.1
 
 
@@ -108,7 +109,8 @@ def test_word_suggestions_follow_the_mixed_distribution(tiny_checkpoints):
     h = features[0]
     attention = torch.softmax(0.05 * (h[:-1] @ h[-1]), -1)
     cache_p = torch.zeros_like(model_p).index_add_(0, ids[0, 1:], attention)
-    mixed = 0.6 * model_p + 0.4 * cache_p
+    weight = 0.4 * min(len(h) - 1, 50) / 50  # λ grows with the memory
+    mixed = (1 - weight) * model_p + weight * cache_p
     first, second = (tokenizer.encode(s.word)[0] for s in shown[:2])
     assert shown[0].probability / shown[1].probability == pytest.approx((mixed[first] / mixed[second]).item(), rel=1e-4)
     plain = Suggester(model, tokenizer).suggest(text, k=3)
@@ -169,3 +171,19 @@ def test_suggest_uses_the_saved_cache_unless_told_not_to(tmp_path, tiny_checkpoi
     assert run() == [s.to_dict() for s in with_cache]
     assert run("--no-cache") == [s.to_dict() for s in Suggester(model, tokenizer).suggest(text)]
     assert run() != run("--no-cache")
+
+
+def test_cache_nll_mixes_each_position_with_a_weight_that_grows_with_its_memory(tiny_checkpoints):
+    model, tokenizer = load(tiny_checkpoints("word"))
+    ids = tokenizer.encode(START_TEXT + make_text(6, seed=11))
+    config = CacheConfig(window=16, sharpness=0.05, weight=0.3)
+    without, with_cache = cache_nll(model, ids, config)
+    with torch.no_grad():
+        features, _ = model.features(torch.tensor([ids[:-1]]))
+        model_p = torch.softmax(model.output(features)[0], -1)
+    h, targets = features[0], ids[1:]
+    for t in range(len(targets)):
+        weight = 0.3 * min(t, 16) / 16
+        p = (1 - weight) * model_p[t, targets[t]].item() + weight * naive_cache_p(h, targets, t, 16, 0.05)
+        assert with_cache[t].item() == pytest.approx(-math.log(p), rel=1e-4, abs=1e-5), t
+        assert without[t].item() == pytest.approx(-math.log(model_p[t, targets[t]].item()), rel=1e-4, abs=1e-5)
