@@ -8,9 +8,9 @@ the token that followed it, x_{i+1}. At position t the cache predicts
 
 and the prediction is (1 - λ) p_model + λ p_cache: a word that followed a similar context a
 moment ago is likely again (names, topic words, a user's own vocabulary). θ is `sharpness`,
-λ is `weight`, scaled by how full the memory is (λ·n/window with n < window entries): a
-distribution over the five tokens of a five-word text is no evidence, and at full weight it
-offered "the" and "clouds" after "the clouds are in the". `tune` picks them and the window on validation text, and lm saves them in the
+λ is `weight`, scaled down while the memory is short (λ·n/RAMP for its first n < RAMP
+entries, RAMP = min(window, 100)): a distribution over the five tokens of a five-word text is
+no evidence, and at full weight it offered "the" and "clouds" after "the clouds are in the". `tune` picks them and the window on validation text, and lm saves them in the
 checkpoint's config.json under "cache". Nothing is trained; the model is unchanged.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ SHARPNESS_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # θ tried by `tune`, times 1 / t
 WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)  # λ tried by `tune` (0: the cache does not pay)
 TUNE_TOKENS = 50_000  # validation tokens `tune` reads at most: a minute on a CPU
 QUERY_BLOCK = 512  # positions scored together in `target_probs`
+RAMP = 100  # entries from which the cache has its full weight
 
 
 @dataclass
@@ -74,10 +75,11 @@ def mix(logits: torch.Tensor, query: torch.Tensor, keys: torch.Tensor, values: t
 
 
 def weight_for(weight: float, entries, window: int):
-    """λ for a memory of `entries` (a number, or a tensor of them per position): full from `window` on."""
+    """λ for a memory of `entries` (a number, or a tensor of them per position): full from RAMP on."""
+    ramp = min(window, RAMP)
     if isinstance(entries, torch.Tensor):
-        return weight * entries.clamp(max=window).float() / window
-    return weight * min(entries, window) / window
+        return weight * entries.clamp(max=ramp).float() / ramp
+    return weight * min(entries, ramp) / ramp
 
 
 def target_probs(features: torch.Tensor, targets: torch.Tensor, window: int, sharpness: float) -> torch.Tensor:
