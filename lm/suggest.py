@@ -328,9 +328,8 @@ class Suggester:
         only in the returned view (the typed word taken as finished).
         """
         ids = self.tokenizer.encode(text)
-        keys, values = memory.view(mark.count) if memory is not None else mark.view
         if not ids:
-            return mark.state, mark.logits, mark.feature, mark.count, (keys, values)
+            return mark.state, mark.logits, mark.feature, mark.count, memory.view(mark.count) if memory is not None else mark.view
         state, features, logits = read_features(self.model, ids, mark.state, self.chunk)
         new_keys = torch.cat([mark.feature[None], features[:-1]])  # each position with the token after it
         new_values = torch.tensor(ids, dtype=torch.long, device=features.device)
@@ -340,6 +339,7 @@ class Suggester:
         else:
             count = mark.count + len(ids)
             window = self.cache.window
+            keys, values = mark.view
             if len(values):
                 new_keys, new_values = torch.cat([keys, new_keys]), torch.cat([values, new_values])
             view = (new_keys[-window:], new_values[-window:])
