@@ -190,4 +190,5 @@ def evaluate_loss(
 
 
 def _safe_exp(x: float) -> float:
-    return math.exp(x) if x < 700 else float("inf")
+    """e^x, capped at e^700 (~1e304): a perplexity that large says the same, and stays valid JSON."""
+    return math.exp(min(x, 700.0))
