@@ -54,6 +54,10 @@ class ModelConfig(ConfigBase):
     dropout: float = 0.3  # WikiText-2 and Tiny Shakespeare overfit by epoch 5 at 0.1: bench/NOTES.md
     softmax: str = "auto"  # full (tied to the embedding), adaptive, or auto: by vocabulary size
     cutoffs: list[int] | None = None  # adaptive softmax clusters; None: from ADAPTIVE_CUTOFFS
+    # A linear map hidden -> emb before the output layer. Without it (possible only when hidden
+    # == emb) the tied logits are the bounded LSTM output times the embedding, and AdamW trains
+    # such a model several times worse (bench/NOTES.md); checkpoints from before it load without.
+    projection: bool = True
     # Training-only regularizers (AWD-LSTM, Merity et al. 2017), all off by default; none
     # changes a weight's shape or the model at inference.
     locked_dropout: bool = False  # one --dropout mask per sequence, the same at every step
@@ -87,6 +91,9 @@ class ModelConfig(ConfigBase):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
                 raise ConfigError(f"{flag(name)} cannot be negative, not {value!r} — pass 0 or more (0 switches it off)")
+        if not self.projection and self.hidden != self.emb:
+            raise ConfigError(f"--no-projection needs --hidden equal to --emb (not {self.hidden} and {self.emb}) — "
+                              "drop --no-projection, or make them equal")
         if not isinstance(self.locked_dropout, bool):
             raise ConfigError(f"--locked-dropout is on or off, not {self.locked_dropout!r} — pass --locked-dropout or leave it out")
 
@@ -107,14 +114,17 @@ class ModelConfig(ConfigBase):
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return super().from_dict({"softmax": "full", **data})  # checkpoints from before the adaptive softmax
+        # Checkpoints from before the adaptive softmax, and from before `projection` (which had
+        # one exactly when hidden != emb).
+        old_projection = data.get("hidden", cls.hidden) != data.get("emb", cls.emb)
+        return super().from_dict({"softmax": "full", "projection": old_projection, **data})
 
 
 class LanguageModel(nn.Module):
     """Stacked RNN language model with the output layer tied to the embedding.
 
     Tying (Press & Wolf 2017, Inan et al. 2017) shares the [vocab, emb] matrix between
-    input and output; when hidden != emb a linear projection maps hidden -> emb first.
+    input and output; a linear projection maps hidden -> emb first.
     Large vocabularies use an adaptive softmax instead (untied): frequent words in a head,
     rare ones in smaller tail clusters, so training never builds the full distribution.
     """
@@ -130,9 +140,7 @@ class LanguageModel(nn.Module):
         self.rnn = CELLS[config.cell](
             config.emb, config.hidden, config.layers, batch_first=True, dropout=rnn_dropout
         )
-        self.projection = (
-            nn.Linear(config.hidden, config.emb, bias=False) if config.hidden != config.emb else None
-        )
+        self.projection = nn.Linear(config.hidden, config.emb, bias=False) if config.projection else None
         if config.softmax == "adaptive":
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(config.emb, config.vocab_size, config.cutoffs, div_value=ADAPTIVE_DIV)
         else:
@@ -331,7 +339,7 @@ class LanguageModel(nn.Module):
             shapes[f"rnn.weight_hh_l{layer}"] = (gates, config.hidden)
             shapes[f"rnn.bias_ih_l{layer}"] = (gates,)
             shapes[f"rnn.bias_hh_l{layer}"] = (gates,)
-        if config.hidden != config.emb:
+        if config.projection:
             shapes["projection.weight"] = (config.emb, config.hidden)
         config = config.resolved()
         if config.softmax == "full":

@@ -36,8 +36,14 @@ def test_output_layer_is_tied_to_the_embedding():
     model = LanguageModel(ModelConfig(vocab_size=100, hidden=32, emb=16))
     assert model.decoder.weight is model.embedding.weight
     assert model.projection.weight.shape == (16, 32)
-    same = LanguageModel(ModelConfig(vocab_size=100, hidden=16, emb=16))
-    assert same.projection is None
+    # hidden == emb: still projected, unless asked not to; a config saved before the choice
+    # existed had a projection exactly when the sizes differed.
+    assert LanguageModel(ModelConfig(vocab_size=100, hidden=16, emb=16)).projection.weight.shape == (16, 16)
+    assert LanguageModel(ModelConfig(vocab_size=100, hidden=16, emb=16, projection=False)).projection is None
+    assert ModelConfig.from_dict({"vocab_size": 100, "hidden": 16, "emb": 16}).projection is False
+    assert ModelConfig.from_dict({"vocab_size": 100, "hidden": 32, "emb": 16}).projection is True
+    with pytest.raises(lm.errors.ConfigError, match="--no-projection"):
+        ModelConfig(vocab_size=100, hidden=32, emb=16, projection=False).validate()
     untied_count = count_parameters(model) + 100 * 16
     assert sum(p.numel() for p in model.state_dict().values()) == untied_count
 

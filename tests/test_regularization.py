@@ -74,7 +74,7 @@ def test_locked_dropout_masks_embeddings_layers_and_output_once_per_sequence(cel
         x = model.embedding(ids) * masks[0]
         x = fused_by_layer(model, 0)(x)[0] * masks[1]
         x = fused_by_layer(model, 1)(x)[0] * masks[2]
-        expected = model.decoder(x)
+        expected = model.decoder(model.projection(x))
     torch.testing.assert_close(logits, expected)
 
 
