@@ -58,6 +58,13 @@ def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advan
 
     The model's weights are restored afterwards unless `keep`. Needs float weights (not int8).
     """
+    return adapted_read(model, ids, config, advance, keep)[1]
+
+
+def adapted_read(model, ids: np.ndarray, config: AdaptConfig | None = None, advance=lambda n: None,
+                 keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """As `adapted_nll`, with the feature vector at each position [len(ids) - 1, dim] first: what
+    a continuous cache remembers (lm/cache.py), as the adapting model saw it at the time."""
     config = config or AdaptConfig()
     config.validate()
     params = [p for p in model.parameters() if p.dtype.is_floating_point]
@@ -69,11 +76,13 @@ def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advan
     ids = torch.tensor(np.asarray(ids), dtype=torch.long, device=device)
     was_training = model.training
     model.eval()  # no dropout: the steps follow the text, not noise
-    nll, state, steps = [], None, 0
+    nll, features, state, steps = [], [], None, 0
     try:
         for at in range(0, len(ids) - 1, config.segment):
             chunk = ids[at: at + config.segment + 1][None]  # [1, time + 1]
-            logits, state = model(chunk[:, :-1], state)
+            hidden, state = model.features(chunk[:, :-1], state)
+            logits = model.output(hidden)
+            features.append(hidden[0].detach().float().cpu())
             token_nll = F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="none")  # [time]
             nll.append(token_nll.detach().cpu())
             model.zero_grad(set_to_none=True)
@@ -88,7 +97,9 @@ def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advan
                 p.copy_(t)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return torch.cat(nll) if nll else torch.zeros(0)
+    if not nll:
+        return torch.zeros(0, model.config.emb), torch.zeros(0)
+    return torch.cat(features), torch.cat(nll)
 
 
 @torch.no_grad()

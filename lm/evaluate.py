@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ._util import ConfigBase, flag, pick_device
-from .adapt import AdaptConfig, adapted_nll
-from .cache import CacheConfig, cache_nll, tune_on
+from .adapt import AdaptConfig, adapted_read
+from .cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
 from .checkpoint import load_checkpoint, update_config
 from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
@@ -91,6 +92,7 @@ class EvalResult:
     cache_keyboard: KeyboardMetrics | None = None
     cache_keyboard_seconds: float = 0.0
     adapt_loss: LossMetrics | None = None  # with dynamic evaluation (one stream, as stream_loss)
+    adapt_cache_loss: LossMetrics | None = None  # with dynamic evaluation and the cache together
     adapt_seconds: float = 0.0
 
     @property
@@ -113,7 +115,9 @@ class EvalResult:
                 cache["keyboard"] = {**self.cache_keyboard.to_dict(), "seconds": self.cache_keyboard_seconds}
         adapt = None
         if self.adapt_loss is not None:
-            adapt = {"without": self.stream_loss.to_dict(), "with": self.adapt_loss.to_dict(), "seconds": self.adapt_seconds,
+            adapt = {"without": self.stream_loss.to_dict(), "with": self.adapt_loss.to_dict(),
+                     "with_cache": self.adapt_cache_loss.to_dict() if self.adapt_cache_loss else None,
+                     "seconds": self.adapt_seconds,
                      "tokens_per_s": self.adapt_loss.tokens / max(self.adapt_seconds, 1e-9)}
         return {
             "checkpoint": self.checkpoint, "sources": self.sources, "device": self.device,
@@ -201,21 +205,26 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
     if cache is not None and cache.enabled:
         _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
     if config.adapt:
-        _evaluate_adapt(model, text, ids, config, progress, result)
+        _evaluate_adapt(model, text, ids, config, progress, result, cache)
     return result
 
 
-def _evaluate_adapt(model, text, ids, config, progress, result) -> None:
-    """Dynamic evaluation's figure, beside the same single stream read without it."""
+def _evaluate_adapt(model, text, ids, config, progress, result, cache: CacheConfig | None) -> None:
+    """Dynamic evaluation's figure, beside the same single stream read without it; with a cache,
+    also both together (the cache remembers the adapting model's features)."""
     counts = dict(chars=len(text), words=count_words(text))
     if result.stream_loss is None:
         without, _ = cache_nll(model, ids, CacheConfig())
         result.stream_loss = LossMetrics(loss=without.mean().item(), tokens=len(without), **counts)
     progress.start("adapting", len(ids) - 1)
     started = time.perf_counter()
-    nll = adapted_nll(model, ids, AdaptConfig(config.adapt_lr, config.adapt_decay), progress.advance)
+    features, nll = adapted_read(model, ids, AdaptConfig(config.adapt_lr, config.adapt_decay), progress.advance)
     result.adapt_seconds = time.perf_counter() - started
     result.adapt_loss = LossMetrics(loss=nll.mean().item(), tokens=len(nll), **counts)
+    if cache is not None and cache.enabled:
+        targets = torch.tensor(np.asarray(ids[1:]), dtype=torch.long)
+        both = mixed_nll(nll, target_probs(features, targets, cache.window, cache.sharpness), cache.weight, cache.window)
+        result.adapt_cache_loss = LossMetrics(loss=both.mean().item(), tokens=len(both), **counts)
 
 
 def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result) -> None:
