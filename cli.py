@@ -102,13 +102,16 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TokenizerConfig, "vocab_size", "Vocabulary size (default: all chars; 4000 subwords; words seen --min-count times).", type=int)
 @field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk> (default: 1 when the text "
               "already has <unk> marks, as WikiText does, else 2).", type=int)
-@click.option("--size", type=click.Choice(list(lm.presets.SIZES)), help="A preset: tiny (a phone-keyboard model, about "
-              "1.4 M parameters at 10k words), small, medium (the defaults), large (AWD-LSTM style, for a GPU); "
-              "flags given beside it win.")
+@click.option("--size", type=click.Choice(["auto", *lm.presets.SIZES]), default="auto", show_default=True,
+              help="A preset: tiny (a phone-keyboard model, about 1.4 M parameters at 10k words), small, medium, large "
+              "(AWD-LSTM style, for a GPU); auto picks the largest of tiny, small and medium that the time (--max-time, "
+              "else the epochs) can train on this corpus, timing them on this machine. Flags given beside it win.")
 @field_option(lm.ModelConfig, "cell", "Recurrent cell.", type=click.Choice(list(CELLS)))
 @field_option(lm.ModelConfig, "layers", "Stacked recurrent layers.")
 @field_option(lm.ModelConfig, "hidden", "Hidden units per layer.")
 @field_option(lm.ModelConfig, "emb", "Embedding size (the tied output layer shares it).")
+@field_option(lm.ModelConfig, "projection", "A linear map from the hidden units to the embedding before the tied "
+              "output layer (--no-projection needs --hidden equal to --emb).", flag="--projection/--no-projection")
 @field_option(lm.ModelConfig, "dropout", "Dropout on embeddings, between layers and on outputs.")
 @field_option(lm.ModelConfig, "locked_dropout", "Training: one --dropout mask per sequence, the same at every step "
               "(variational dropout).", flag="--locked-dropout/--no-locked-dropout")
@@ -124,8 +127,8 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
 @field_option(lm.TrainConfig, "lr", "Peak learning rate (default: 3e-3 adamw, 20 sgd, 1e-3 rmsprop).", type=float)
-@field_option(lm.TrainConfig, "weight_decay", "Weight decay.")
-@field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off).")
+@field_option(lm.TrainConfig, "weight_decay", "Weight decay (default: 0.01 adamw, decoupled; 0 sgd and rmsprop).", type=float)
+@field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off; default: 0.25 sgd, 1.0 adamw and rmsprop).", type=float)
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
 @field_option(lm.TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
               "ema (moving average), asgd (from the first evaluation without improvement), none.",
@@ -173,10 +176,8 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
         # The workers run this same command; the first prints the progress and the summary.
         sys.exit(lm.distributed.launch(lm.distributed.worker_command(command_words(ctx, skip=("nproc",))), nproc))
     model_config = lm.ModelConfig.from_dict({k: v for k, v in options.items() if k != "vocab_size"})  # the tokenizer's flag
-    configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict(options)]
-    if size:
-        given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        lm.apply_size(size, configs[0], configs[2], given)
+    configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict({**options, "size": size})]
+    given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
     with lm.distributed.session():
@@ -185,7 +186,8 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
             warnings.showwarning = show_warning  # a curves.png that cannot be drawn: one line, training goes on
             try:
                 result = lm.train(corpus, out, *configs, lm.tensorboard.Tee(progress, board) if board else progress,
-                                  resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus)
+                                  resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus,
+                                  given=given)
             finally:
                 if board:
                     board.close()
@@ -430,6 +432,10 @@ def eval_table(result) -> Table:
         rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {adapted.perplexity:.2f} with dynamic "
                      f"evaluation ({adapted.perplexity / base.perplexity - 1:+.1%}; "
                      f"{adapted.tokens / max(result.adapt_seconds, 1e-9):,.0f} tokens/s)"))
+        if result.adapt_cache_loss is not None:
+            both = result.adapt_cache_loss
+            rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {both.perplexity:.2f} with both "
+                         f"({both.perplexity / base.perplexity - 1:+.1%})"))
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -783,9 +789,10 @@ def info_table(summary: dict) -> Table:
         ("tokenizer", f"{tokenizer['kind']}, vocab {tokenizer['vocab_size']:,}"),
     ]
     if training:
-        lr = training["lr"] if training.get("lr") is not None else lm.trainer.DEFAULT_LR.get(training["optimizer"])
-        rows.append(("training", f"{training['optimizer']} lr {lr:g}, {training['schedule']}, batch {training['batch']} × "
-                                 f"bptt {training['bptt']}, clip {training['clip']}, {training['precision']}"
+        settings = lm.TrainConfig.from_dict(training)
+        rows.append(("training", f"{training['optimizer']} lr {settings.learning_rate:g}, {training['schedule']}, "
+                                 f"batch {training['batch']} × bptt {training['bptt']}, clip {settings.clip_norm:g}, "
+                                 f"{training['precision']}"
                                  + (f", {training['average']} weight average" if training.get("average", "none") != "none" else "")
                                  + (", varied bptt" if training.get("vary_bptt") else "")))
     if corpus:
@@ -797,6 +804,10 @@ def info_table(summary: dict) -> Table:
     rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens "
                             f"in {_duration(trained['minutes'])}"))
     rows.append(("evaluations", f"{trained['evaluations']}"))
+    if summary.get("plan"):
+        plan = summary["plan"]
+        timed = f" at {plan['tokens_per_s']:,.0f} tokens/s" if plan.get("tokens_per_s") else ""
+        rows.append(("size chosen", f"{plan['size']} by --size auto{timed}, for about {plan['epochs']:.1f} epochs"))
     if summary["fine_tuned_from"]:
         rows.append(("fine-tuned from", summary["fine_tuned_from"]))
     if summary["resumed_at"]:

@@ -14,7 +14,9 @@ the preset is a starting point, never a cage.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+import math
+
+from dataclasses import dataclass, fields, replace
 
 from .errors import ConfigError
 
@@ -46,3 +48,84 @@ def apply_size(size: str, model_config, train_config, given: set[str] = frozense
             if name in known and name not in given:
                 setattr(config, name, value)
     return model_config, train_config
+
+
+# The budget rule (`--size auto`): the largest preset the time can feed.
+#
+# Within a fixed time a larger model learns more from each token but reads fewer of them, and a
+# small corpus read many times teaches less with each pass. The rule counts the tokens a size
+# can read in the time, discounts repeats as data-constrained scaling does (Muennighoff et al.
+# 2023: a repeated token is worth less with each epoch, with a half-life of about
+# REPEAT_HALF_LIFE epochs), and takes the largest size that gets at least TOKENS_PER_WEIGHT
+# such tokens per recurrent weight (embeddings excluded: a row learns only when its token
+# appears). bench/NOTES.md ("Quality per minute") holds the runs behind the numbers.
+AUTO_SIZES = ("tiny", "small", "medium")  # large is for a GPU and hours: by hand
+TOKENS_PER_WEIGHT = 2.0
+REPEAT_HALF_LIFE = 15.4
+
+
+@dataclass
+class Plan:
+    """What `--size auto` chose and why."""
+
+    size: str
+    tokens_per_s: float | None  # measured on this machine for the chosen size (None: not timed)
+    seen_tokens: float  # training tokens the run can read
+    epochs: float  # passes over the corpus that buys
+    train_tokens: int
+
+    @property
+    def useful_tokens(self) -> float:
+        return useful_tokens(self.train_tokens, self.epochs)
+
+    def describe(self, model_config, train_config, seconds: float | None) -> str:
+        shape = f"{model_config.layers}×{model_config.hidden} {model_config.cell.upper()}, emb {model_config.emb}"
+        optimizer = {"adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}[train_config.optimizer]
+        settings = (f"{shape}, dropout {model_config.dropout:g}, {optimizer} lr {train_config.learning_rate:g}, "
+                    f"batch {train_config.batch}×{train_config.bptt}")
+        if seconds is None:
+            budget = f"{train_config.epochs} epochs"
+        else:
+            budget = f"{_duration(seconds)} at {self.tokens_per_s:,.0f} tokens/s ≈ {self.epochs:.1f} epochs"
+        return f"Size {self.size} ({settings}) for {budget} of {self.train_tokens / 1e6:.1f} M tokens"
+
+
+def choose_size(train_tokens: int, seconds: float | None, epochs: int, weights: dict[str, int],
+                speed) -> Plan:
+    """The largest of AUTO_SIZES whose run gets ≥ TOKENS_PER_WEIGHT useful tokens per recurrent weight.
+
+    weights: recurrent weights of each size (lm.presets.recurrent_weights).
+    speed: size -> training tokens/s on this machine (called only with a time budget).
+    """
+    plan = None
+    for size in reversed(AUTO_SIZES):
+        if seconds is None:
+            rate, seen = None, float(epochs * train_tokens)
+        else:
+            rate = speed(size)
+            seen = rate * seconds
+        plan = Plan(size, rate, seen, seen / max(train_tokens, 1), train_tokens)
+        if plan.useful_tokens >= TOKENS_PER_WEIGHT * weights[size]:
+            return plan
+    return plan  # the smallest: nothing smaller to fall back to
+
+
+def useful_tokens(train_tokens: int, epochs: float) -> float:
+    """Tokens read, with each pass after the first worth less (Muennighoff et al. 2023, eq. 5)."""
+    if epochs <= 1:
+        return train_tokens * epochs
+    return train_tokens * (1 + REPEAT_HALF_LIFE * (1 - math.exp(-(epochs - 1) / REPEAT_HALF_LIFE)))
+
+
+def recurrent_weights(size: str, model_config) -> int:
+    """Weights of a preset's model outside its embedding (and the output layer tied to it)."""
+    from .model import LanguageModel  # the model module does not depend on this one
+    config = replace(model_config, **SIZES[size]["model"])
+    model = LanguageModel(config.resolved())
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("embedding", "decoder", "output")))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

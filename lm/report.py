@@ -143,6 +143,7 @@ def checkpoint_summary(path: str | Path | None = None) -> dict:
         "trained": {"steps": last.get("step", 0), "epochs": last.get("epoch", 0), "tokens": last.get("tokens", 0),
                     "minutes": last.get("elapsed", 0.0) / 60, "evaluations": len(metrics_log)},
         "fine_tuned_from": config.get("init_from"),
+        "plan": config.get("plan"),  # what --size auto chose, and the speed it timed
         "resumed_at": config.get("resumed_at", []),
         "saved_at": config.get("saved_at"),
         "curves": str(folder / CURVES_FILE) if (folder / CURVES_FILE).exists() else None,

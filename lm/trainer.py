@@ -33,11 +33,17 @@ from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .lexicon import Lexicon
 from .likelihood import evaluate_loss
 from .model import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
+from .presets import AUTO_SIZES, SIZES, apply_size, choose_size, recurrent_weights
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 20.0, "rmsprop": 1e-3}
+# Plain SGD at lr 20 takes the classic example's settings (Zaremba et al. 2014; PyTorch's
+# word_language_model): no weight decay (coupled decay at lr 20 would shrink every weight by a
+# fifth each step) and a tight clip; AdamW's decay is decoupled and mild.
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 0.0, "rmsprop": 0.0}
+DEFAULT_CLIP = {"adamw": 1.0, "sgd": 0.25, "rmsprop": 1.0}
 SCHEDULES = ("cosine", "constant", "plateau")
 AVERAGES = ("none", "ema", "asgd")
 PLATEAU_FACTOR = 4.0  # the plateau schedule divides the rate by this when validation stalls
@@ -55,8 +61,8 @@ class TrainConfig(ConfigBase):
     bptt: int = 64
     optimizer: str = "adamw"
     lr: float | None = None  # None: the optimizer's default in DEFAULT_LR
-    weight_decay: float = 0.01
-    clip: float = 1.0
+    weight_decay: float | None = None  # None: the optimizer's default in DEFAULT_WEIGHT_DECAY
+    clip: float | None = None  # gradient-norm clip; None: DEFAULT_CLIP; 0: off
     schedule: str = "cosine"  # plateau: divide by 4 whenever validation does not improve
     warmup: int = 50  # steps of linear warm-up
     epochs: int = 10
@@ -75,6 +81,9 @@ class TrainConfig(ConfigBase):
     ema_decay: float = 0.999
     vary_bptt: bool = False  # window lengths drawn around --bptt, the rate scaled to match
     tune_cache: bool = True  # at the end, tune the continuous cache (lm/cache.py) on the validation text
+    # A preset of lm/presets.py for a new run, "auto" to pick one from the corpus and the time
+    # (the CLI's default), or None: the settings exactly as given.
+    size: str | None = None
 
     def validate(self) -> None:
         for name in ("batch", "bptt", "epochs", "log_every", "max_steps", "max_time", "lr"):
@@ -84,18 +93,27 @@ class TrainConfig(ConfigBase):
                 hint = "leave it out" + ("" if default is None else f" for the default {default}")
                 raise ConfigError(f"{flag(name)} must be positive, not {value} — pass a number above 0, or {hint}")
         for name in ("eval_every", "warmup", "patience", "weight_decay", "clip"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} cannot be negative, not {getattr(self, name)} — pass 0 or more (0 switches it off)")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"--ema-decay must be between 0 and 1, not {self.ema_decay} — 0.999 averages about the last thousand steps")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS),
-                              ("average", AVERAGES)):
+                              ("average", AVERAGES), ("size", (None, "auto", *SIZES))):
             if getattr(self, name) not in choices:
-                raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}, not {getattr(self, name)!r} — pick one of those")
+                names = ", ".join(c for c in choices if c)
+                raise ConfigError(f"{flag(name)} must be one of {names}, not {getattr(self, name)!r} — pick one of those")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
+
+    @property
+    def clip_norm(self) -> float:
+        return self.clip if self.clip is not None else DEFAULT_CLIP[self.optimizer]
 
 
 class Stop(str, Enum):
@@ -184,6 +202,7 @@ def train(
     cache_dir: Path | None = None,
     init_from: str | Path | None = None,
     new_corpus: bool = False,
+    given: set[str] | None = None,
 ) -> TrainResult:
     """Train a language model on a corpus and save it as a checkpoint folder.
 
@@ -198,6 +217,8 @@ def train(
             run (warm-up and schedule from the start), the default learning rate unless
             `config.lr` is set (a tenth of it adapted slower: bench/NOTES.md).
         new_corpus: with `resume`, accept a corpus other than the one the run started on.
+        given: the model and training settings the caller chose; with `config.size` they win
+            over the preset. None: those whose values differ from the defaults.
     Returns:
         TrainResult; on Ctrl-C or SIGTERM the state is saved and stop_reason is Stop.INTERRUPTED.
     Raises:
@@ -220,7 +241,15 @@ def train(
         elif init_from is not None:
             run = _fine_tune_run(corpus, out, Path(init_from), model_config, config, overwrite, cache_dir)
         else:
-            run = _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir)
+            out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
+            _refuse_clobber(out, overwrite)
+            tokenizer = prepare_tokenizer(corpus, tokenizer_config, cache_dir)
+            train_ids = token_ids(corpus.train, tokenizer, cache_dir)
+            token_ids(corpus.valid, tokenizer, cache_dir)
+    if not resume and init_from is None:
+        model_config, config, plan = _sized(model_config, config, tokenizer, train_ids, given, progress)
+        torch.manual_seed(config.seed)  # timing the sizes drew from the generator
+        run = _new_run(corpus, out, tokenizer, model_config, tokenizer_config, config, cache_dir, plan)
     run.out = distributed.from_writer(run.out)  # a default folder is named by the clock
     run.progress, run.training_loss = progress, distributed.training_loss(run.model)
     return _loop(run)
@@ -311,8 +340,8 @@ def _loop(run: _Run) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             # Clip the gradient norm: RNN gradients can explode (Pascanu et al. 2013).
-            if config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            if config.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             if run.average is not None:
                 run.average.update_parameters(model)
@@ -569,13 +598,74 @@ def _result(run: _Run, stop: Stop) -> TrainResult:
 
 # Setting a run up: a new model, a resumed run, or a trained model to fine-tune.
 
-def _new_run(corpus, out, model_config, tokenizer_config, config, overwrite, cache_dir) -> _Run:
-    out = Path(out) if out is not None else default_out(corpus, tokenizer_config.kind)
-    _refuse_clobber(out, overwrite)
-    tokenizer = prepare_tokenizer(corpus, tokenizer_config, cache_dir)
+def _new_run(corpus, out, tokenizer, model_config, tokenizer_config, config, cache_dir, plan) -> _Run:
     model_config = _resolved_model_config(model_config, tokenizer.vocab_size)
-    return _build_run(corpus, out, tokenizer, tokenizer_config, LanguageModel(model_config), config, cache_dir, {},
-                      Lexicon.from_text(corpus.train))
+    return _build_run(corpus, out, tokenizer, tokenizer_config, LanguageModel(model_config), config, cache_dir,
+                      {"plan": plan} if plan else {}, Lexicon.from_text(corpus.train))
+
+
+def _sized(model_config, config, tokenizer, train_ids, given, progress):
+    """The settings with config.size's preset (for "auto": the one the time can feed) under the
+    settings given; and the plan that chose it, for config.json and the start line."""
+    if not config.size:
+        return model_config, config, None
+    if given is None:
+        given = _changed(model_config) | _changed(config)
+    model_config, config = replace(model_config, vocab_size=tokenizer.vocab_size), replace(config)
+    size, plan = config.size, None
+    if size == "auto":
+        plan = None
+        if distributed.is_writer():  # one clock decides for every worker
+            weights = {s: recurrent_weights(s, model_config) for s in AUTO_SIZES}
+            seconds = config.max_time
+
+            def speed(name):
+                sized_model, sized_config = apply_size(name, replace(model_config), replace(config), given)
+                return measure_speed(sized_model, sized_config, train_ids)
+
+            if seconds is not None:
+                progress.message("Timing the model sizes on this machine…")
+            plan = choose_size(len(train_ids), seconds, config.epochs, weights, speed)
+        plan = distributed.from_writer(plan)
+        size = plan.size
+    model_config, config = apply_size(size, model_config, config, given)
+    if plan is not None:
+        progress.message(plan.describe(model_config, config, config.max_time))
+        plan = {"size": plan.size, "tokens_per_s": plan.tokens_per_s, "epochs": plan.epochs,
+                "seen_tokens": plan.seen_tokens}
+    return model_config, config, plan
+
+
+def _changed(config) -> set[str]:
+    """The fields of a config whose values differ from the defaults."""
+    default = type(config)()
+    return {f.name for f in fields(config) if getattr(config, f.name) != getattr(default, f.name)}
+
+
+def measure_speed(model_config: ModelConfig, config: TrainConfig, ids: np.ndarray, steps: int = 3) -> float:
+    """Training tokens/s of this model and these settings on this machine: the median of a few
+    full steps (forward, backward, clip, step) over the corpus's first windows, after one warm-up."""
+    device = pick_device(config.device)
+    model = LanguageModel(_resolved_model_config(model_config, model_config.vocab_size)).to(device)
+    optimizer = _make_optimizer(model, config)
+    autocast = autocast_for(device, pick_precision(config.precision, device))
+    streams = batchify(np.resize(ids, config.batch * (config.bptt * (steps + 1) + 1)), config.batch)  # a short text repeats
+    model.train()
+    times, state = [], None
+    for step in range(steps + 1):
+        inputs, targets = window_at(streams, step * config.bptt, config.bptt, device)
+        started = time.perf_counter()
+        with autocast:
+            objective, _, state = model.training_loss(inputs, targets, state)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        state = detach_state(state)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step:  # the first step allocates and picks kernels
+            times.append(time.perf_counter() - started)
+    return targets.numel() / float(np.median(times))
 
 
 def _fine_tune_run(corpus, out, init_from: Path, model_config, config, overwrite, cache_dir) -> _Run:
@@ -706,13 +796,13 @@ def _check_same_model(saved: ModelConfig, wanted: ModelConfig, option: str, fold
 def _make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
     lr = config.learning_rate
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=config.decay)
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        return torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=config.decay)
     # No weight decay on biases and the embedding's 1-D companions (AdamW convention).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr)
 
 

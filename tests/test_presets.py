@@ -33,3 +33,46 @@ def test_size_on_the_command_line_with_a_flag_beside_it(tmp_path, corpus_file):
     assert (model["layers"], model["hidden"], model["emb"], model["dropout"]) == (1, 64, 96, 0.1)
     bad = CliRunner().invoke(cli, ["train", str(corpus_file), "--size", "huge"])
     assert bad.exit_code != 0 and "huge" in bad.output
+
+
+# The budget rule (--size auto). Recurrent weights and speeds of three made-up sizes, so the
+# expected choices can be worked out by hand.
+WEIGHTS = {"tiny": 400_000, "small": 1_000_000, "medium": 4_000_000}
+SPEEDS = {"tiny": 20_000.0, "small": 8_000.0, "medium": 3_000.0}  # tokens/s
+
+
+def test_repeated_tokens_count_less_with_each_epoch():
+    assert lm.presets.useful_tokens(1000, 0.5) == 500
+    assert lm.presets.useful_tokens(1000, 1) == 1000
+    # one half-life of repeats after the first pass: 1 + 15.4 × (1 − 1/e) passes' worth
+    assert abs(lm.presets.useful_tokens(1000, 16.4) - 1000 * (1 + 15.4 * (1 - 0.36787944))) < 1e-3
+    assert lm.presets.useful_tokens(1000, 1000) < 1000 * 16.5  # never more than 1 + 15.4 passes
+
+
+def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus():
+    def choose(tokens, seconds):
+        return lm.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__).size
+
+    # 15 min: medium reads 2.7 M tokens (< 2 × 4 M weights), small 7.2 M (≥ 2 × 1 M) when the
+    # corpus is large; a 20k-token corpus read 360 times is worth ~328k tokens: tiny.
+    assert choose(100_000_000, 900) == "small"
+    assert choose(20_000, 900) == "tiny"
+    # An hour buys medium 10.8 M tokens of a large corpus.
+    assert choose(100_000_000, 3600) == "medium"
+    # Without a time limit, ten epochs: 2 M tokens are worth 2 M × (1 + 15.4 (1 − e^(−9/15.4))) ≈ 15.6 M.
+    assert choose(2_000_000, None) == "medium"
+    assert choose(50_000, None) == "tiny"
+
+
+def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_file):
+    out = tmp_path / "m"
+    result = CliRunner().invoke(cli, ["train", str(corpus_file), "--hidden", "48", "--max-steps", "2", "--max-time", "10m",
+                                      "--batch", "4", "--no-tune-cache", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Size " in result.output and "for 10 min at" in result.output
+    saved = json.loads((out / "config.json").read_text())
+    chosen = lm.presets.SIZES[saved["plan"]["size"]]["model"]
+    assert saved["plan"]["tokens_per_s"] > 0
+    assert saved["model"]["hidden"] == 48  # given
+    assert (saved["model"]["layers"], saved["model"]["emb"], saved["model"]["dropout"]) == \
+        (chosen["layers"], chosen["emb"], chosen["dropout"])

@@ -224,3 +224,17 @@ def test_tokens_per_s_after_an_evaluation_counts_training_only(tmp_path, corpus_
     assert progress.events[2] == "evaluated"
     before, after = progress.events[1], progress.events[3]
     assert after > before / 4, progress.events
+
+
+def test_plain_sgd_takes_the_classic_settings_no_weight_decay_and_a_tight_clip():
+    model = lm.model.LanguageModel(lm.ModelConfig(vocab_size=12, layers=1, hidden=8, emb=8))
+    before = [p.detach().clone() for p in model.parameters()]
+    config = lm.TrainConfig(optimizer="sgd")  # lr 20
+    optimizer = lm.trainer._make_optimizer(model, config)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # no gradient: only weight decay could move a weight (by lr × decay = 20 % at 0.01)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert config.clip_norm == 0.25 and lm.TrainConfig(optimizer="sgd", clip=2.0).clip_norm == 2.0
+    adamw = lm.trainer._make_optimizer(model, lm.TrainConfig())
+    assert adamw.param_groups[0]["weight_decay"] == 0.01 and lm.TrainConfig().clip_norm == 1.0
