@@ -53,9 +53,9 @@ def documents(path: Path, chars: int) -> list[str]:
     return docs
 
 
-def start_server(checkpoint: Path, workers: int, max_sessions: int) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: Path, workers: int, max_sessions: int, flags: str = "") -> tuple[subprocess.Popen, int]:
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "-c", str(checkpoint), "--port", "0",
-               "--workers", str(workers), "--max-sessions", str(max_sessions)]
+               "--workers", str(workers), "--max-sessions", str(max_sessions), *flags.split()]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     line = process.stderr.readline()
     match = re.search(r":(\d+) — ", line)
@@ -171,6 +171,7 @@ def parse_args():
     parser.add_argument("--soak-seconds", type=float, default=600, help="time of the soak phase (at most)")
     parser.add_argument("--document-chars", type=int, default=600, help="characters a typist types per session")
     parser.add_argument("--workers", type=int, default=ServeSettings.workers, help="lm serve --workers")
+    parser.add_argument("--server-flags", default="", help="more lm serve flags, e.g. \"--threads 2 --no-batch-steps\"")
     parser.add_argument("--max-sessions", type=int, default=100,
                         help="lm serve --max-sessions: below the soak's documents, so the store turns over")
     parser.add_argument("--steps", type=int, default=150, help="training steps when no checkpoint is given")
@@ -206,7 +207,7 @@ def main() -> None:
         if not args.checkpoint:
             train_model(checkpoint, args)
         config = lm.checkpoint.read_config(checkpoint)
-        process, port = start_server(checkpoint, args.workers, args.max_sessions)
+        process, port = start_server(checkpoint, args.workers, args.max_sessions, args.server_flags)
         try:
             results = asyncio.run(measure(port, process.pid, docs, args))
         finally:
@@ -216,6 +217,7 @@ def main() -> None:
         "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "torch": torch.__version__},
         "model": {k: config["model"][k] for k in ("cell", "layers", "hidden", "emb", "vocab_size")},
         "tokenizer": config["tokenizer"]["kind"], "weights": "int8", "workers": args.workers,
+        "server_flags": args.server_flags,
         "max_sessions": args.max_sessions,
         "text": args.text, "document_chars": args.document_chars, "server_exit_code": code, **results,
     }

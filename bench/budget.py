@@ -1,0 +1,187 @@
+"""Quality per minute: train named settings for the same wall-clock budget, keep the curves.
+
+Each run is `lm train` (the library call) with `--max-time`, evaluated once an epoch as a user's
+run is, then scored on the test text. The curves (valid perplexity against minutes) and the test
+figures go to bench/results/budget-<corpus>.json and a PNG beside it.
+
+    python bench/budget.py --corpus wt1m --minutes 15 classic defaults    # the 1 M-word, 10k-vocab corpus
+    python bench/budget.py --corpus wikitext-2 --minutes 15 defaults
+    python bench/budget.py --corpus shakespeare --minutes 5 defaults
+    python bench/budget.py --list                                          # the named settings
+
+wt1m is built from WikiText-2's training text (the first 1 M words, its 10,000 most frequent
+words kept and the rest mapped to <unk>, as Penn Treebank is) with WikiText-2's valid and test
+text mapped to the same vocabulary; it is written under --work, never into the repository.
+Run it alone: every figure is a wall-clock race.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lm  # noqa: E402
+from lm.evaluate import EvalConfig, evaluate_text  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "corpora"
+WIKITEXT = SHARED / "wikitext-2"
+SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
+RESULTS = ROOT / "bench" / "results"
+
+# Named settings: the flags of `lm train` as (model, train) fields. "defaults" sets nothing.
+SETTINGS = {
+    "defaults": ({}, {}),  # lm train's defaults before the budget rule: the medium size
+    "classic": (dict(layers=2, hidden=200, emb=200, dropout=0.2),
+                dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau")),
+    "small": ({}, dict(size="small")),
+    "tiny": ({}, dict(size="tiny")),
+    "auto": ({}, dict(size="auto")),  # the budget rule's choice
+    "defaults-awd": (dict(locked_dropout=True, embedding_dropout=0.1, weight_drop=0.3, ar=2.0, tar=1.0), {}),
+    "defaults-ema": ({}, dict(average="ema")),
+}
+
+
+def build_wt1m(work: Path, words: int = 1_000_000, vocab: int = 10_000) -> Path:
+    """The 1 M-word, 10k-vocabulary corpus: train/valid/test files under work/wt1m."""
+    folder = work / "wt1m"
+    if (folder / "test.txt").exists():
+        return folder
+    lines, count = [], 0
+    for line in (WIKITEXT / "train.txt").read_text(encoding="utf-8").splitlines():
+        if count >= words:
+            break
+        lines.append(line)
+        count += len(line.split())
+    counts = Counter(word for line in lines for word in line.split())
+    counts.pop("<unk>", None)
+    kept = {word for word, _ in counts.most_common(vocab - 1)}  # and <unk>
+
+    def closed(text_lines):
+        return "".join(" ".join(w if w in kept else "<unk>" for w in line.split()) + "\n" for line in text_lines)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.txt").write_text(closed(lines), encoding="utf-8")
+    for split in ("valid", "test"):
+        text = (WIKITEXT / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        (folder / f"{split}.txt").write_text(closed(text), encoding="utf-8")
+    return folder
+
+
+def corpus_for(name: str, work: Path):
+    """(corpus, test text, tokenizer kind)."""
+    if name == "wt1m":
+        folder = build_wt1m(work)
+        return lm.load_corpus([str(folder)]), (folder / "test.txt").read_text(encoding="utf-8"), "word"
+    if name == "wikitext-2":
+        return lm.load_corpus([str(WIKITEXT)]), (WIKITEXT / "test.txt").read_text(encoding="utf-8"), "word"
+    if name == "shakespeare":  # lm train's own split of one file: valid and test text from the last 10 %
+        corpus = lm.load_corpus([str(SHAKESPEARE)])
+        return corpus, corpus.test, "char"
+    raise SystemExit(f"unknown corpus {name!r} — wt1m, wikitext-2 or shakespeare")
+
+
+class Curve(lm.Progress):
+    """Keeps (minutes, valid loss) at each evaluation and prints a line."""
+
+    def __init__(self):
+        self.points, self.info = [], {}
+
+    def start(self, info):
+        self.info = info
+
+    def evaluated(self, record):
+        self.points.append({"minutes": record["elapsed"] / 60, "step": record["step"], "valid_loss": record["valid_loss"],
+                            "valid_perplexity": record["valid_perplexity"], "train_loss": record.get("train_loss")})
+        print(f"  {record['elapsed'] / 60:5.1f} min  step {record['step']:>6}  valid ppl {record['valid_perplexity']:8.2f}"
+              f"  loss {record['valid_loss']:.4f}", flush=True)
+
+    def message(self, text):
+        print(f"  {text}", flush=True)
+
+
+def run(name: str, corpus, test_text: str, kind: str, minutes: float, out: Path, extra_model: dict, extra_train: dict) -> dict:
+    model_fields, train_fields = SETTINGS[name]
+    model_config = lm.ModelConfig(**{**model_fields, **extra_model})
+    train_config = lm.TrainConfig(**{**train_fields, **extra_train}, max_time=minutes * 60, tune_cache=False)
+    curve = Curve()
+    started = time.perf_counter()
+    result = lm.train(corpus, out, model_config, lm.TokenizerConfig(kind=kind), train_config, curve, overwrite=True)
+    wall = time.perf_counter() - started
+    checkpoint = lm.load_checkpoint(out)
+    test = evaluate_text(checkpoint.model, checkpoint.tokenizer, test_text, EvalConfig(keyboard=False, cache=False, device="cpu"))
+    return {
+        "settings": name, "model": checkpoint.config["model"], "training": checkpoint.config["training"],
+        "parameters": curve.info.get("parameters"), "train_tokens": curve.info.get("train_tokens"),
+        "steps": result.step, "epochs": result.step / max(1, curve.info.get("steps_per_epoch", 0) or 1),
+        "tokens_per_s": result.tokens_per_s, "wall_minutes": wall / 60, "curve": curve.points,
+        "best_valid_perplexity": result.best.get("valid_perplexity"),
+        "test_loss": test.loss.loss, "test_perplexity": test.loss.perplexity,
+        "test_word_perplexity": test.loss.word_perplexity, "test_bits_per_char": test.loss.bits_per_char,
+    }
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, row in report["runs"].items():
+        points = row["curve"]
+        axis.plot([p["minutes"] for p in points], [p["valid_perplexity"] for p in points], marker="o", label=name)
+    axis.set_xlabel("minutes")
+    axis.set_ylabel("valid perplexity")
+    axis.set_yscale("log")
+    axis.set_title(f"{report['corpus']}, {report['minutes']:g} minutes each")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="*", help="names from --list")
+    parser.add_argument("--corpus", default="wt1m", choices=["wt1m", "wikitext-2", "shakespeare"])
+    parser.add_argument("--minutes", type=float, default=15)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lm-budget"), help="where the corpus and checkpoints go")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="extra model or training field for every run, e.g. --set dropout=0.2 (JSON values)")
+    parser.add_argument("--tag", default="", help="suffix for the run's name in the report")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        for name, (model_fields, train_fields) in SETTINGS.items():
+            print(f"{name:10} {model_fields} {train_fields}")
+        return
+    if not WIKITEXT.exists():
+        sys.exit(f"{WIKITEXT} not found — the shared corpora live beside the repository")
+    model_names = {f.name for f in lm.ModelConfig.__dataclass_fields__.values()}
+    extra_model, extra_train = {}, {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        (extra_model if key in model_names else extra_train)[key] = json.loads(value)
+    corpus, test_text, kind = corpus_for(args.corpus, args.work)
+    report_path = RESULTS / f"budget-{args.corpus}.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"corpus": args.corpus, "runs": {}}
+    report["minutes"] = args.minutes
+    for name in args.settings:
+        label = name + args.tag
+        print(f"{label}: {args.minutes:g} min on {args.corpus}", flush=True)
+        row = run(name, corpus, test_text, kind, args.minutes, args.work / f"{args.corpus}-{label}", extra_model, extra_train)
+        row["extra"] = {**extra_model, **extra_train}
+        report["runs"][label] = row
+        print(f"{label}: test perplexity {row['test_perplexity']:.2f}, bits/char {row['test_bits_per_char']:.4f}, "
+              f"{row['tokens_per_s']:,.0f} tokens/s, {row['steps']} steps", flush=True)
+        RESULTS.mkdir(exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2))
+        plot(report, report_path.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
