@@ -60,7 +60,7 @@ def apply_size(size: str, model_config, train_config, given: set[str] = frozense
 # such tokens per recurrent weight (embeddings excluded: a row learns only when its token
 # appears). bench/NOTES.md ("Quality per minute") holds the runs behind the numbers.
 AUTO_SIZES = ("tiny", "small", "medium")  # large is for a GPU and hours: by hand
-TOKENS_PER_WEIGHT = 2.0
+TOKENS_PER_WEIGHT = 0.8
 REPEAT_HALF_LIFE = 15.4
 
 

@@ -49,18 +49,20 @@ def test_repeated_tokens_count_less_with_each_epoch():
     assert lm.presets.useful_tokens(1000, 1000) < 1000 * 16.5  # never more than 1 + 15.4 passes
 
 
-def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus():
+def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time():
     def choose(tokens, seconds):
         return lm.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__).size
 
-    # 15 min: medium reads 2.7 M tokens (< 2 × 4 M weights), small 7.2 M (≥ 2 × 1 M) when the
-    # corpus is large; a 20k-token corpus read 360 times is worth ~328k tokens: tiny.
+    # At 0.8 useful tokens per weight: an hour lets medium read 10.8 M tokens of a large corpus
+    # (≥ 0.8 × 4 M); 15 minutes only 2.7 M, so small (7.2 M ≥ 0.8 M); a 20k-token corpus read
+    # hundreds of times is worth ~328k tokens, too few for small: tiny.
+    assert choose(100_000_000, 3600) == "medium"
     assert choose(100_000_000, 900) == "small"
     assert choose(20_000, 900) == "tiny"
-    # An hour buys medium 10.8 M tokens of a large corpus.
-    assert choose(100_000_000, 3600) == "medium"
-    # Without a time limit, ten epochs: 2 M tokens are worth 2 M × (1 + 15.4 (1 − e^(−9/15.4))) ≈ 15.6 M.
+    # Without a time limit, ten epochs: 2 M tokens are worth 2 M × (1 + 15.4 (1 − e^(−9/15.4))) ≈ 15.6 M;
+    # 200k tokens ≈ 1.56 M (small); 50k ≈ 391k (tiny).
     assert choose(2_000_000, None) == "medium"
+    assert choose(200_000, None) == "small"
     assert choose(50_000, None) == "tiny"
 
 
@@ -76,3 +78,5 @@ def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_fi
     assert saved["model"]["hidden"] == 48  # given
     assert (saved["model"]["layers"], saved["model"]["emb"], saved["model"]["dropout"]) == \
         (chosen["layers"], chosen["emb"], chosen["dropout"])
+    info = CliRunner().invoke(cli, ["info", "-c", str(out)])
+    assert f"{saved['plan']['size']} by --size auto" in info.output
