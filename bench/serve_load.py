@@ -41,9 +41,11 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def documents(path: Path, chars: int) -> list[str]:
-    """The text as documents of about `chars` characters, headings dropped, cut at a word end."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+def documents(path: Path, chars: int, tail: float = 1.0) -> list[str]:
+    """The text (its last `tail` share) as documents of about `chars` characters, headings
+    dropped, cut at a word end."""
+    text = path.read_text(encoding="utf-8")
+    lines = [line.strip() for line in text[int(len(text) * (1 - tail)):].splitlines()]
     text = " ".join(line for line in lines if line and not line.startswith("="))
     docs, at = [], 0
     while at + chars < len(text):
@@ -162,6 +164,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", "-c", help="serve this checkpoint (default: train the default shape briefly)")
     parser.add_argument("--text", default=str(WIKITEXT / "valid.txt"), help="the text the typists type")
+    parser.add_argument("--tail", type=float, default=1.0,
+                        help="type only the last share of --text (0.1: the held-out tenth of a one-file corpus)")
     parser.add_argument("--clients", default="1,8,32", help="concurrent typists per phase, comma-separated")
     parser.add_argument("--keys-per-second", type=float, default=8,
                         help="each typist's pace in the phases (8: a fast typist, about 95 words a minute; 0: flat out)")
@@ -201,7 +205,7 @@ def main() -> None:
     args = parse_args()
     if not Path(args.text).exists():
         sys.exit(f"{args.text} not found — pass --text (the shared corpora live beside the repository)")
-    docs = documents(Path(args.text), args.document_chars)
+    docs = documents(Path(args.text), args.document_chars, args.tail)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "model"
         if not args.checkpoint:
@@ -219,7 +223,7 @@ def main() -> None:
         "tokenizer": config["tokenizer"]["kind"], "weights": "int8", "workers": args.workers,
         "server_flags": args.server_flags,
         "max_sessions": args.max_sessions,
-        "text": args.text, "document_chars": args.document_chars, "server_exit_code": code, **results,
+        "text": args.text, "tail": args.tail, "document_chars": args.document_chars, "server_exit_code": code, **results,
     }
     print_table(report)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
