@@ -614,18 +614,16 @@ def _sized(model_config, config, tokenizer, train_ids, given, progress):
     model_config, config = replace(model_config, vocab_size=tokenizer.vocab_size), replace(config)
     size, plan = config.size, None
     if size == "auto":
-        plan = None
         if distributed.is_writer():  # one clock decides for every worker
             weights = {s: recurrent_weights(s, model_config) for s in AUTO_SIZES}
-            seconds = config.max_time
 
             def speed(name):
                 sized_model, sized_config = apply_size(name, replace(model_config), replace(config), given)
                 return measure_speed(sized_model, sized_config, train_ids)
 
-            if seconds is not None:
+            if config.max_time is not None:
                 progress.message("Timing the model sizes on this machine…")
-            plan = choose_size(len(train_ids), seconds, config.epochs, weights, speed)
+            plan = choose_size(len(train_ids), config.max_time, config.epochs, weights, speed)
         plan = distributed.from_writer(plan)
         size = plan.size
     model_config, config = apply_size(size, model_config, config, given)
@@ -659,6 +657,8 @@ def measure_speed(model_config: ModelConfig, config: TrainConfig, ids: np.ndarra
             objective, _, state = model.training_loss(inputs, targets, state)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        if config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()
         state = detach_state(state)
         if device.type == "cuda":
