@@ -192,14 +192,15 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
                 if board:
                     board.close()
         writer = lm.distributed.is_writer()
-    if not writer:
-        sys.exit(130 if result.interrupted else 0)
-    if not quiet:
+    code = 130 if result.interrupted else 0
+    if writer and not quiet:
         stdout.print(summary_table(result))
-    if result.interrupted:
+    if writer and result.interrupted:
         stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\n"
                      f"Resume with: {resume_command(ctx, result.checkpoint)}", highlight=False)
-        sys.exit(130)
+    if lm.distributed.launched_as_worker():
+        lm.distributed.leave(code)
+    sys.exit(code)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None):

@@ -38,6 +38,7 @@ def main(spec_path: str) -> None:
     report = Path(spec["report"])
     torch.save({k: v.detach().clone() for k, v in models[-1].state_dict().items()}, report / f"params-rank{rank}.pt")
     (report / f"REPORT-rank{rank}.json").write_text(json.dumps({"step": result.step, "stop": str(result.stop_reason)}))
+    lm.distributed.leave(0)  # as `lm train` does: the interpreter's teardown can abort a finished worker
 
 
 if __name__ == "__main__":
