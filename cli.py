@@ -339,12 +339,15 @@ def summary_table(result: lm.TrainResult) -> Table:
 @field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
 @field_option(lm.evaluate.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
               flag="--cache/--no-cache")
+@field_option(lm.evaluate.EvalConfig, "ngram", "Also report the figures with the word model's n-gram mixed in.",
+              flag="--ngram/--no-ngram")
 @field_option(lm.evaluate.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
               "every 20 tokens on the text already read (slow).", is_flag=True, show_default=False)
 @field_option(lm.evaluate.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
 @field_option(lm.evaluate.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
-@field_option(lm.evaluate.EvalConfig, "tune_cache", "First tune the cache on the checkpoint's own validation text "
-              "and save it in the checkpoint.", is_flag=True, show_default=False)
+@field_option(lm.evaluate.EvalConfig, "tune_cache", "First tune the cache (and count a word model's n-gram) on the "
+              "checkpoint's own training and validation text, and save them in the checkpoint.", is_flag=True,
+              show_default=False)
 @field_option(lm.evaluate.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
               flag="--int8/--fp32")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -428,6 +431,17 @@ def eval_table(result) -> Table:
             ck = result.cache_keyboard
             rows += [("with the cache: top-1 / top-3", f"{ck.top1_accuracy:.1%} / {ck.top3_accuracy:.1%}"),
                      ("with the cache: keystroke savings", f"{ck.keystroke_savings:.1%}")]
+    if result.ngram_loss is not None:
+        base, mixed, over = result.stream_loss, result.ngram_loss, " and the cache" if result.cache_loss else ""
+        rows += [
+            ("n-gram", f"weight {result.ngram_weight:g}"),
+            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with the n-gram{over} "
+                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})"),
+        ]
+        if result.ngram_keyboard is not None:
+            nk = result.ngram_keyboard
+            rows += [(f"with the n-gram{over}: top-1 / top-3", f"{nk.top1_accuracy:.1%} / {nk.top3_accuracy:.1%}"),
+                     (f"with the n-gram{over}: keystroke savings", f"{nk.keystroke_savings:.1%}")]
     if result.adapt_loss is not None:
         base, adapted = result.stream_loss, result.adapt_loss
         rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {adapted.perplexity:.2f} with dynamic "
@@ -559,7 +573,7 @@ def repl(checkpoint, int8, device, **options):
     folder = lm.checkpoint.resolve_checkpoint(checkpoint)
     model, tokenizer = lm.load(folder, device=device, int8=int8)
     session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options), lm.Lexicon.load(folder),
-                           lm.checkpoint.cache_config(folder))
+                           lm.checkpoint.cache_config(folder), lm.checkpoint.load_ngram(folder))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()
@@ -624,6 +638,7 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(ServeSettings, "workers", "Requests doing model work at once (torch gets cores / workers threads each).")
 @field_option(ServeSettings, "cache", "Suggestions use the checkpoint's continuous cache (one per session).",
               flag="--cache/--no-cache")
+@field_option(ServeSettings, "ngram", "Suggestions mix in the word model's n-gram.", flag="--ngram/--no-ngram")
 @int8_option
 def serve(checkpoint, host, port, device, int8, **options):
     """Serve suggestions and generation over HTTP, with a page that suggests as you type.
@@ -666,11 +681,13 @@ def serve(checkpoint, host, port, device, int8, **options):
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Let the continuous cache tuned at the end of training adapt the suggestions to TEXT.")
+@click.option("--ngram/--no-ngram", default=True, show_default=True,
+              help="Mix in the n-gram counted from the training text (word models, when it helped on the validation text).")
 @click.option("--adapt", is_flag=True, help="First adapt the weights to TEXT by dynamic evaluation (a gradient step "
               "every 20 tokens): for a long TEXT of your own, such as a document you are writing.")
 @int8_option
 @device_option
-def suggest(text, checkpoint, words_file, output, int8, device, cache, adapt, **options):
+def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, adapt, **options):
     """Suggest what comes after TEXT, like a phone keyboard's suggestion strip.
 
     After a space (or no text): the most likely next words. Inside a word: its completions and,
@@ -686,7 +703,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, adapt, **
     text = read_text_argument(text, "TEXT")
     words = lm.lexicon.read_words_file(words_file) if words_file else ()
     suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device,
-                                           int8=int8, words=words, cache=cache,
+                                           int8=int8, words=words, cache=cache, ngram=ngram,
                                            adapt=lm.AdaptConfig() if adapt else None)
     if output == "json":
         import json

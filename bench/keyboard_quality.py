@@ -1,6 +1,6 @@
 """A fair baseline for the keyboard: lm against a Kneser-Ney 5-gram built from the same training text.
 
-For a word-tokenizer checkpoint, the 5-gram (bench/kneser_ney.py) is built from the training
+For a word-tokenizer checkpoint, the 5-gram (lm/ngram.py, unpruned) is built from the training
 text the checkpoint was trained on (config.json's corpus.sources), with the checkpoint's own
 tokenizer, so both models see the same words and the same <eos> per line. Both then type the
 held-out text through the same simulation, lm.keyboard.keyboard_metrics, with the same
@@ -8,6 +8,8 @@ test for <unk> words:
   - top-1 / top-3 next-word accuracy and keystroke savings (the first --keyboard-words words);
   - perplexity per token over the whole text (lm: lm.evaluate.evaluate_text without keyboard);
   - words/s of each keyboard simulation.
+When the checkpoint holds the (pruned) n-gram `lm train` weighed for it, lm is also run with
+it mixed in over the cache, as `lm suggest` runs it.
 
 The n-gram's suggester follows lm's rule for word models (lm/suggest.py): text ending in
 whitespace gets the k most likely next words (never <unk> or <eos>); text ending inside a word
@@ -43,12 +45,12 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 import lm  # noqa: E402
-from kneser_ney import KneserNey  # noqa: E402
 from lm.adapt import AdaptConfig, adapted_nll  # noqa: E402
 from lm.cache import cache_nll  # noqa: E402
-from lm.checkpoint import cache_config  # noqa: E402
+from lm.checkpoint import cache_config, load_ngram  # noqa: E402
 from lm.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
 from lm.evaluate import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
+from lm.ngram import Ngram  # noqa: E402
 from lm.keyboard import keyboard_metrics, leading_words  # noqa: E402
 from lm.suggest import SuggestConfig, Suggester, Suggestion, SuggestionSession  # noqa: E402
 from lm.text import PUNCT, SENTENCE_END, START_TEXT, char_class  # noqa: E402
@@ -89,13 +91,13 @@ def build_ngram(checkpoint, order: int = 5):
     if not tokenizer.word_level:
         sys.exit(f"{checkpoint} has a {tokenizer.kind} tokenizer; the n-gram baseline needs a word model")
     ids = np.asarray(token_ids(training_text(checkpoint), tokenizer), dtype=np.int64)
-    return KneserNey(ids, tokenizer.vocab_size, order), tokenizer
+    return Ngram.build(ids, tokenizer.vocab_size, order, min_count=1), tokenizer  # unpruned: the full baseline
 
 
 class NgramSuggester:
     """Keyboard suggestions from an n-gram, by lm's rule for word models (see the module docstring)."""
 
-    def __init__(self, ngram: KneserNey, tokenizer, punctuation_min: float = SuggestConfig().punctuation_min):
+    def __init__(self, ngram: Ngram, tokenizer, punctuation_min: float = SuggestConfig().punctuation_min):
         self.ngram, self.tokenizer, self.punctuation_min = ngram, tokenizer, punctuation_min
         ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in tokenizer.special_ids)
         self.texts = [w for w, _ in ordered]
@@ -272,6 +274,12 @@ def measure(checkpoint: Path, text: str, args) -> dict:
         rows["lm_cache"] = {"perplexity": math.exp(cache_nll_.mean().item()), "settings": cache.to_dict(),
                             "perplexity_seconds": time.perf_counter() - started,
                             **simulate(cached, SuggestionSession(cached), keyboard_text, tokenizer)}
+    mixed = load_ngram(checkpoint)  # the pruned n-gram `lm train` counted and weighed, over the cache
+    if mixed is not None:
+        with_both = Suggester(model, tokenizer, cache=cache if cache.enabled else None, ngram=mixed)
+        rows["lm_cache_ngram"] = {"perplexity": math.exp(mixed.mixed_nll(cache_nll_, ids, mixed.weight).mean().item()),
+                                  "weight": mixed.weight, "stored_ngrams": mixed.size(),
+                                  **simulate(with_both, SuggestionSession(with_both), keyboard_text, tokenizer)}
     if args.adapt_words:
         adapt_ids = ids[: len(np.concatenate([tokenizer.encode(START_TEXT), token_ids(leading_words(scored, args.adapt_words), tokenizer)]))]
         started = time.perf_counter()
@@ -282,7 +290,7 @@ def measure(checkpoint: Path, text: str, args) -> dict:
                             "settings": {"lr": args.adapt_lr, "decay": args.adapt_decay},
                             "seconds": seconds, "tokens_per_s": len(adapted) / seconds}
     return {"checkpoint": str(checkpoint), "order": args.order, "ngram_build_seconds": build_seconds,
-            "train_tokens": ngram.tokens, "ngrams": {k: len(level.keys) for k, level in ngram.levels.items()},
+            "ngrams": {k: len(level.grams) for k, level in ngram.levels.items()},
             "scored_tokens": int(len(ids) - 1), "scored_words": count_words(scored),
             "keyboard_words": count_words(keyboard_text), **rows}
 
@@ -321,7 +329,8 @@ def print_table(report: dict) -> None:
     for column in ("model", "top-1", "top-3", "keystroke savings", "perplexity / token", "words/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     names = {"ngram": f"{report['order']}-gram KN", "lm": "lm", "lm_stream": "lm, one stream",
-             "lm_cache": "lm + cache (one stream)", "lm_adapt": "lm + dynamic evaluation (one stream)"}
+             "lm_cache": "lm + cache (one stream)", "lm_cache_ngram": "lm + cache + n-gram (one stream)",
+             "lm_adapt": "lm + dynamic evaluation (one stream)"}
     for key, name in names.items():
         row = report.get(key)
         if row is None:

@@ -116,9 +116,11 @@ def train_model(corpus_path: Path, out: Path, kind: str, args) -> None:
 def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
     ckpt = lm.load_checkpoint(checkpoint)
     model = lm.model.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
-    # As `lm suggest` runs it: the checkpoint's lexicon and its tuned cache (unless --no-cache).
+    # As `lm suggest` runs it: the checkpoint's lexicon, its tuned cache (unless --no-cache) and a
+    # word model's n-gram (unless --no-ngram).
     cache = lm.checkpoint.cache_config(checkpoint) if args.cache else None
-    suggester = Suggester(model, ckpt.tokenizer, SuggestConfig(), lm.Lexicon.load(checkpoint), cache)
+    ngram = lm.checkpoint.load_ngram(checkpoint) if args.ngram else None
+    suggester = Suggester(model, ckpt.tokenizer, SuggestConfig(), lm.Lexicon.load(checkpoint), cache, ngram)
     held_out = text[int(len(text) * 0.9):]
     points = sample_points(held_out, args.samples)
     passage = held_out[-args.keystrokes:]
@@ -127,6 +129,7 @@ def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
         "precision": precision, "model": {k: ckpt.model.config.to_dict()[k] for k in ("cell", "layers", "hidden", "emb")},
         "parameters": lm.model.count_parameters(ckpt.model),
         "cache": suggester.cache.to_dict() if suggester.cache is not None else None,
+        "ngram_weight": suggester.ngram.weight if suggester.ngram is not None else None,
         **warm_latencies(suggester, points, passage),
         "cold_command": cold_command(checkpoint, points[0][0], precision, args.cold_runs),
     }
@@ -147,6 +150,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, help="torch threads in the warm process (default: torch's own)")
     parser.add_argument("--quick", action="store_true", help="tiny models, few samples: a smoke test")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="without the checkpoint's continuous cache")
+    parser.add_argument("--no-ngram", dest="ngram", action="store_false", help="without a word checkpoint's n-gram")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "suggest_latency.json"))
     args = parser.parse_args()
     args.vocab_size = {"unigram": 4000, "bpe": 4000}

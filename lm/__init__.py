@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "adapt": ["AdaptConfig", "adapted_nll"],
     "cache": ["CacheConfig"],
-    "checkpoint": ["Checkpoint", "cache_config", "load", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
+    "checkpoint": ["Checkpoint", "cache_config", "load", "load_checkpoint", "load_ngram", "newest_checkpoint",
+                   "save_checkpoint"],
     "corpus": ["Corpus", "load_corpus"],
     "errors": ["CheckpointError", "ConfigError", "CorpusError", "DistributedError", "ExportError", "LMError", "NoCheckpointError",
                "TokenizerError", "TrainingDiverged"],
@@ -26,6 +27,7 @@ _EXPORTS = {
     "lexicon": ["Lexicon"],
     "likelihood": ["LossMetrics", "evaluate_loss"],
     "model": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
+    "ngram": ["Ngram", "NgramConfig"],
     "presets": ["SIZES", "apply_size"],
     "sampler": ["GenerationConfig", "Sampler", "generate"],
     "suggest": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],

@@ -137,20 +137,22 @@ def tune(features: torch.Tensor, targets: torch.Tensor, model_nll: torch.Tensor)
     Args:
         features, targets, model_nll: from `read_text` over validation text ([time, dim], [time], [time]).
     Returns:
-        The best config and a report: {"model_nll", "cache_nll", "tried": [...]}.
+        The best config and a report: {"model_nll", "cache_nll", "tried": [...], "nll": the
+        best setting's nll at each position [time]}.
     """
     scale = 1.0 / max(features.float().pow(2).sum(-1).median().item(), 1e-6)
-    best, best_nll, tried = CacheConfig(), model_nll.mean().item(), []
+    best, best_nll, tried, nll_at = CacheConfig(), model_nll.mean().item(), [], model_nll
     for window in WINDOWS:
         for factor in SHARPNESS_SCALES:
             sharpness = factor * scale
             cache_p = target_probs(features, targets, window, sharpness)
             for weight in WEIGHTS[1:]:
-                nll = mixed_nll(model_nll, cache_p, weight, window).mean().item()
+                mixed = mixed_nll(model_nll, cache_p, weight, window)
+                nll = mixed.mean().item()
                 tried.append({"window": window, "sharpness": sharpness, "weight": weight, "nll": nll})
                 if nll < best_nll:
-                    best, best_nll = CacheConfig(window, sharpness, weight), nll
-    return best, {"model_nll": model_nll.mean().item(), "cache_nll": best_nll, "tried": tried}
+                    best, best_nll, nll_at = CacheConfig(window, sharpness, weight), nll, mixed
+    return best, {"model_nll": model_nll.mean().item(), "cache_nll": best_nll, "tried": tried, "nll": nll_at}
 
 
 def tune_on(model, ids: np.ndarray, max_tokens: int = TUNE_TOKENS) -> tuple[CacheConfig, dict]:

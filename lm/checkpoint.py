@@ -4,6 +4,7 @@
     model.safetensors    the weights (the best seen on the validation text)
     tokenizer.*          the tokenizer's own files
     lexicon.txt          the words of the training text with their counts (what suggestions may offer)
+    ngram.safetensors    word models: the training text's n-gram, when it improves suggestions (lm.ngram)
     metrics.jsonl        one line per evaluation
     curves.png           train and valid perplexity against steps and minutes (lm.report)
     resume.safetensors   latest weights, optimizer moments, RNG and carried state (for --resume)
@@ -62,6 +63,7 @@ def save_checkpoint(
     resume: tuple[dict[str, torch.Tensor], dict] | None = None,
     best_weights: dict[str, torch.Tensor] | None = None,
     lexicon=None,
+    ngram=None,
 ) -> Path:
     """Write a complete checkpoint folder atomically.
 
@@ -73,6 +75,7 @@ def save_checkpoint(
         resume: (tensors, plain data) needed to continue training, or None.
         best_weights: weights to store as model.safetensors instead of the model's own.
         lexicon: an lm.lexicon.Lexicon to save beside the tokenizer.
+        ngram: an lm.ngram.Ngram to save beside it (config["ngram"] says how it is mixed in).
     """
     from safetensors.torch import save_file, save_model
 
@@ -95,6 +98,8 @@ def save_checkpoint(
         full["tokenizer"]["files"] = tokenizer.save(staging)
         if lexicon is not None:
             lexicon.save(staging)
+        if ngram is not None:
+            ngram.save(staging)
         _write_text(staging / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics_log or []))
         if metrics_log:  # drawn inside the staging folder, so the picture is swapped in with its metrics
             from .report import CURVES_FILE, write_curves
@@ -347,6 +352,16 @@ def update_config(folder: Path, **entries) -> None:
     except OSError as e:
         staging.unlink(missing_ok=True)
         raise CheckpointError(f"cannot update {folder}/{CONFIG_FILE}: {e.strerror or e} — is the folder writable?") from None
+
+
+def load_ngram(folder: Path):
+    """The n-gram a checkpoint mixes into suggestions (lm/ngram.py), or None when it has none."""
+    from .ngram import FILE, Ngram, NgramConfig
+
+    settings = NgramConfig.from_dict(read_config(Path(folder)).get("ngram") or {})
+    if settings.weight <= 0 or not (Path(folder) / FILE).exists():
+        return None
+    return Ngram.load(folder, settings.weight)
 
 
 def cache_config(folder: Path):

@@ -7,7 +7,7 @@ model's own suggester (lm/keyboard.py, lm/suggest.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,7 @@ import torch
 from ._util import ConfigBase, flag, pick_device
 from .adapt import AdaptConfig, adapted_read
 from .cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
-from .checkpoint import load_checkpoint, update_config
+from .checkpoint import load_checkpoint, load_ngram, update_config
 from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from .errors import ConfigError, CorpusError
 from .fast_keyboard import fast_keyboard_metrics
@@ -25,6 +25,7 @@ from .keyboard import KeyboardMetrics, leading_words
 from .lexicon import Lexicon
 from .likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
 from .model import quantize_int8
+from .ngram import MAX_TOKENS as NGRAM_MAX_TOKENS, Ngram, NgramConfig
 from .suggest import Suggester
 from .text import START_TEXT
 from .tokenizer import UNK
@@ -47,7 +48,8 @@ class EvalConfig(ConfigBase):
     device: str = "auto"
     int8: bool = False  # int8 weights on the CPU, as lm suggest, generate and repl run them
     cache: bool = True  # also report the figures with the checkpoint's continuous cache (when tuned)
-    tune_cache: bool = False  # first tune the cache on the checkpoint's own validation text and save it
+    tune_cache: bool = False  # first tune the cache (and a word model's n-gram) on the checkpoint's validation text
+    ngram: bool = True  # also report the figures with the checkpoint's n-gram (word models, when it has one)
     adapt: bool = False  # also read the text with dynamic evaluation (lm/adapt.py)
     adapt_lr: float = AdaptConfig.lr
     adapt_decay: float = AdaptConfig.decay
@@ -94,6 +96,12 @@ class EvalResult:
     adapt_loss: LossMetrics | None = None  # with dynamic evaluation (one stream, as stream_loss)
     adapt_cache_loss: LossMetrics | None = None  # with dynamic evaluation and the cache together
     adapt_seconds: float = 0.0
+    # With the n-gram (over the model with its cache, when on): its weight, one stream's loss and
+    # the keyboard metrics.
+    ngram_weight: float | None = None
+    ngram_loss: LossMetrics | None = None
+    ngram_keyboard: KeyboardMetrics | None = None
+    ngram_keyboard_seconds: float = 0.0
 
     @property
     def sampled(self) -> bool:
@@ -119,11 +127,17 @@ class EvalResult:
                      "with_cache": self.adapt_cache_loss.to_dict() if self.adapt_cache_loss else None,
                      "seconds": self.adapt_seconds,
                      "tokens_per_s": self.adapt_loss.tokens / max(self.adapt_seconds, 1e-9)}
+        ngram = None
+        if self.ngram_loss is not None:
+            ngram = {"weight": self.ngram_weight, "with_cache": self.cache_loss is not None,
+                     "with": self.ngram_loss.to_dict(), "keyboard": None}
+            if self.ngram_keyboard is not None:
+                ngram["keyboard"] = {**self.ngram_keyboard.to_dict(), "seconds": self.ngram_keyboard_seconds}
         return {
             "checkpoint": self.checkpoint, "sources": self.sources, "device": self.device,
             "total_words": self.total_words, "sampled": self.sampled, **self.loss.to_dict(),
             "seconds": self.seconds, "words_per_s": self.words_per_s, "keyboard": keyboard,
-            "cache": cache, "adapt": adapt, "config": self.config.to_dict(),
+            "cache": cache, "ngram": ngram, "adapt": adapt, "config": self.config.to_dict(),
         }
 
 
@@ -155,7 +169,8 @@ def evaluate_paths(
         ckpt.config["cache"] = tune_cache(ckpt)
         progress.advance(1)
     cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if config.cache else None
-    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path), cache)
+    ngram = load_ngram(ckpt.path) if config.ngram else None
+    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path), cache, ngram)
     result.checkpoint, result.sources = str(ckpt.path), sources
     return result
 
@@ -166,21 +181,41 @@ def tune_cache(ckpt) -> dict:
     if not sources:
         raise ConfigError(f"{ckpt.path} does not record its training corpus, so it has no validation text to tune "
                           "the cache on — train it again with this lm, or evaluate without --tune-cache")
-    valid = token_ids(load_corpus(sources).valid, ckpt.tokenizer)
+    corpus = load_corpus(sources)
+    valid = token_ids(corpus.valid, ckpt.tokenizer)
     cache, report = tune_on(ckpt.model.eval(), valid)
     settings = {**cache.to_dict(), "valid_perplexity": float(np.exp(report["model_nll"])),
                 "valid_perplexity_with_cache": float(np.exp(report["cache_nll"]))}
     update_config(ckpt.path, cache=settings)
+    if ckpt.tokenizer.word_level:
+        tune_ngram(ckpt, token_ids(corpus.train, ckpt.tokenizer), report["nll"], valid[: len(report["nll"]) + 1])
+    return settings
+
+
+def tune_ngram(ckpt, train_ids, nll, valid_ids) -> dict:
+    """Count a word checkpoint's training text into an n-gram and weigh it against the model (with
+    its cache: nll per position of valid_ids[1:]); saves the n-gram when it helps."""
+    ngram_config = NgramConfig()
+    ngram = Ngram.build(np.asarray(train_ids)[-NGRAM_MAX_TOKENS:], ckpt.tokenizer.vocab_size, ngram_config.order,
+                        ngram_config.min_count)
+    weight, mixed = ngram.tune(nll, valid_ids)
+    if weight > 0:
+        ngram.save(ckpt.path)
+    settings = {**replace(ngram_config, weight=weight).to_dict(), "valid_perplexity_with_ngram": float(np.exp(mixed))}
+    update_config(ckpt.path, ngram=settings)
+    ckpt.config["ngram"] = settings
     return settings
 
 
 def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None, progress: EvalProgress | None = None,
-                  lexicon=None, cache: CacheConfig | None = None) -> EvalResult:
+                  lexicon=None, cache: CacheConfig | None = None, ngram=None) -> EvalResult:
     """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample.
 
     lexicon: what the suggester may offer (lm.Lexicon.load(checkpoint)), as `lm suggest` runs it.
     cache: a continuous cache (lm.cache); when on, the text is also read as one stream without
         and with it, and typed again with it.
+    ngram: a word model's lm.ngram.Ngram; when given, that stream is scored and the text typed
+        again with it mixed in too (over the cache, when on).
     """
     config = config or EvalConfig()
     config.validate()
@@ -202,8 +237,11 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
         started = time.perf_counter()
         result.keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words), progress, lexicon)
         result.keyboard_seconds = time.perf_counter() - started
-    if cache is not None and cache.enabled:
+    cache = cache if cache is not None and cache.enabled else None
+    if cache is not None:
         _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
+    if ngram is not None and ngram.weight > 0 and tokenizer.word_level:
+        _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result)
     if config.adapt:
         _evaluate_adapt(model, text, ids, config, progress, result, cache)
     return result
@@ -244,10 +282,29 @@ def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cach
         result.cache_keyboard_seconds = time.perf_counter() - started
 
 
-def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None, cache=None) -> KeyboardMetrics:
+def _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result) -> None:
+    """The n-gram's figures: the one stream read with it mixed in, and the keyboard with it."""
+    progress.start("n-gram", 1)
+    without, with_cache = cache_nll(model, ids, cache or CacheConfig())
+    mixed = ngram.mixed_nll(with_cache, ids, ngram.weight)
+    result.ngram_weight = ngram.weight
+    result.ngram_loss = LossMetrics(loss=mixed.mean().item(), tokens=len(mixed), chars=len(text), words=count_words(text))
+    if result.stream_loss is None:
+        result.stream_loss = LossMetrics(loss=without.mean().item(), tokens=len(without), chars=len(text),
+                                         words=count_words(text))
+    progress.advance(1)
+    if config.keyboard:
+        started = time.perf_counter()
+        result.ngram_keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words),
+                                                      progress, lexicon, cache, ngram)
+        result.ngram_keyboard_seconds = time.perf_counter() - started
+
+
+def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None, cache=None,
+                          ngram=None) -> KeyboardMetrics:
     """Keyboard metrics of the model's own suggester: the numbers of typing through a
     SuggestionSession, computed from chunked reads where the model allows (lm/fast_keyboard.py)."""
-    suggester = Suggester(model, tokenizer, lexicon=lexicon, cache=cache)
+    suggester = Suggester(model, tokenizer, lexicon=lexicon, cache=cache, ngram=ngram)
     progress.start("keyboard", count_words(text))
     return fast_keyboard_metrics(suggester, text, is_unknown=unknown_word_test(tokenizer), advance=progress.advance)
 

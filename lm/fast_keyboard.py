@@ -16,7 +16,7 @@ bench/NOTES.md, "Keyboard simulation speed"):
 The rule is the Suggester's, step for step (the same candidates, sums and presentation), so
 the metrics equal those of the session-based simulation; only the floats may differ in the
 last bits, because the model reads a chunk in one call instead of word by word. Char and
-subword models, and a suggester with a cache, still type through a `SuggestionSession`.
+subword models, and a suggester with a cache or an n-gram, still type through a `SuggestionSession`.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def fast_keyboard_metrics(suggester, text: str, is_unknown: Callable[[str], bool
     Word models read the text in chunks (`ChunkedWordSession`); other suggesters type through
     a `SuggestionSession`.
     """
-    if suggester.tokenizer.word_level and getattr(suggester, "cache", None) is None:
+    if suggester.tokenizer.word_level and getattr(suggester, "cache", None) is None and getattr(suggester, "ngram", None) is None:
         session = ChunkedWordSession(suggester, text, is_unknown)
     else:
         session = SuggestionSession(suggester)

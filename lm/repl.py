@@ -93,9 +93,10 @@ class Repl:
         sampler: positioned at the end of `context`, after the newline context.
     """
 
-    def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None, cache=None):
-        """lexicon and cache: what `:suggest` uses (lm.Lexicon.load and lm.checkpoint.cache_config of the checkpoint)."""
-        self.model, self.tokenizer, self.lexicon, self.cache = model, tokenizer, lexicon, cache
+    def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None, cache=None, ngram=None):
+        """lexicon, cache and ngram: what `:suggest` uses (lm.Lexicon.load, lm.checkpoint.cache_config and
+        lm.checkpoint.load_ngram of the checkpoint)."""
+        self.model, self.tokenizer, self.lexicon, self.cache, self.ngram = model, tokenizer, lexicon, cache, ngram
         self.config = config or ReplConfig()
         self.config.validate()
         if self.config.n != 1:
@@ -199,7 +200,7 @@ class Repl:
         from .suggest import Suggester  # the suggester is only loaded when asked for
 
         if self._suggester is None:
-            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache)
+            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache, ngram=self.ngram)
         text = self.context + (" " if self.context and not self.context[-1].isspace() else "")
         return self._suggester.suggest(text, k)
 

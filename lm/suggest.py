@@ -242,6 +242,7 @@ class _Mark:
     feature: torch.Tensor | None = None  # with a cache: what the output layer read last [emb]
     count: int = 0  # with a cache: entries of the text before this mark
     view: tuple | None = None  # with a cache, while suggesting: the memory (keys, values) before it
+    context: tuple = ()  # with an n-gram: the last token ids read
 
 
 class _Allowed:
@@ -263,7 +264,7 @@ class Suggester:
     """Suggests whole next words, or completions of a half-typed word, from a model."""
 
     def __init__(self, model, tokenizer, config: SuggestConfig | None = None, lexicon: Lexicon | None = None,
-                 cache: CacheConfig | None = None):
+                 cache: CacheConfig | None = None, ngram=None):
         """
         Args:
             lexicon: the words char and subword models may offer (lm.Lexicon.load(checkpoint));
@@ -273,6 +274,9 @@ class Suggester:
                 tuned settings: lm.cache_config(checkpoint)); None or a weight of 0: off.
                 Its memory holds the text's tokens up to the last word boundary; the pieces
                 of the word being typed are not in it.
+            ngram: an lm.ngram.Ngram mixed into a word model's next-word distribution at its
+                weight (lm.checkpoint.load_ngram(checkpoint)); None: off. Char and subword
+                models leave it out.
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -289,6 +293,7 @@ class Suggester:
         self._options = lru_cache(maxsize=1024)(self._fragment_options)
         self._start: _Mark | None = None
         self.cache = cache if cache is not None and cache.enabled else None
+        self.ngram = ngram if ngram is not None and ngram.weight > 0 and tokenizer.word_level else None
 
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
         """What the user will type next after `text`: the next words, or the rest of a half-typed word.
@@ -314,7 +319,19 @@ class Suggester:
             else:
                 state, features, logits = read_features(self.model, self.tokenizer.encode(START_TEXT), None, self.chunk)
                 self._start = _Mark(0, 0, state, torch.log_softmax(logits, -1), feature=features[-1])
+            self._start.logits, self._start.context = self.with_ngram(self._start, START_TEXT, self._start.logits)
         return self._start
+
+    def with_ngram(self, mark: _Mark, text: str, logits: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """The distribution after `text` read past `mark` (the model's `logits`), mixed with the
+        n-gram when there is one, and the token context the n-gram reads next."""
+        if self.ngram is None:
+            return logits, ()
+        ids = self.tokenizer.encode(text)
+        if not ids:  # nothing read: the mark's distribution, mixed already
+            return mark.logits, mark.context
+        context = (mark.context + tuple(ids))[-(self.ngram.order - 1):]
+        return self.ngram.mix(torch.log_softmax(logits.float(), -1), context), context
 
     def read(self, state, logits, text: str):
         """Advance (state, logits) over a text, a bounded number of tokens per model call."""
@@ -388,12 +405,14 @@ class Suggester:
 
     def _after_typed_word(self, mark: _Mark, typed: Typed, complete: float, k: int, allowed) -> list[Suggestion]:
         """Next words after the typed word taken as finished, weighted by how likely it is finished."""
+        text = typed.lead + typed.partial
         if self.cache is None:
-            state, logits = self.read(mark.state, mark.logits, typed.lead + typed.partial)
+            state, logits = self.read(mark.state, mark.logits, text)
             after_mark = _Mark(mark.end, mark.words, state, logits)
         else:
-            state, logits, feature, count, view = self.read_cached(mark, typed.lead + typed.partial, None)
+            state, logits, feature, count, view = self.read_cached(mark, text, None)
             after_mark = _Mark(mark.end, mark.words, state, logits, feature=feature, count=count, view=view)
+        after_mark.logits, after_mark.context = self.with_ngram(mark, text, after_mark.logits)
         after = Typed(mark.end, "" if self.by_whitespace else " ", "", " ", False)
         words = self._conditional(after_mark, after, k, allowed)
         return self._present({w: p * complete for w, p in words.items()}, after)
@@ -641,7 +660,8 @@ class SuggestionSession:
         lexicon = self.suggester.lexicon
         unknown = () if lexicon is None else tuple(w.casefold() for w in WORD.findall(segment) if not lexicon.allows(w))
         self._unknown.update(unknown)
-        self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown, feature, count))
+        logits, context = self.suggester.with_ngram(mark, segment, logits)
+        self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown, feature, count, context=context))
         if len(self._marks) > MAX_MARKS:
             del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start
         if self.memory is not None:  # marks whose memory the cache has dropped are read again if needed
@@ -668,15 +688,17 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
-                  int8: bool = False, words: list[str] = (), cache: bool = True, adapt=None) -> list[Suggestion]:
+                  int8: bool = False, words: list[str] = (), cache: bool = True, adapt=None,
+                  ngram: bool = True) -> list[Suggestion]:
     """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
 
     int8=True runs the model quantized on the CPU: faster, very slightly different odds.
     words: a user dictionary added to the checkpoint's lexicon.
     cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
+    ngram: mix in the checkpoint's n-gram (word models, when it has one).
     adapt: an lm.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
     """
-    from .checkpoint import cache_config, load, resolve_checkpoint
+    from .checkpoint import cache_config, load, load_ngram, resolve_checkpoint
     from .model import quantize_int8
 
     config = config or SuggestConfig()
@@ -689,7 +711,8 @@ def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = Non
         adapt_to(model, tokenizer.encode(START_TEXT + text), adapt)
         model = quantize_int8(model) if int8 and next(model.parameters()).device.type == "cpu" else model
     cache_settings = cache_config(folder) if cache else None
-    return Suggester(model, tokenizer, config, load_lexicon(folder, words), cache_settings).suggest(text)
+    return Suggester(model, tokenizer, config, load_lexicon(folder, words), cache_settings,
+                     load_ngram(folder) if ngram else None).suggest(text)
 
 
 def load_lexicon(folder, words: list[str] = ()) -> Lexicon | None:

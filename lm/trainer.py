@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .batching import batchify, count_windows, window_at
 from .cache import tune_on
+from .ngram import MAX_TOKENS as NGRAM_MAX_TOKENS, Ngram, NgramConfig
 from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -296,6 +297,8 @@ class _Run:
     rollbacks: int = 0
     stop_requested: bool = False
     training_loss: object = None  # the model's training_loss, through DDP with several workers
+    train_ids: np.ndarray | None = None  # the whole training text's ids (the n-gram counts them)
+    ngram: Ngram | None = None  # mixed into suggestions when it pays (word models; lm/ngram.py)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -534,13 +537,32 @@ def _tune_cache(run: _Run) -> None:
     cache, report = tune_on(model.eval(), run.valid)
     run.saved_config["cache"] = {**cache.to_dict(), "valid_perplexity": math.exp(report["model_nll"]),
                                  "valid_perplexity_with_cache": math.exp(report["cache_nll"])}
-    _save(run)
     if cache.enabled:
         run.progress.message(
             f"Cache: validation perplexity {math.exp(report['model_nll']):.2f} → {math.exp(report['cache_nll']):.2f} "
             f"(window {cache.window}, weight {cache.weight}); suggestions use it.")
     else:
         run.progress.message("Cache: no setting lowered the validation perplexity; it stays off.")
+    if run.tokenizer.word_level:
+        _tune_ngram(run, report["nll"], run.valid[: len(report["nll"]) + 1])
+    _save(run)
+
+
+def _tune_ngram(run: _Run, nll, valid_ids: np.ndarray) -> None:
+    """Count the training text into an n-gram, and mix it into suggestions if that lowers the
+    validation perplexity (over the model with its cache: nll per position of valid_ids[1:])."""
+    settings = NgramConfig()
+    run.progress.message(f"Counting the training text into a {settings.order}-gram…")
+    ngram = Ngram.build(run.train_ids[-NGRAM_MAX_TOKENS:], run.tokenizer.vocab_size, settings.order, settings.min_count)
+    ngram.weight, mixed = ngram.tune(nll, valid_ids)
+    run.ngram = ngram if ngram.weight > 0 else None
+    run.saved_config["ngram"] = {**replace(settings, weight=ngram.weight).to_dict(),
+                                 "valid_perplexity_with_ngram": math.exp(mixed)}
+    if run.ngram is None:
+        run.progress.message("N-gram: it did not lower the validation perplexity; suggestions leave it out.")
+    else:
+        run.progress.message(f"N-gram: validation perplexity {math.exp(nll.mean().item()):.2f} → {math.exp(mixed):.2f} "
+                             f"(weight {ngram.weight}); suggestions mix it in.")
 
 
 def _roll_back(run: _Run, what: str, losses: _LossWindow) -> None:
@@ -574,7 +596,7 @@ def _save(run: _Run) -> None:
     config = {**run.saved_config, "training": run.config.to_dict(), "parameters": count_parameters(run.model),
               "metrics": run.counters.best_record}
     save_checkpoint(run.out, run.model, run.tokenizer, config, run.counters.metrics_log,
-                    resume=(tensors, meta), best_weights=run.best_weights, lexicon=run.lexicon)
+                    resume=(tensors, meta), best_weights=run.best_weights, lexicon=run.lexicon, ngram=run.ngram)
 
 
 def _info(run: _Run) -> dict:
@@ -741,6 +763,7 @@ def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_di
     streams = distributed.shard_rows(batchify(train_ids, config.batch))  # this worker's rows
     run = _Run(model, _make_optimizer(model, config), tokenizer, streams, valid_ids,
                len(corpus.valid), count_words(corpus.valid), config, device, out, saved_config, lexicon)
+    run.train_ids = train_ids
     if config.average == "ema":  # asgd starts when validation stalls
         run.average = _new_average(model, config)
     return run

@@ -44,11 +44,11 @@ def release_memory() -> None:
 class Service:
     """The model and what the routes share: the suggester, the sessions, the worker limit."""
 
-    def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None):
+    def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
-        self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache)
+        self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
         limit = session_limit(self.suggester, settings.max_sessions, settings.session_memory * 2**20)
         self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
         self.limiter = anyio.CapacityLimiter(settings.workers)
@@ -68,11 +68,12 @@ class Service:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
 
-def create_app(model, tokenizer, settings: ServeSettings | None = None, lexicon=None, cache=None) -> FastAPI:
+def create_app(model, tokenizer, settings: ServeSettings | None = None, lexicon=None, cache=None, ngram=None) -> FastAPI:
     """The FastAPI app serving a loaded model: suggestions, generation, the page.
 
     lexicon: the words char and subword models may suggest (lm.Lexicon.load(checkpoint)).
     cache: the continuous cache for suggestions (lm.cache_config(checkpoint)); each session has its own.
+    ngram: a word model's n-gram mixed into suggestions (lm.checkpoint.load_ngram(checkpoint)).
 
     Raises:
         ConfigError: a setting is out of range.
@@ -82,7 +83,7 @@ def create_app(model, tokenizer, settings: ServeSettings | None = None, lexicon=
     settings = settings or ServeSettings()
     settings.validate()
     app = FastAPI(title="lm", version="0.1.0", debug=False, docs_url=None, redoc_url=None)
-    app.state.service = Service(model, tokenizer, settings, lexicon, cache)
+    app.state.service = Service(model, tokenizer, settings, lexicon, cache, ngram)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

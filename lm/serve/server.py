@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from .._util import pick_device
 from ..cache import CacheConfig
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, load_ngram
 from ..errors import ConfigError
 from ..lexicon import Lexicon
 from ..model import count_parameters, quantize_int8
@@ -42,7 +42,8 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
     }
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // settings.workers))
     cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if settings.cache else None
-    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path), cache)
+    ngram = load_ngram(ckpt.path) if settings.ngram else None
+    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path), cache, ngram)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:

@@ -20,6 +20,7 @@ class ServeSettings:
     session_memory: int = 512  # MB the sessions may hold at worst; lowers max_sessions if needed
     workers: int = 2  # requests doing model work at once
     cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
+    ngram: bool = True  # suggestions mix in a word model's n-gram (lm/ngram.py), when the checkpoint has one
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
     def validate(self) -> None:
