@@ -67,9 +67,7 @@ def adapted_read(model, ids: np.ndarray, config: AdaptConfig | None = None, adva
     a continuous cache remembers (lm/cache.py), as the adapting model saw it at the time."""
     config = config or AdaptConfig()
     config.validate()
-    params = [p for p in model.parameters() if p.dtype.is_floating_point]
-    if not params or any(not p.requires_grad for p in params):
-        raise ConfigError("dynamic evaluation needs the float weights — evaluate with --fp32")
+    params = _float_params(model)
     trained = [p.detach().clone() for p in params]
     square = [torch.zeros_like(p) for p in params]
     device = params[0].device
@@ -80,16 +78,10 @@ def adapted_read(model, ids: np.ndarray, config: AdaptConfig | None = None, adva
     try:
         for at in range(0, len(ids) - 1, config.segment):
             chunk = ids[at: at + config.segment + 1][None]  # [1, time + 1]
-            hidden, state = model.features(chunk[:, :-1], state)
-            logits = model.output(hidden)
-            features.append(hidden[0].detach().float().cpu())
-            token_nll = F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="none")  # [time]
-            nll.append(token_nll.detach().cpu())
-            model.zero_grad(set_to_none=True)
-            token_nll.mean().backward()
             steps += 1
-            _step(params, trained, square, config, steps)
-            state = detach_state(state)
+            hidden, token_nll, state = _learn(model, chunk, state, params, trained, square, config, steps)
+            features.append(hidden[0].float().cpu())
+            nll.append(token_nll.cpu())
             advance(len(token_nll))
     finally:
         with torch.no_grad():
@@ -100,6 +92,51 @@ def adapted_read(model, ids: np.ndarray, config: AdaptConfig | None = None, adva
     if not nll:
         return torch.zeros(0, model.config.emb), torch.zeros(0)
     return torch.cat(features), torch.cat(nll)
+
+
+class Adapter:
+    """Dynamic evaluation as a text grows, for a model that keeps the adapted weights: feed it the
+    text's token ids as they are read, and every `segment` of them it takes the step that
+    `adapted_read` takes on the same segment (SuggestionSession's `adapt` option)."""
+
+    def __init__(self, model, config: AdaptConfig | None = None):
+        self.model, self.config = model, config or AdaptConfig()
+        self.config.validate()
+        self.params = _float_params(model)
+        self.trained = [p.detach().clone() for p in self.params]
+        self.square = [torch.zeros_like(p) for p in self.params]
+        self.steps, self.pending, self.state = 0, [], None  # ids not yet learned from, and the state before them
+
+    def read(self, ids) -> None:
+        """Take in more of the text; learn from each full segment."""
+        self.pending.extend(int(i) for i in ids)
+        while len(self.pending) > self.config.segment:
+            chunk = torch.tensor([self.pending[: self.config.segment + 1]], device=self.params[0].device)
+            self.steps += 1
+            self.model.eval()
+            _, _, self.state = _learn(self.model, chunk, self.state, self.params, self.trained, self.square,
+                                      self.config, self.steps)
+            self.model.zero_grad(set_to_none=True)
+            del self.pending[: self.config.segment]  # its last id starts the next segment
+
+
+def _float_params(model) -> list[torch.Tensor]:
+    params = [p for p in model.parameters() if p.dtype.is_floating_point]
+    int8 = not isinstance(getattr(getattr(model, "rnn", None), "weight_ih_l0", None), torch.Tensor)  # quantized cells
+    if not params or int8 or any(not p.requires_grad for p in params):
+        raise ConfigError("dynamic evaluation needs the float weights — evaluate with --fp32")
+    return params
+
+
+def _learn(model, chunk, state, params, trained, square, config: AdaptConfig, steps: int):
+    """Score one segment (chunk [1, time + 1]) with the weights as they are, then step on it.
+    Returns its features [1, time, dim] and nll [time] (detached) and the state after it."""
+    hidden, state = model.features(chunk[:, :-1], state)
+    token_nll = F.cross_entropy(model.output(hidden)[0].float(), chunk[0, 1:], reduction="none")  # [time]
+    model.zero_grad(set_to_none=True)
+    token_nll.mean().backward()
+    _step(params, trained, square, config, steps)
+    return hidden.detach(), token_nll.detach(), detach_state(state)
 
 
 @torch.no_grad()

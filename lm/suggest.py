@@ -19,6 +19,7 @@ exactly the numbers `Suggester.suggest` gives for the whole text.
 from __future__ import annotations
 
 import bisect
+import copy
 import heapq
 import math
 import re
@@ -295,6 +296,12 @@ class Suggester:
         self.cache = cache if cache is not None and cache.enabled else None
         self.ngram = ngram if ngram is not None and ngram.weight > 0 and tokenizer.word_level else None
 
+    def with_model(self, model) -> "Suggester":
+        """The same suggester over another model (a session's own copy that adapts to its text)."""
+        other = copy.copy(self)
+        other.model, other._start = model.eval(), None
+        return other
+
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
         """What the user will type next after `text`: the next words, or the rest of a half-typed word.
 
@@ -570,7 +577,24 @@ class SuggestionSession:
     the words after the last complete group one by one. Results equal `suggest(text)`.
     """
 
-    def __init__(self, suggester: Suggester, text: str = ""):
+    def __init__(self, suggester: Suggester, text: str = "", adapt=None):
+        """
+        Args:
+            adapt: an lm.adapt.AdaptConfig: dynamic evaluation as the text is typed. The session
+                gets its own copy of the model (float weights), which takes one small gradient
+                step on every 20 tokens it reads and keeps the change, so names and topics
+                of the text become likelier. Off by default: a step is a backward pass (about
+                0.1 s for the default word model, bench/NOTES.md) paid on the keystroke that
+                completes a segment, and the strips then depend on everything typed,
+                deletions included.
+        """
+        self.adapter = None
+        if adapt is not None:
+            from .adapt import Adapter
+
+            suggester = suggester.with_model(copy.deepcopy(suggester.model))
+            self.adapter = Adapter(suggester.model, adapt)
+            self.adapter.read(suggester.tokenizer.encode(START_TEXT))
         self.suggester = suggester
         self._text = ""
         self._marks: list[_Mark] = [suggester.start()]
@@ -661,6 +685,8 @@ class SuggestionSession:
         unknown = () if lexicon is None else tuple(w.casefold() for w in WORD.findall(segment) if not lexicon.allows(w))
         self._unknown.update(unknown)
         logits, context = self.suggester.with_ngram(mark, segment, logits)
+        if self.adapter is not None:
+            self.adapter.read(self.suggester.tokenizer.encode(segment))
         self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown, feature, count, context=context))
         if len(self._marks) > MAX_MARKS:
             del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start

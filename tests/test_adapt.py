@@ -97,3 +97,42 @@ def test_adapting_with_the_cache_is_the_cache_over_the_adapting_models_features(
     targets = torch.tensor(ids[1:])
     by_hand = lm.cache.mixed_nll(nll, lm.cache.target_probs(features, targets, 40, 0.05), 0.3, 40).mean().item()
     assert abs(result.adapt_cache_loss.loss - by_hand) < 1e-4
+
+
+def test_a_session_that_adapts_takes_the_same_steps_as_dynamic_evaluation_of_its_text(tiny_checkpoints):
+    from lm.suggest import Suggester, SuggestionSession
+    from lm.text import START_TEXT
+
+    model, tokenizer = load(tiny_checkpoints("word"))
+    before = copy.deepcopy(model.state_dict())
+    config = AdaptConfig(lr=1e-3, decay=0.01, segment=5)
+    text = make_text(4, seed=3).replace("\n", " ")  # ends in a space: the whole text is context
+    suggester = Suggester(model, tokenizer)
+    session = SuggestionSession(suggester, adapt=config)
+    for ch in text:  # typed key by key
+        session.type(ch)
+    adapted = session.suggestions()
+    # The reference: dynamic evaluation over the same ids, as many whole segments as it took.
+    ids = tokenizer.encode(START_TEXT) + tokenizer.encode(text)
+    steps = (len(ids) - 1) // config.segment
+    assert steps >= 3
+    reference = copy.deepcopy(model)
+    adapted_nll(reference, ids[: steps * config.segment + 1], config, keep=True)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(session.suggester.model.state_dict()[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert not torch.equal(reference.state_dict()["rnn.weight_hh_l0"], before["rnn.weight_hh_l0"])
+    # The suggester's own model is untouched, and its strips differ from the adapting session's.
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    plain = SuggestionSession(suggester, text).suggestions()
+    assert [s.probability for s in plain] != [s.probability for s in adapted]
+
+
+def test_a_session_cannot_adapt_int8_weights(tiny_checkpoints):
+    import pytest
+
+    from lm.suggest import Suggester, SuggestionSession
+
+    model, tokenizer = load(tiny_checkpoints("word"), int8=True)
+    with pytest.raises(lm.ConfigError, match="float weights"):
+        SuggestionSession(Suggester(model, tokenizer), adapt=AdaptConfig())
