@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ class Ngram:
         # Number every distinct k-gram, order by order: grams[k][i] is the id of the k-gram
         # starting at position i, keys[k] the sorted distinct keys (prefix id * V + last token),
         # first[k] a position where each occurs.
-        grams, first, keys, raw, suffix = {1: ids}, {1: np.arange(V)}, {}, {}, {}
+        grams, first, keys, raw, suffix = {1: ids}, {}, {}, {}, {}
         for k in range(2, order + 1):
             key = grams[k - 1][:-1] * V + ids[k - 1:]
             keys[k], first[k], grams[k], raw[k] = np.unique(key, return_index=True, return_inverse=True,
@@ -135,16 +136,11 @@ class Ngram:
 
         levels = {}
         for k in range(2, order + 1):
-            # The tokens of each context (a (k-1)-gram id): from a position where it occurs.
-            at = first[k - 1] if k > 2 else None
-            def words_of(context_ids, k=k, at=at):
-                if k == 2:
-                    return context_ids[:, None]
-                return ids[at[context_ids][:, None] + np.arange(k - 1)]
-            levels[k] = _level(keys[k], counts_at(k), sizes[k - 1], V, given(k) if discounts else None,
-                               min_count if k >= 3 else 1, words_of)
+            # The tokens of each context (a (k-1)-gram id), read where it first occurs.
+            words_of = (lambda context: context[:, None]) if k == 2 else partial(_tokens_at, ids, first[k - 1], k - 1)
+            levels[k] = _level(keys[k], counts_at(k), sizes[k - 1], V, given(k), min_count if k >= 3 else 1, words_of)
         counts = counts_at(1)
-        d = given(1) if discounts else modified_discounts(counts)
+        d = modified_discounts(counts) if discounts is None else given(1)
         total = counts.sum()
         discount = d[counts.clip(max=3)]
         unigram = discount.sum() / total / V + (counts - discount) / total if total else np.full(V, 1.0 / V)
@@ -253,6 +249,11 @@ class Ngram:
         return sum(len(level.grams) for level in self.levels.values())
 
 
+def _tokens_at(ids: np.ndarray, positions: np.ndarray, length: int, gram_ids: np.ndarray) -> np.ndarray:
+    """The tokens [n, length] of grams given by id, from a position where each occurs."""
+    return ids[positions[gram_ids][:, None] + np.arange(length)]
+
+
 def _level(keys, counts, contexts: int, V: int, discounts, min_count: int, words_of) -> _Level:
     """One order's smoothed, pruned tables from its sorted keys and their counts."""
     d = modified_discounts(counts) if discounts is None else discounts
@@ -266,8 +267,8 @@ def _level(keys, counts, contexts: int, V: int, discounts, min_count: int, words
     gamma += np.bincount(context[~keep], weights=np.nan_to_num(kept[~keep]), minlength=contexts)  # pruned mass backs off
     used = np.unique(context[keep])  # contexts with continuations left; the others back off whole (gamma 1)
     hashes = context_hashes(words_of(used))
-    order = np.argsort(hashes, kind="stable")
-    hashes, used = hashes[order], used[order]
+    by_hash = np.argsort(hashes, kind="stable")
+    hashes, used = hashes[by_hash], used[by_hash]
     unique = np.ones(len(hashes), dtype=bool)
     unique[1:] = hashes[1:] != hashes[:-1]
     unique[:-1] &= hashes[:-1] != hashes[1:]  # a hash collision (never seen in practice): both back off
@@ -276,5 +277,5 @@ def _level(keys, counts, contexts: int, V: int, discounts, min_count: int, words
     index[used] = np.arange(len(used))
     keep &= index[context] >= 0
     grams = index[context[keep]] * V + keys[keep] % V
-    order = np.argsort(grams, kind="stable")
-    return _Level(hashes, gamma[used].astype(np.float32), grams[order], kept[keep][order].astype(np.float32))
+    by_key = np.argsort(grams, kind="stable")
+    return _Level(hashes, gamma[used].astype(np.float32), grams[by_key], kept[keep][by_key].astype(np.float32))
