@@ -421,27 +421,12 @@ def eval_table(result) -> Table:
             ("keystroke savings", f"{keys.keystroke_savings:.1%} ({keys.keystrokes:,} of {keys.baseline_keystrokes:,} keys)"),
         ]
     if result.cache_loss is not None:
-        cache, base, mixed = result.cache, result.stream_loss, result.cache_loss
-        rows += [
-            ("cache", f"window {cache.window}, weight {cache.weight:g}, sharpness {cache.sharpness:.3g}"),
-            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with the cache "
-                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})"),
-        ]
-        if result.cache_keyboard is not None:
-            ck = result.cache_keyboard
-            rows += [("with the cache: top-1 / top-3", f"{ck.top1_accuracy:.1%} / {ck.top3_accuracy:.1%}"),
-                     ("with the cache: keystroke savings", f"{ck.keystroke_savings:.1%}")]
+        cache = result.cache
+        rows += _added_rows("cache", "the cache", f"window {cache.window}, weight {cache.weight:g}, sharpness "
+                            f"{cache.sharpness:.3g}", result.stream_loss, result.cache_loss, result.cache_keyboard)
     if result.ngram_loss is not None:
-        base, mixed, over = result.stream_loss, result.ngram_loss, " and the cache" if result.cache_loss else ""
-        rows += [
-            ("n-gram", f"weight {result.ngram_weight:g}"),
-            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with the n-gram{over} "
-                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})"),
-        ]
-        if result.ngram_keyboard is not None:
-            nk = result.ngram_keyboard
-            rows += [(f"with the n-gram{over}: top-1 / top-3", f"{nk.top1_accuracy:.1%} / {nk.top3_accuracy:.1%}"),
-                     (f"with the n-gram{over}: keystroke savings", f"{nk.keystroke_savings:.1%}")]
+        rows += _added_rows("n-gram", "the n-gram" + (" and the cache" if result.cache_loss else ""),
+                            f"weight {result.ngram_weight:g}", result.stream_loss, result.ngram_loss, result.ngram_keyboard)
     if result.adapt_loss is not None:
         base, adapted = result.stream_loss, result.adapt_loss
         rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {adapted.perplexity:.2f} with dynamic "
@@ -454,6 +439,18 @@ def eval_table(result) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard) -> list[tuple[str, str]]:
+    """An inference-time addition's rows (the cache, the n-gram): its settings, one stream's
+    perplexity without and with it, and the keyboard typed again with it."""
+    rows = [(name, settings),
+            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with {with_what} "
+                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})")]
+    if keyboard is not None:
+        rows += [(f"with {with_what}: top-1 / top-3", f"{keyboard.top1_accuracy:.1%} / {keyboard.top3_accuracy:.1%}"),
+                 (f"with {with_what}: keystroke savings", f"{keyboard.keystroke_savings:.1%}")]
+    return rows
 
 
 @cli.command()
