@@ -7,7 +7,7 @@ model's own suggester (lm/keyboard.py, lm/suggest.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,7 @@ from .keyboard import KeyboardMetrics, leading_words
 from .lexicon import Lexicon
 from .likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
 from .model import quantize_int8
-from .ngram import MAX_TOKENS as NGRAM_MAX_TOKENS, Ngram, NgramConfig
+from .ngram import fit as fit_ngram
 from .suggest import Suggester
 from .text import START_TEXT
 from .tokenizer import UNK
@@ -195,13 +195,9 @@ def tune_cache(ckpt) -> dict:
 def tune_ngram(ckpt, train_ids, nll, valid_ids) -> dict:
     """Count a word checkpoint's training text into an n-gram and weigh it against the model (with
     its cache: nll per position of valid_ids[1:]); saves the n-gram when it helps."""
-    ngram_config = NgramConfig()
-    ngram = Ngram.build(np.asarray(train_ids)[-NGRAM_MAX_TOKENS:], ckpt.tokenizer.vocab_size, ngram_config.order,
-                        ngram_config.min_count)
-    weight, mixed = ngram.tune(nll, valid_ids)
-    if weight > 0:
+    ngram, settings = fit_ngram(train_ids, ckpt.tokenizer.vocab_size, nll, valid_ids)
+    if ngram.weight > 0:
         ngram.save(ckpt.path)
-    settings = {**replace(ngram_config, weight=weight).to_dict(), "valid_perplexity_with_ngram": float(np.exp(mixed))}
     update_config(ckpt.path, ngram=settings)
     ckpt.config["ngram"] = settings
     return settings

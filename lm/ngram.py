@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -55,6 +55,16 @@ class NgramConfig(ConfigBase):
     order: int = 5
     min_count: int = 2
     weight: float = 0.0  # λ; 0 means off
+
+
+def fit(train_ids, vocab_size: int, nll: torch.Tensor, valid_ids, config: NgramConfig | None = None) -> tuple["Ngram", dict]:
+    """Count the training text's ids (the last MAX_TOKENS) and weigh the n-gram against a model's
+    nll of each of valid_ids[1:]. Returns the n-gram, its weight set (0: it does not help), and
+    config.json's "ngram" entry."""
+    config = config or NgramConfig()
+    ngram = Ngram.build(np.asarray(train_ids)[-MAX_TOKENS:], vocab_size, config.order, config.min_count)
+    ngram.weight, mixed = ngram.tune(nll, valid_ids)
+    return ngram, {**replace(config, weight=ngram.weight).to_dict(), "valid_perplexity_with_ngram": math.exp(mixed)}
 
 
 def modified_discounts(counts: np.ndarray) -> np.ndarray:

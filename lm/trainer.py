@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .batching import batchify, count_windows, window_at
 from .cache import tune_on
-from .ngram import MAX_TOKENS as NGRAM_MAX_TOKENS, Ngram, NgramConfig
+from .ngram import Ngram, NgramConfig, fit as fit_ngram
 from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
 from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
@@ -551,17 +551,14 @@ def _tune_cache(run: _Run) -> None:
 def _tune_ngram(run: _Run, nll, valid_ids: np.ndarray) -> None:
     """Count the training text into an n-gram, and mix it into suggestions if that lowers the
     validation perplexity (over the model with its cache: nll per position of valid_ids[1:])."""
-    settings = NgramConfig()
-    run.progress.message(f"Counting the training text into a {settings.order}-gram…")
-    ngram = Ngram.build(run.train_ids[-NGRAM_MAX_TOKENS:], run.tokenizer.vocab_size, settings.order, settings.min_count)
-    ngram.weight, mixed = ngram.tune(nll, valid_ids)
+    run.progress.message(f"Counting the training text into a {NgramConfig.order}-gram…")
+    ngram, run.saved_config["ngram"] = fit_ngram(run.train_ids, run.tokenizer.vocab_size, nll, valid_ids)
     run.ngram = ngram if ngram.weight > 0 else None
-    run.saved_config["ngram"] = {**replace(settings, weight=ngram.weight).to_dict(),
-                                 "valid_perplexity_with_ngram": math.exp(mixed)}
+    mixed = run.saved_config["ngram"]["valid_perplexity_with_ngram"]
     if run.ngram is None:
         run.progress.message("N-gram: it did not lower the validation perplexity; suggestions leave it out.")
     else:
-        run.progress.message(f"N-gram: validation perplexity {math.exp(nll.mean().item()):.2f} → {math.exp(mixed):.2f} "
+        run.progress.message(f"N-gram: validation perplexity {math.exp(nll.mean().item()):.2f} → {mixed:.2f} "
                              f"(weight {ngram.weight}); suggestions mix it in.")
 
 
