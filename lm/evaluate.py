@@ -235,9 +235,11 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
         result.keyboard_seconds = time.perf_counter() - started
     cache = cache if cache is not None and cache.enabled else None
     if cache is not None:
-        _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
+        stream = _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result)
+    else:
+        stream = None
     if ngram is not None and ngram.weight > 0 and tokenizer.word_level:
-        _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result)
+        _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result, stream)
     if config.adapt:
         _evaluate_adapt(model, text, ids, config, progress, result, cache)
     return result
@@ -261,8 +263,9 @@ def _evaluate_adapt(model, text, ids, config, progress, result, cache: CacheConf
         result.adapt_cache_loss = LossMetrics(loss=both.mean().item(), tokens=len(both), **counts)
 
 
-def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result) -> None:
-    """The cache's figures: one stream read without and with it, and the keyboard with it."""
+def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cache, result):
+    """The cache's figures: one stream read without and with it, and the keyboard with it.
+    Returns that stream's nll per token (without, with the cache), for the n-gram's figures."""
     progress.start("cache", 1)
     started = time.perf_counter()
     without, with_cache = cache_nll(model, ids, cache)
@@ -276,12 +279,13 @@ def _evaluate_cache(model, tokenizer, text, ids, config, progress, lexicon, cach
         result.cache_keyboard = text_keyboard_metrics(model, tokenizer, leading_words(text, config.keyboard_words),
                                                       progress, lexicon, cache)
         result.cache_keyboard_seconds = time.perf_counter() - started
+    return without, with_cache
 
 
-def _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result) -> None:
+def _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cache, ngram, result, stream=None) -> None:
     """The n-gram's figures: the one stream read with it mixed in, and the keyboard with it."""
     progress.start("n-gram", 1)
-    without, with_cache = cache_nll(model, ids, cache or CacheConfig())
+    without, with_cache = stream or cache_nll(model, ids, cache or CacheConfig())  # the cache's read, when it ran
     mixed = ngram.mixed_nll(with_cache, ids, ngram.weight)
     result.ngram_weight = ngram.weight
     result.ngram_loss = LossMetrics(loss=mixed.mean().item(), tokens=len(mixed), chars=len(text), words=count_words(text))
