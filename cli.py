@@ -632,7 +632,10 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(ServeSettings, "max_body", "Largest request body in bytes (larger: 413).")
 @field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first).")
 @field_option(ServeSettings, "session_idle", "Seconds after which an unused session is dropped.")
-@field_option(ServeSettings, "workers", "Requests doing model work at once (torch gets cores / workers threads each).")
+@field_option(ServeSettings, "processes", "Server processes, each with its own sessions (default: one per core on the "
+              "CPU, one on a GPU).", type=int, show_default=False)
+@field_option(ServeSettings, "workers", "Requests doing model work at once in each process (torch gets cores / "
+              "(processes × workers) threads each).")
 @field_option(ServeSettings, "cache", "Suggestions use the checkpoint's continuous cache (one per session).",
               flag="--cache/--no-cache")
 @field_option(ServeSettings, "ngram", "Suggestions mix in the word model's n-gram.", flag="--ngram/--no-ngram")
@@ -655,12 +658,13 @@ def serve(checkpoint, host, port, device, int8, **options):
         stderr.print(f"Warning: listening on {host} lets other machines reach the model"
                      + ("" if options["api_key"] else "; consider --api-key"), style="yellow", highlight=False)
     app = load_app(checkpoint, ServeSettings(**options), device=device, int8=int8)
-    sock = listen(host, port)
+    sock = listen(host, port, app.state.service.settings.processes)
     service = app.state.service
     where = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
     click.echo(f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} "
-               f"on {service.suggester.device}) at {where} — Ctrl-C stops", err=True)
-    run(app, sock)
+               f"on {service.suggester.device}, {service.settings.processes} process"
+               f"{'es' if service.settings.processes > 1 else ''}) at {where} — Ctrl-C stops", err=True)
+    sys.exit(run(app, sock, service.settings.processes))
 
 
 @cli.command()

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -319,6 +322,21 @@ def test_a_taken_port_is_one_error_line(checkpoint):
                      result.stderr, re.M), result.stderr
 
 
+def test_a_port_another_server_group_holds_is_taken_too():
+    from lm.serve import listen
+
+    from lm.serve.server import listening_copy
+
+    group = listen("127.0.0.1", 0, processes=2)  # bound with SO_REUSEPORT, as `lm serve` holds it
+    serving = listening_copy(group)  # and one of its server processes
+    try:
+        with pytest.raises(ConfigError, match=r"^cannot listen on 127\.0\.0\.1:\d+ "):
+            listen("127.0.0.1", group.getsockname()[1], processes=2)  # would otherwise join its group
+    finally:
+        serving.close()
+        group.close()
+
+
 def start_server(checkpoint: str, *args: str) -> tuple[subprocess.Popen, str]:
     """`lm serve` as a subprocess on a free loopback port; returns it and its URL."""
     process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "-c", checkpoint, "--port", "0", *args],
@@ -331,10 +349,29 @@ def start_server(checkpoint: str, *args: str) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
+def server_children(pid: int) -> set[int]:
+    """The live server processes forked by `pid` (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children if Path(f"/proc/{c}/stat").read_text().split()[2] != "Z"}
+
+
+def wait_for_children(pid: int, count: int, gone: frozenset = frozenset(), seconds: float = 20) -> set[int]:
+    """The server's processes once `count` of them (none of `gone`) run, or as they are after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(server_children(pid) - gone) < count:
+        time.sleep(0.05)
+    return server_children(pid)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal):
-    process, url = start_server(checkpoint, "--fp32", "--workers", "2")
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal, processes):
+    # One process with two model threads, or two processes whose sessions move between them
+    # when a client's requests arrive on different connections: the same answers.
+    process, url = start_server(checkpoint, "--fp32", "--processes", str(processes), "--workers", "2")
     try:
+        assert len(wait_for_children(process.pid, processes, seconds=0 if processes == 1 else 20)) == (
+            0 if processes == 1 else processes)
         with httpx.Client(base_url=url, timeout=30) as http:
             assert http.get("/health").json() == {"status": "ok"}
             answers: dict[str, list] = {}
@@ -353,12 +390,62 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
         assert len(answers) == 6
         for text, suggestions in answers.values():
             assert suggestions == as_dicts(reference.suggest(text))
+        children = server_children(process.pid)
         process.send_signal(stop_signal)
         assert process.wait(timeout=20) == 0
         assert "Traceback" not in process.stderr.read()
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # none left behind
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
+def test_a_server_process_that_dies_is_replaced(checkpoint):
+    process, url = start_server(checkpoint, "--fp32", "--processes", "2")
+    try:
+        first = wait_for_children(process.pid, 2)
+        assert len(first) == 2
+        os.kill(min(first), signal.SIGKILL)
+        replaced = wait_for_children(process.pid, 2, gone=frozenset({min(first)}))
+        assert len(replaced) == 2 and min(first) not in replaced
+        assert httpx.post(f"{url}/suggest", json={"text": "the "}, timeout=30).status_code == 200
+        # 16 connections opened at once: the kernel spreads them over both processes (on one
+        # shared socket, the process that woke first took all of them).
+        port = int(url.rsplit(":", 1)[1])
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+        answered_by = {info_on(connection)["process"] for connection in connections}
+        for connection in connections:
+            connection.close()
+        assert answered_by == replaced  # all 16 on one process: 1 chance in 30,000
+        assert listening_sockets(port) == 2  # one each, which is what makes the kernel spread them
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on this port (Linux /proc/net/tcp; state 0A is LISTEN)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A")
+
+
+def info_on(connection: socket.socket) -> dict:
+    """GET /info over an open connection."""
+    connection.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_gpu_server_is_one_process(checkpoint):
+    from lm.serve.server import default_processes
+
+    assert default_processes("cuda") == 1
+    assert default_processes("cpu") == len(os.sched_getaffinity(0))
 
 
 def test_freed_memory_is_handed_back_every_so_many_requests(checkpoint, monkeypatch):

@@ -49,7 +49,8 @@ class Service:
         self.tokenizer = tokenizer
         self.settings = settings
         self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
-        limit = session_limit(self.suggester, settings.max_sessions, settings.session_memory * 2**20)
+        share = settings.processes or 1  # each server process keeps its share of the sessions
+        limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)
         self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
         self.limiter = anyio.CapacityLimiter(settings.workers)
         self.requests = 0  # model requests so far, to hand memory back every TRIM_EVERY

@@ -6,6 +6,7 @@ Requests forbid unknown fields and bound every number, so a typo or an absurd va
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Annotated, AsyncIterator, Literal
 
@@ -91,7 +92,9 @@ def info(svc: Service = Depends(service)) -> dict:
         "device": str(svc.suggester.device),
         **settings.about,
         "limits": {"k": MAX_K, "max_tokens": MAX_TOKENS, "body_bytes": settings.max_body,
-                   "sessions": svc.sessions.max_sessions, "session_idle_s": settings.session_idle},
+                   "sessions": svc.sessions.max_sessions, "session_idle_s": settings.session_idle,
+                   "processes": settings.processes or 1},
+        "process": os.getpid(),  # this answer's server process, whose sessions are counted here
         "sessions": len(svc.sessions),
     }
 

@@ -1,9 +1,13 @@
 """Loading a checkpoint for serving, and running the app under uvicorn until SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import sys
+import time
+from collections import deque
 
 import torch
 from fastapi import FastAPI
@@ -18,17 +22,40 @@ from .app import create_app
 from .settings import ServeSettings
 
 GRACE_SECONDS = 5  # open streams get this long to finish when the server is asked to stop
+# A server process that dies is replaced, unless this many died within RESTART_WINDOW seconds:
+# then something is wrong with every one of them, and the server stops with an error.
+MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
+log = logging.getLogger("lm.serve")
+
+
+def default_processes(device: str = "cpu") -> int:
+    """One server process per core on the CPU (the suggestion search is Python, which one
+    process runs on one core at a time); one on a GPU, whose context cannot be forked."""
+    return _cores() if device == "cpu" and hasattr(os, "fork") else 1
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str = "auto", int8: bool = True) -> FastAPI:
     """Load a checkpoint (the newest under checkpoints/ when None) and build the app around it.
 
     int8 weights are used on the CPU only; a GPU runs the float weights.
-    Torch gets cores / workers threads each, so concurrent requests do not fight for the cores.
+    Torch gets cores / (processes × workers) threads each, so concurrent requests do not fight
+    for the cores.
     """
     settings = settings or ServeSettings()
     settings.validate()
-    ckpt = load_checkpoint(checkpoint, pick_device(device))
+    device = pick_device(device)
+    if settings.processes is None:
+        settings.processes = default_processes(device.type)
+    if settings.processes > 1 and (device.type != "cpu" or not hasattr(os, "fork")):
+        raise ConfigError(f"--processes {settings.processes} needs the CPU on a system with fork() "
+                          "(a GPU's context cannot be shared by forked processes) — use --processes 1")
+    # Before any model work: a process that forks must not have started torch's thread pool.
+    torch.set_num_threads(max(1, _cores() // (settings.processes * settings.workers)))
+    ckpt = load_checkpoint(checkpoint, device)
     int8 = int8 and ckpt.model.embedding.weight.device.type == "cpu"
     model = quantize_int8(ckpt.model) if int8 else ckpt.model
     if settings.name == ServeSettings.name:
@@ -40,32 +67,73 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
         "metrics": ckpt.metrics,
         **settings.about,
     }
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // settings.workers))
     cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if settings.cache else None
     ngram = load_ngram(ckpt.path) if settings.ngram else None
     return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path), cache, ngram)
 
 
-def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+def listen(host: str = "127.0.0.1", port: int = 8000, processes: int = 1) -> socket.socket:
     """A listening socket (port 0: any free port), so a taken port is one clear error before serving.
+
+    For several server processes the socket is only bound, with SO_REUSEPORT: each process
+    listens on a socket of its own on the same port (`listening_copy`), and the kernel spreads
+    new connections over them. (On one shared socket, whichever process wakes first accepts:
+    all 8 connections of a load test went to one process of two.)
 
     Raises:
         ConfigError: the address cannot be bound.
     """
+    shared = processes > 1 and hasattr(socket, "SO_REUSEPORT")
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(info[0], socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(info[4])
-        sock.listen(2048)
+        sock = _bind(info[0], info[4], reuse_port=False)
+        if shared:  # a plain bind first: it fails if anyone holds the port, even another group
+            address = sock.getsockname()
+            sock.close()
+            sock = _bind(info[0], address, reuse_port=True)
+        else:
+            sock.listen(2048)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e}) — pick another --port or --host") from None
     sock.set_inheritable(True)
     return sock
 
 
-def run(app: FastAPI, sock: socket.socket) -> None:
-    """Serve until SIGTERM or Ctrl-C, then finish open requests (for up to GRACE_SECONDS) and return."""
+def listening_copy(sock: socket.socket) -> socket.socket:
+    """A server process's own listening socket on the port `sock` holds with SO_REUSEPORT."""
+    own = _bind(sock.family, sock.getsockname(), reuse_port=True)
+    own.listen(2048)
+    return own
+
+
+def _bind(family, address, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(app: FastAPI, sock: socket.socket, processes: int = 1) -> int:
+    """Serve until SIGTERM or Ctrl-C, then finish open requests (for up to GRACE_SECONDS).
+
+    With processes > 1 the server forks that many copies of itself after the model is loaded
+    (they share its weights), each accepting on its own socket on the port (`listen` with the
+    same count): each has its own sessions, and a client's keep-alive connection stays with
+    one process. Returns the exit code.
+    """
+    if processes == 1:
+        _serve(app, sock)
+        return 0
+    return _Supervisor(app, sock, processes).run()
+
+
+def _serve(app: FastAPI, sock: socket.socket) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_SECONDS,
@@ -79,3 +147,80 @@ def run(app: FastAPI, sock: socket.socket) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+
+
+def _is_bound_only(sock: socket.socket) -> bool:
+    return not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+
+
+class _Supervisor:
+    """Forks the server processes, replaces one that dies, and stops them all on SIGTERM or Ctrl-C."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket, processes: int):
+        self.app, self.sock, self.processes = app, sock, processes
+        self.children: set[int] = set()
+        self.deaths: deque[float] = deque()
+        self.stopping = False
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        code = 0
+        try:
+            for _ in range(self.processes):
+                self._fork()
+            while self.children:
+                pid, status = os.wait()  # retried after a signal's handler (PEP 475)
+                if pid not in self.children:
+                    continue
+                self.children.discard(pid)
+                exit_code = os.waitstatus_to_exitcode(status)
+                if self.stopping:
+                    code = code or max(exit_code, 0)
+                elif self._may_restart():
+                    log.error("server process %d exited (%d); starting another", pid, exit_code)
+                    self._fork()
+                else:
+                    log.error("%d server processes died within %g s; stopping", MAX_RESTARTS, RESTART_WINDOW)
+                    self._stop()
+                    code = 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.sock.close()
+        return code
+
+    def _fork(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.children.add(pid)
+            return
+        code = 0
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            sock = listening_copy(self.sock) if _is_bound_only(self.sock) else self.sock
+            _serve(self.app, sock)
+        except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
+            log.exception("server process failed")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and now - self.deaths[0] > RESTART_WINDOW:
+            self.deaths.popleft()
+        return len(self.deaths) < MAX_RESTARTS
+
+    def _stop(self, *_) -> None:
+        """Ask every server process to finish (a terminal's Ctrl-C reaches them too: a second
+        SIGTERM is harmless to uvicorn, a second SIGINT would cut open streams short)."""
+        self.stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

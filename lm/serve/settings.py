@@ -18,14 +18,18 @@ class ServeSettings:
     max_sessions: int = 1000  # keystroke sessions kept, least recently used dropped first
     session_idle: float = 600.0  # seconds after which an unused session is dropped
     session_memory: int = 512  # MB the sessions may hold at worst; lowers max_sessions if needed
-    workers: int = 2  # requests doing model work at once
+    # Server processes, each with its own sessions; None: one per core on the CPU, one on a GPU.
+    processes: int | None = None
+    workers: int = 1  # requests doing model work at once in each process
     cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
     ngram: bool = True  # suggestions mix in a word model's n-gram (lm/ngram.py), when the checkpoint has one
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
     def validate(self) -> None:
-        for name in ("max_body", "max_sessions", "session_memory", "workers"):
+        for name in ("max_body", "max_sessions", "session_memory", "workers", "processes"):
             value = getattr(self, name)
+            if value is None and name == "processes":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, not {value!r}")
         if not self.session_idle > 0:
