@@ -55,9 +55,12 @@ def documents(path: Path, chars: int, tail: float = 1.0) -> list[str]:
     return docs
 
 
-def start_server(checkpoint: Path, workers: int, max_sessions: int, flags: str = "") -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: Path, processes: int | None, workers: int, max_sessions: int,
+                 flags: str = "") -> tuple[subprocess.Popen, int]:
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "-c", str(checkpoint), "--port", "0",
                "--workers", str(workers), "--max-sessions", str(max_sessions), *flags.split()]
+    if processes is not None:
+        command += ["--processes", str(processes)]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     line = process.stderr.readline()
     match = re.search(r":(\d+) — ", line)
@@ -68,10 +71,22 @@ def start_server(checkpoint: Path, workers: int, max_sessions: int, flags: str =
 
 
 def memory_mb(pid: int) -> dict:
-    """Resident memory now and at its peak, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    read = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024  # noqa: E731
-    return {"rss_mb": round(read("VmRSS"), 1), "peak_mb": round(read("VmHWM"), 1)}
+    """The server's memory from /proc, over its process and the server processes it forked:
+    resident (RSS, pages shared after the fork counted in each), proportional (PSS, shared
+    pages split between their processes: what the server adds to the machine), and peak RSS."""
+    pids = [pid, *(int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    total = {"rss_mb": 0.0, "pss_mb": 0.0, "peak_mb": 0.0}
+    for p in pids:
+        status = Path(f"/proc/{p}/status").read_text()
+        rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+        total["rss_mb"] += _kb(status, "VmRSS") / 1024
+        total["peak_mb"] += _kb(status, "VmHWM") / 1024
+        total["pss_mb"] += _kb(rollup, "Pss") / 1024
+    return {key: round(value, 1) for key, value in total.items()} | {"processes": len(pids)}
+
+
+def _kb(text: str, key: str) -> int:
+    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1))
 
 
 class Connection:
@@ -174,8 +189,9 @@ def parse_args():
     parser.add_argument("--soak", type=int, default=100_000, help="keystrokes of the soak phase (0: none)")
     parser.add_argument("--soak-seconds", type=float, default=600, help="time of the soak phase (at most)")
     parser.add_argument("--document-chars", type=int, default=600, help="characters a typist types per session")
+    parser.add_argument("--processes", type=int, help="lm serve --processes (default: its own, one per core)")
     parser.add_argument("--workers", type=int, default=ServeSettings.workers, help="lm serve --workers")
-    parser.add_argument("--server-flags", default="", help="more lm serve flags, e.g. \"--threads 2 --no-batch-steps\"")
+    parser.add_argument("--server-flags", default="", help="more lm serve flags, e.g. \"--no-cache --fp32\"")
     parser.add_argument("--max-sessions", type=int, default=100,
                         help="lm serve --max-sessions: below the soak's documents, so the store turns over")
     parser.add_argument("--steps", type=int, default=150, help="training steps when no checkpoint is given")
@@ -211,7 +227,7 @@ def main() -> None:
         if not args.checkpoint:
             train_model(checkpoint, args)
         config = lm.checkpoint.read_config(checkpoint)
-        process, port = start_server(checkpoint, args.workers, args.max_sessions, args.server_flags)
+        process, port = start_server(checkpoint, args.processes, args.workers, args.max_sessions, args.server_flags)
         try:
             results = asyncio.run(measure(port, process.pid, docs, args))
         finally:
@@ -220,7 +236,7 @@ def main() -> None:
     report = {
         "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "torch": torch.__version__},
         "model": {k: config["model"][k] for k in ("cell", "layers", "hidden", "emb", "vocab_size")},
-        "tokenizer": config["tokenizer"]["kind"], "weights": "int8", "workers": args.workers,
+        "tokenizer": config["tokenizer"]["kind"], "weights": "int8", "processes": args.processes, "workers": args.workers,
         "server_flags": args.server_flags,
         "max_sessions": args.max_sessions,
         "text": args.text, "tail": args.tail, "document_chars": args.document_chars, "server_exit_code": code, **results,
@@ -237,7 +253,8 @@ def print_table(report: dict) -> None:
 
     model = report["model"]
     table = Table(title=f"lm serve under typing load: {model['layers']}×{model['hidden']} {model['cell']} "
-                        f"({report['tokenizer']}, {report['weights']}), --workers {report['workers']}, "
+                        f"({report['tokenizer']}, {report['weights']}), {report['memory']['before']['processes']} "
+                        f"process(es), --workers {report['workers']}, "
                         f"--max-sessions {report['max_sessions']}, "
                         f"{report['machine']['cpus']} cores shared with the load generator",
                   caption="each request is one keystroke of a session; latency is the client's round trip")
@@ -251,10 +268,10 @@ def print_table(report: dict) -> None:
                       f"{run['p99_ms']:.1f}", f"{run['max_ms']:.1f}", str(run["errors"]))
     Console().print(table)
     memory = report["memory"]
-    soak = f", after the soak {memory['after_soak']['rss_mb']:.0f} MB" if memory["after_soak"] else ""
-    print(f"server memory (RSS): {memory['before']['rss_mb']:.0f} MB after warm-up, "
-          f"{memory['after_phases']['rss_mb']:.0f} MB after the phases{soak}; "
-          f"peak {max(m['peak_mb'] for m in memory.values() if m):.0f} MB")
+    soak = f", after the soak {memory['after_soak']['pss_mb']:.0f} MB" if memory["after_soak"] else ""
+    print(f"server memory (PSS, all its processes): {memory['before']['pss_mb']:.0f} MB after warm-up, "
+          f"{memory['after_phases']['pss_mb']:.0f} MB after the phases{soak}; "
+          f"peak RSS {max(m['peak_mb'] for m in memory.values() if m):.0f} MB")
 
 
 if __name__ == "__main__":
