@@ -9,6 +9,8 @@ Ceilings measured in the same run:
     python bench/train_speed.py --tokenizer word --corpus ../shared/corpora/wikitext-2/train.txt
     python bench/train_speed.py --reference           # the classic word-level example's configuration
     python bench/train_speed.py --quick               # a few seconds, for a smoke test
+    python bench/train_speed.py --regularize          # lm train with the AWD-LSTM regularizers on
+                                                      # (the bare loop stays plain: the ceiling)
 
 Prints a table and JSON (also written to bench/results/train_speed.json).
 """
@@ -31,6 +33,8 @@ import lm  # noqa: E402
 from lm.batching import batchify, windows  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
+# The AWD-LSTM regularizers of the large preset, for --regularize.
+AWD = {k: v for k, v in lm.presets.SIZES["large"]["model"].items() if k in lm.model.REGULARIZERS and k != "dropout"}
 
 
 def sync(device: torch.device) -> None:
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
+    parser.add_argument("--regularize", action="store_true",
+                        help="lm train with " + ", ".join(f"{k}={v}" for k, v in AWD.items()) + " (the large preset's)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "train_speed.json"))
     args = parser.parse_args()
     if args.reference:
@@ -131,7 +137,8 @@ def main() -> None:
     if not Path(args.corpus).exists():
         sys.exit(f"corpus {args.corpus} not found — pass --corpus (the shared corpora live beside the repository)")
     corpus = lm.load_corpus([args.corpus])
-    model_config = lm.ModelConfig(layers=args.layers, hidden=args.hidden, emb=args.emb, dropout=args.dropout)
+    model_config = lm.ModelConfig(layers=args.layers, hidden=args.hidden, emb=args.emb, dropout=args.dropout,
+                                  **(AWD if args.regularize else {}))
     tokenizer_config = lm.TokenizerConfig(kind=args.tokenizer, vocab_size=args.vocab_size)
     train_config = lm.TrainConfig(batch=args.batch, bptt=args.bptt, optimizer=args.optimizer, max_steps=args.steps,
                                   precision=args.precision,
@@ -142,7 +149,8 @@ def main() -> None:
     runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
     rate = statistics.median(r[0] for r in runs)
     info = runs[0][1]["info"]
-    sized = lm.ModelConfig(**{**model_config.to_dict(), "vocab_size": info["vocab_size"]})
+    plain = {k: getattr(lm.ModelConfig, k) for k in AWD}  # the ceiling is the plain loop
+    sized = lm.ModelConfig(**{**model_config.to_dict(), **plain, "vocab_size": info["vocab_size"]})
     tokenizer = lm.corpus.prepare_tokenizer(corpus, tokenizer_config)  # cached by the runs above
     streams = batchify(lm.corpus.token_ids(corpus.train, tokenizer), args.batch)  # [batch, length]
     bare_steps = 20 if not args.quick else 5
@@ -158,6 +166,7 @@ def main() -> None:
         "corpus": str(args.corpus), "tokenizer": args.tokenizer, "vocab_size": info["vocab_size"],
         "model": {"layers": args.layers, "hidden": args.hidden, "emb": args.emb, "parameters": info["parameters"]},
         "batch": args.batch, "bptt": args.bptt, "optimizer": args.optimizer, "dropout": args.dropout,
+        "regularizers": AWD if args.regularize else {},
         "precision": info["precision"], "steps": args.steps, "repeats": args.repeats,
         "lm_train_tokens_per_s": round(rate), "bare_lstm_tokens_per_s": round(bare),
         "bare_lstm_fp32_tokens_per_s": round(bare_fp32),
@@ -183,6 +192,7 @@ def print_table(report: dict) -> None:
         ("model", f"{model['layers']}×{model['hidden']} {report['tokenizer']}, emb {model['emb']}, vocab {report['vocab_size']:,}"),
         ("parameters", f"{model['parameters']:,}"),
         ("batch × bptt, optimizer", f"{report['batch']} × {report['bptt']}, {report['optimizer']}"),
+        ("lm train's regularizers", ", ".join(f"{k} {v}" for k, v in report["regularizers"].items()) or "dropout only"),
         ("matmul ceiling", f"{report['machine']['matmul_gflops']} GFLOP/s"),
         ("plain PyTorch loop, fp32", f"{report['bare_lstm_fp32_tokens_per_s']:,} tok/s"),
         (f"bare loop, {report['precision']}", f"{report['bare_lstm_tokens_per_s']:,} tok/s"),
