@@ -62,6 +62,10 @@ def apply_size(size: str, model_config, train_config, given: set[str] = frozense
 AUTO_SIZES = ("tiny", "small", "medium")  # large is for a GPU and hours: by hand
 TOKENS_PER_WEIGHT = 0.8
 REPEAT_HALF_LIFE = 15.4
+# A run that reads its corpus fewer than SHORT_RUN_EPOCHS times is still learning at its end,
+# where dropout slows it more than it guards against overfitting: it gets SHORT_RUN_DROPOUT.
+SHORT_RUN_EPOCHS = 4.0
+SHORT_RUN_DROPOUT = 0.1
 
 
 @dataclass
@@ -77,6 +81,10 @@ class Plan:
     @property
     def useful_tokens(self) -> float:
         return useful_tokens(self.train_tokens, self.epochs)
+
+    def dropout(self, preset_dropout: float) -> float:
+        """The dropout for this run: the preset's, lowered for a run of few epochs."""
+        return min(preset_dropout, SHORT_RUN_DROPOUT) if self.epochs < SHORT_RUN_EPOCHS else preset_dropout
 
     def describe(self, model_config, train_config, seconds: float | None) -> str:
         shape = f"{model_config.layers}×{model_config.hidden} {model_config.cell.upper()}, emb {model_config.emb}"

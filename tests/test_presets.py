@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 from click.testing import CliRunner
 
@@ -64,6 +65,36 @@ def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time
     assert choose(2_000_000, None) == "medium"
     assert choose(200_000, None) == "small"
     assert choose(50_000, None) == "tiny"
+
+
+def test_a_run_of_few_epochs_gets_less_dropout():
+    def plan(epochs):
+        return lm.presets.Plan("medium", 1000.0, epochs * 1e6, epochs, 1_000_000)
+
+    assert plan(2.5).dropout(0.3) == 0.1  # WikiText-2 or wt1m in 15 minutes on this machine
+    assert plan(3.99).dropout(0.2) == 0.1
+    assert plan(4.0).dropout(0.3) == 0.3  # Tiny Shakespeare in 5 minutes reads 8 epochs
+    assert plan(2.0).dropout(0.05) == 0.05  # never raised
+
+
+def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path):
+    words = "the cat sees a dog in our garden and my friend likes it very much".split()
+    rng = random.Random(0)
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(20_000)) + "\n")
+    # 950 k characters: in 10 s at about 160 k tokens/s (hidden 48 here) the plan reads 1.7
+    # epochs, enough for small (0.8 M useful tokens) and short of 4 epochs, with 2x to spare.
+    for given, expected in (([], None), (["--dropout", "0.25"], 0.25)):
+        out = tmp_path / f"m{len(given)}"
+        result = CliRunner().invoke(cli, ["train", str(corpus), "--hidden", "48", "--max-steps", "2", "--max-time", "10s",
+                                          "--no-tune-cache", "--out", str(out), *given])
+        assert result.exit_code == 0, result.output
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["plan"]["epochs"] < lm.presets.SHORT_RUN_EPOCHS
+        preset = lm.presets.SIZES[saved["plan"]["size"]]["model"]["dropout"]
+        assert preset > 0.1  # small or medium: a size whose own dropout the rule lowers
+        assert saved["model"]["dropout"] == (min(preset, 0.1) if expected is None else expected)
+        assert f"dropout {saved['model']['dropout']:g}," in result.output  # the start line says so
 
 
 def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_file):
