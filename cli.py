@@ -630,7 +630,8 @@ def show_reply(session, reply, interactive: bool) -> None:
 @field_option(ServeSettings, "api_key", "Require `Authorization: Bearer KEY` on every endpoint but /health and the page.",
               envvar="LM_API_KEY", show_envvar=True, show_default=False, type=str)
 @field_option(ServeSettings, "max_body", "Largest request body in bytes (larger: 413).")
-@field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first).")
+@field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first), split "
+              "evenly between the server processes.")
 @field_option(ServeSettings, "session_idle", "Seconds after which an unused session is dropped.")
 @field_option(ServeSettings, "processes", "Server processes, each with its own sessions (default: one per core on the "
               "CPU, one on a GPU).", type=int, show_default=False)

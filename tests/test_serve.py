@@ -157,6 +157,15 @@ def test_the_memory_budget_lowers_the_session_count(reference):
     assert session_limit(reference, 1000, 0) == 1
 
 
+def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, reference):
+    model, tokenizer = lm.load(checkpoint)
+    app = create_app(model, tokenizer, ServeSettings(processes=3, max_sessions=10))
+    assert app.state.service.sessions.max_sessions == 4  # 10 over 3 processes, rounded up
+    tight = ServeSettings(processes=2, max_sessions=1000, session_memory=1)  # 1 MB: half each
+    expected = session_limit(reference, 1000, 2**20 // 2)
+    assert create_app(model, tokenizer, tight).state.service.sessions.max_sessions == expected
+
+
 def library_generation(checkpoint, prompt: str, **config):
     generation = generate(*lm.load(checkpoint), prompt, GenerationConfig(**config))
     sample = generation.run()[0]
@@ -363,6 +372,7 @@ def wait_for_children(pid: int, count: int, gone: frozenset = frozenset(), secon
     return server_children(pid)
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal, processes):
