@@ -358,6 +358,12 @@ def start_server(checkpoint: str, *args: str) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
+def server_log(process: subprocess.Popen) -> str:
+    """What a server printed, once it is stopped: for a failing test's message."""
+    process.kill()
+    return process.stderr.read()
+
+
 def server_children(pid: int) -> set[int]:
     """The live server processes forked by `pid` (Linux /proc)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -376,28 +382,30 @@ def wait_for_children(pid: int, count: int, gone: frozenset = frozenset(), secon
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal, processes):
-    # One process with two model threads, or two processes whose sessions move between them
-    # when a client's requests arrive on different connections: the same answers.
+    # One process with two model threads, or two processes. A typist on one keep-alive
+    # connection stays with one process; a typist that opens a connection per keystroke has its
+    # session moved between the processes. Every one gets the library's answers.
     process, url = start_server(checkpoint, "--fp32", "--processes", str(processes), "--workers", "2")
     try:
         assert len(wait_for_children(process.pid, processes, seconds=0 if processes == 1 else 20)) == (
             0 if processes == 1 else processes)
-        with httpx.Client(base_url=url, timeout=30) as http:
-            assert http.get("/health").json() == {"status": "ok"}
-            answers: dict[str, list] = {}
+        assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
+        answers: dict[str, list] = {}
 
-            def typist(n: int) -> None:  # concurrent sessions, each typing its own text
-                text = ["the cat sees", "my friend likes", "our teacher finds", "the birds want"][n % 4] + " the "
+        def typist(n: int) -> None:  # concurrent sessions, each typing its own text
+            text = ["the cat sees", "my friend likes", "our teacher finds", "the birds want"][n % 4] + " the "
+            keep_alive = n % 2 == 0
+            with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=keep_alive)) as http:
                 for end in range(1, len(text) + 1):
                     answer = http.post("/suggest", json={"text": text[:end], "session": f"t{n}"}).json()
-                answers[text + str(n)] = (text, answer["suggestions"])
+            answers[text + str(n)] = (text, answer["suggestions"])
 
-            threads = [threading.Thread(target=typist, args=(n,)) for n in range(6)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-        assert len(answers) == 6
+        threads = [threading.Thread(target=typist, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(answers) == 6, server_log(process)
         for text, suggestions in answers.values():
             assert suggestions == as_dicts(reference.suggest(text))
         children = server_children(process.pid)
