@@ -444,6 +444,27 @@ def test_a_server_process_that_dies_is_replaced(checkpoint):
             process.kill()
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
+def test_the_server_processes_end_when_the_supervisor_is_killed(checkpoint):
+    process, url = start_server(checkpoint, "--fp32", "--processes", "2")
+    children: set[int] = set()
+    try:
+        children = wait_for_children(process.pid, 2)
+        assert len(children) == 2
+        process.kill()  # SIGKILL: the supervisor cannot pass anything on
+        process.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+            time.sleep(0.05)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in children:  # orphans, if the test failed
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+
+
 def listening_sockets(port: int) -> int:
     """How many TCP sockets listen on this port (Linux /proc/net/tcp; state 0A is LISTEN)."""
     rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]

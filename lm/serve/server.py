@@ -1,6 +1,7 @@
 """Loading a checkpoint for serving, and running the app under uvicorn until SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ GRACE_SECONDS = 5  # open streams get this long to finish when the server is ask
 # A server process that dies is replaced, unless this many died within RESTART_WINDOW seconds:
 # then something is wrong with every one of them, and the server stops with an error.
 MAX_RESTARTS, RESTART_WINDOW = 5, 60.0
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 log = logging.getLogger("lm.serve")
 
 
@@ -149,6 +151,17 @@ def _serve(app: FastAPI, sock: socket.socket) -> None:
         sock.close()
 
 
+def _die_with(supervisor: int) -> None:
+    """Linux: have this server process sent SIGTERM when the supervisor dies, even by SIGKILL,
+    so no orphan goes on serving the port (or holding its parent's output pipes open)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != supervisor:  # it died before prctl: nobody would send the signal
+        os._exit(0)
+
+
 def _is_bound_only(sock: socket.socket) -> bool:
     return not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
 
@@ -190,12 +203,17 @@ class _Supervisor:
         return code
 
     def _fork(self) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid:
             self.children.add(pid)
             return
         code = 0
         try:
+            _die_with(supervisor)
+            # torch rebuilds its thread pool in a forked child on first use; two model threads
+            # doing that at once can race ("Invalid thread pool!"), so rebuild it now, alone.
+            torch.set_num_threads(torch.get_num_threads())
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             sock = listening_copy(self.sock) if _is_bound_only(self.sock) else self.sock
