@@ -27,6 +27,7 @@ from lm.suggest import Suggester
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOUDS = "the clouds are in the "
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
 TEXTS = [CLOUDS, CLOUDS + "s", CLOUDS.rstrip(), "", "the cat sees the ball in the garden .\nthe cl", CLOUDS + "qzx"]
 
 
@@ -378,7 +379,7 @@ def wait_for_children(pid: int, count: int, gone: frozenset = frozenset(), secon
     return server_children(pid)
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
+@needs_proc
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal, processes):
@@ -418,7 +419,7 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
             process.kill()
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
+@needs_proc
 def test_a_server_process_that_dies_is_replaced(checkpoint):
     process, url = start_server(checkpoint, "--fp32", "--processes", "2")
     try:
@@ -444,7 +445,7 @@ def test_a_server_process_that_dies_is_replaced(checkpoint):
             process.kill()
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the server's processes from Linux /proc")
+@needs_proc
 def test_the_server_processes_end_when_the_supervisor_is_killed(checkpoint):
     process, url = start_server(checkpoint, "--fp32", "--processes", "2")
     children: set[int] = set()
