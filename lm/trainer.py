@@ -646,9 +646,9 @@ def _sized(model_config, config, tokenizer, train_ids, given, progress):
         plan = distributed.from_writer(plan)
         size = plan.size
     model_config, config = apply_size(size, model_config, config, given)
-    if plan is not None and "dropout" not in given:
-        model_config.dropout = plan.dropout(model_config.dropout)
     if plan is not None:
+        if "dropout" not in given:
+            model_config.dropout = plan.dropout(model_config.dropout)
         progress.message(plan.describe(model_config, config, config.max_time))
         plan = {"size": plan.size, "tokens_per_s": plan.tokens_per_s, "epochs": plan.epochs,
                 "seen_tokens": plan.seen_tokens}

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -347,16 +349,21 @@ def test_a_port_another_server_group_holds_is_taken_too():
         group.close()
 
 
-def start_server(checkpoint: str, *args: str) -> tuple[subprocess.Popen, str]:
-    """`lm serve` as a subprocess on a free loopback port; returns it and its URL."""
+@contextmanager
+def served(checkpoint: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`lm serve` as a subprocess on a free loopback port: it and its URL, killed on the way out
+    if the test left it running."""
     process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "-c", checkpoint, "--port", "0", *args],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    line = process.stderr.readline()  # printed once the socket listens
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-    if not match:
-        process.kill()
-        pytest.fail(f"lm serve did not start: {line}{process.stderr.read()}")
-    return process, match.group(1)
+    try:
+        line = process.stderr.readline()  # printed once the socket listens
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        if not match:
+            pytest.fail(f"lm serve did not start: {line}{server_log(process)}")
+        yield process, match.group(1)
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def server_log(process: subprocess.Popen) -> str:
@@ -386,8 +393,7 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
     # One process with two model threads, or two processes. A typist on one keep-alive
     # connection stays with one process; a typist that opens a connection per keystroke has its
     # session moved between the processes. Every one gets the library's answers.
-    process, url = start_server(checkpoint, "--fp32", "--processes", str(processes), "--workers", "2")
-    try:
+    with served(checkpoint, "--fp32", "--processes", str(processes), "--workers", "2") as (process, url):
         assert len(wait_for_children(process.pid, processes, seconds=0 if processes == 1 else 20)) == (
             0 if processes == 1 else processes)
         assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
@@ -414,15 +420,11 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
         assert process.wait(timeout=20) == 0
         assert "Traceback" not in process.stderr.read()
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # none left behind
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 @needs_proc
 def test_a_server_process_that_dies_is_replaced(checkpoint):
-    process, url = start_server(checkpoint, "--fp32", "--processes", "2")
-    try:
+    with served(checkpoint, "--fp32", "--processes", "2") as (process, url):
         first = wait_for_children(process.pid, 2)
         assert len(first) == 2
         os.kill(min(first), signal.SIGKILL)
@@ -440,27 +442,22 @@ def test_a_server_process_that_dies_is_replaced(checkpoint):
         assert listening_sockets(port) == 2  # one each, which is what makes the kernel spread them
         process.terminate()
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 @needs_proc
 def test_the_server_processes_end_when_the_supervisor_is_killed(checkpoint):
-    process, url = start_server(checkpoint, "--fp32", "--processes", "2")
     children: set[int] = set()
     try:
-        children = wait_for_children(process.pid, 2)
-        assert len(children) == 2
-        process.kill()  # SIGKILL: the supervisor cannot pass anything on
-        process.wait(timeout=20)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
-            time.sleep(0.05)
-        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        with served(checkpoint, "--fp32", "--processes", "2") as (process, url):
+            children = wait_for_children(process.pid, 2)
+            assert len(children) == 2
+            process.kill()  # SIGKILL: the supervisor cannot pass anything on
+            process.wait(timeout=20)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+                time.sleep(0.05)
+            assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     finally:
-        if process.poll() is None:
-            process.kill()
         for pid in children:  # orphans, if the test failed
             if Path(f"/proc/{pid}").exists():
                 os.kill(pid, signal.SIGKILL)
