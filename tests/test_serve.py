@@ -351,8 +351,8 @@ def test_a_port_another_server_group_holds_is_taken_too():
 
 @contextmanager
 def served(checkpoint: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`lm serve` as a subprocess on a free loopback port: it and its URL, killed on the way out
-    if the test left it running."""
+    """`lm serve` as a subprocess on a free loopback port: it and its URL, stopped on the way out
+    if the test left it running (SIGTERM, then SIGKILL after 20 s)."""
     process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "-c", checkpoint, "--port", "0", *args],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
@@ -363,7 +363,11 @@ def served(checkpoint: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]
         yield process, match.group(1)
     finally:
         if process.poll() is None:
-            process.kill()
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def server_log(process: subprocess.Popen) -> str:

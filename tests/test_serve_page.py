@@ -43,12 +43,11 @@ def type_and_wait(page, text: str) -> list[str]:
 def test_the_strip_follows_typing_and_tab_inserts_the_top_suggestion(tiny_checkpoints, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from test_serve import start_server
+    from test_serve import served
 
     checkpoint = str(tiny_checkpoints("char"))
     expected = Suggester(*lm.load(checkpoint, int8=True), lexicon=lm.Lexicon.load(checkpoint)).suggest(TYPED)  # as served
-    process, url = start_server(checkpoint)
-    try:
+    with served(checkpoint) as (_, url):
         with sync_playwright() as playwright:
             browser, page = open_page(playwright, url)
             shown = type_and_wait(page, TYPED)
@@ -62,18 +61,14 @@ def test_the_strip_follows_typing_and_tab_inserts_the_top_suggestion(tiny_checkp
             assert "ms on the server" in page.locator("#status").text_content()
             assert Path(checkpoint).name in page.locator("#model").text_content()
             browser.close()
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_continue_streams_a_generation_into_the_box(tiny_checkpoints):
     from playwright.sync_api import sync_playwright
 
-    from test_serve import start_server
+    from test_serve import served
 
-    process, url = start_server(str(tiny_checkpoints("char")))
-    try:
+    with served(str(tiny_checkpoints("char"))) as (_, url):
         with sync_playwright() as playwright:
             browser, page = open_page(playwright, url)
             type_and_wait(page, TYPED + " ")
@@ -83,9 +78,6 @@ def test_continue_streams_a_generation_into_the_box(tiny_checkpoints):
             assert text.startswith(TYPED + " ") and len(text.split()) > len(TYPED.split())
             assert page.locator("#continue").text_content() == "Continue"
             browser.close()
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def write_screenshot(checkpoint: str, text: str, out: Path) -> None:
@@ -93,18 +85,14 @@ def write_screenshot(checkpoint: str, text: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_serve import start_server
+    from test_serve import served
 
-    process, url = start_server(checkpoint)
-    try:
+    with served(checkpoint) as (_, url):
         with sync_playwright() as playwright:
             browser, page = open_page(playwright, url)
             type_and_wait(page, text)
             page.screenshot(path=str(out))
             browser.close()
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 if __name__ == "__main__":
