@@ -27,6 +27,7 @@ class Lexicon:
     def __init__(self, counts: dict[str, int] | None = None):
         self.counts: Counter = Counter()
         self._sorted: list[str] = []
+        self.version = 0  # changes with every `add`, so answers worked out from the words can be kept until then
         if counts:
             self.add(counts)
 
@@ -46,6 +47,7 @@ class Lexicon:
         for word, n in items:
             self.counts[word.casefold()] += n
         self._sorted = sorted(self.counts)
+        self.version += 1
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -58,6 +60,14 @@ class Lexicon:
         key = prefix.casefold()
         i = bisect.bisect_left(self._sorted, key)
         return i < len(self._sorted) and self._sorted[i].startswith(key)
+
+    def continuations(self, prefix: str, longest: int) -> set[str]:
+        """The strings of 1 to `longest` characters that continue a case-folded `prefix` into the
+        start of a word of the lexicon ("th", 2 -> {"e", "ey", "i", "is", ...})."""
+        lo = bisect.bisect_left(self._sorted, prefix)
+        hi = bisect.bisect_left(self._sorted, prefix + "\U0010ffff", lo)
+        start = len(prefix)
+        return {word[start:start + n] for word in self._sorted[lo:hi] for n in range(1, min(longest, len(word) - start) + 1)}
 
     def save(self, folder: Path) -> str:
         lines = (f"{n}\t{w}\n" for w, n in self.counts.most_common())

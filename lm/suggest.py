@@ -25,7 +25,7 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import torch
@@ -39,8 +39,8 @@ from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
 MAX_MARKS = 4 * GROUP_WORDS  # word-boundary states a session keeps (older ones are re-read)
-LEXICON_SCAN = 512  # with a lexicon, extensions looked at per search step (all of a char model's)
 MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no suggestions
+ALONE_FLOATS = 2**18  # logits floats a mark may keep of its one-stream search steps (1 MB)
 SEGMENT = re.compile(r"\s*\S+|\s+")  # one word with the whitespace before it
 
 # What a beam hypothesis is doing, beside the character classes LETTER and PUNCT of lm.text.
@@ -193,6 +193,15 @@ class _PieceTable:
         for p, i in ordered:
             self.by_text[p].append(i)
         self.longest = max((len(p) for p in pieces), default=0)
+        self.by_folded: dict[str, list[int]] = defaultdict(list)  # pieces that start with a letter, case-folded
+        for i, p in enumerate(pieces):
+            if self.first[i] == LETTER:
+                self.by_folded[p.casefold()].append(i)
+        self.letter_first = torch.tensor([i for i, c in enumerate(self.first) if c == LETTER], dtype=torch.long, device=device)
+
+    def ids_of(self, folded: set[str]) -> list[int]:
+        """Ids of the pieces starting with a letter whose case-folded text is in `folded`."""
+        return [i for text in folded for i in self.by_folded.get(text, ())]
 
     def agreeing(self, rest: str) -> list[int]:
         """Ids of pieces that agree with `rest` on their common length (either may be longer)."""
@@ -209,10 +218,11 @@ class _Options:
     """What each allowed piece does to a hypothesis still inside the typed prefix."""
 
     next: dict[int, tuple[str, int]]  # piece id -> (text, mode) of the hypothesis it leads to
-    next_ids: torch.Tensor  # the keys of `next`
     crossing_ids: torch.Tensor  # pieces that reach the end of the typed prefix
     finished_ids: torch.Tensor  # pieces that also finish a word...
     finished_words: list[str]  # ...this one
+    to_letters: list[tuple[int, str]]  # pieces that cross into a word of letters, and the word so far
+    closed: torch.Tensor  # [vocab] 0 for the pieces in `next`, -inf for the others
 
 
 class _Vocabulary:
@@ -244,13 +254,18 @@ class _Mark:
     count: int = 0  # with a cache: entries of the text before this mark
     view: tuple | None = None  # with a cache, while suggesting: the memory (keys, values) before it
     context: tuple = ()  # with an n-gram: the last token ids read
+    # Search steps taken from this mark while the beam had one hypothesis (through the typed
+    # prefix of a char model): piece ids -> (state, logits). The next keystroke's search
+    # starts with the same steps. Only one-stream steps are kept: a row's logits depend in
+    # their low bits on the rows batched with it, so a kept step is exactly the step retaken.
+    alone: dict = field(default_factory=dict)
 
 
 class _Allowed:
     """The words a strip may offer: the lexicon's, those learned in the session, and punctuation."""
 
-    def __init__(self, lexicon: Lexicon, learned: frozenset):
-        self.lexicon, self.learned = lexicon, learned
+    def __init__(self, lexicon: Lexicon, learned: frozenset, table: _PieceTable, lexicon_closed):
+        self.lexicon, self.learned, self.table, self.lexicon_closed = lexicon, learned, table, lexicon_closed
 
     def word(self, word: str) -> bool:
         return char_class(word[0]) != LETTER or self.lexicon.allows(word) or word.casefold() in self.learned
@@ -258,7 +273,20 @@ class _Allowed:
     def prefix(self, text: str) -> bool:
         """Whether a word being spelled can still become an allowed word."""
         key = text.casefold()
-        return self.lexicon.allows_prefix(text) or any(w.startswith(key) for w in self.learned)
+        return self.lexicon.allows_prefix(text) or bool(self.learned) and any(w.startswith(key) for w in self.learned)
+
+    def closed(self, text: str, mode: int) -> torch.Tensor:
+        """[vocab] 0 for the pieces that may extend `text` (a word of letters, or one not
+        started, `mode`) so that it can still become an allowed word; -inf for the others."""
+        key = text.casefold()
+        closed = self.lexicon_closed(key, mode, self.lexicon.version)
+        learned = [w for w in self.learned if w.startswith(key)]
+        if learned:
+            longest, start = self.table.longest, len(key)
+            ids = self.table.ids_of({w[start:start + n] for w in learned for n in range(1, min(longest, len(w) - start) + 1)})
+            closed = closed.clone()
+            closed[ids] = self.table.closed[mode, ids]
+        return closed
 
 
 class Suggester:
@@ -292,6 +320,8 @@ class Suggester:
         else:
             self._table, self._find = _PieceTable(tokenizer.pieces, self.device), self._search
         self._options = lru_cache(maxsize=1024)(self._fragment_options)
+        # A closed row per word prefix spelled: 16 MB of them at most, few for a big vocabulary.
+        self._lexicon_rows = lru_cache(maxsize=min(8192, 2**22 // tokenizer.vocab_size))(self._lexicon_closed)
         self._start: _Mark | None = None
         self.cache = cache if cache is not None and cache.enabled else None
         self.ngram = ngram if ngram is not None and ngram.weight > 0 and tokenizer.word_level else None
@@ -382,7 +412,7 @@ class Suggester:
             raise ConfigError(f"k must be a positive integer, not {k!r} — ask for at least one suggestion")
         if typed.too_long:
             return []
-        allowed = None if self.lexicon is None else _Allowed(self.lexicon, learned)
+        allowed = None if self.lexicon is None else _Allowed(self.lexicon, learned, self._table, self._lexicon_rows)
         if self.cache is not None:  # a copy: marks are shared (the start mark by every session)
             mark = replace(mark, view=view if view is not None else (torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)))
         words = self._conditional(mark, typed, k + 1, allowed)
@@ -459,6 +489,7 @@ class Suggester:
         reached = 0.0 if fragment else 1.0
         state, logits = mark.state, mark.logits[None]  # [beam, vocab]
         logp = torch.zeros(1, device=self.device)  # [beam]
+        path = ()  # the pieces read since the mark, while every step so far had one hypothesis
         steps = len(fragment) + self.config.max_depth
         for step in range(steps):
             scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
@@ -468,9 +499,24 @@ class Suggester:
             parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k), allowed)
             if not texts:
                 break
-            state = select_state(state, parents)
-            logits, state = self._step(ids[:, None], state, mark)  # ids [beam, 1] -> logits [beam, vocab]
+            if path is not None and len(texts) == 1:
+                path += (ids.item(),)
+                state, logits = self._step_alone(mark, path, state)
+            else:
+                path = None
+                state = select_state(state, parents)
+                logits, state = self._step(ids[:, None], state, mark)  # ids [beam, 1] -> logits [beam, vocab]
         return words, reached
+
+    def _step_alone(self, mark: _Mark, path: tuple, state):
+        """(state, logits [1, vocab]) after `path` read one piece per step from the mark, as kept there."""
+        kept = mark.alone.get(path)
+        if kept is None:
+            logits, new_state = self._step(torch.tensor([[path[-1]]], device=self.device), state, mark)
+            if len(mark.alone) * logits.shape[-1] >= ALONE_FLOATS:
+                mark.alone.clear()
+            kept = mark.alone[path] = (new_state, logits)
+        return kept
 
     def _step(self, ids: torch.Tensor, state, mark: _Mark):
         """One model step of every beam; with the cache, mixed with the mark's memory."""
@@ -509,26 +555,42 @@ class Suggester:
     def _extend(self, texts, modes, scores, fragment, lead, floor, allowed):
         """The best `beam_width` one-piece extensions of all hypotheses together (spelling words
         of the lexicon, when there is one)."""
-        closed = self._table.closed[torch.tensor(modes, device=self.device)]  # [beam, vocab]: 0 where allowed
-        for b, (text, mode) in enumerate(zip(texts, modes)):
-            if mode == INSIDE:
-                closed[b, self._options(fragment, lead, len(text)).next_ids] = 0.0
+        closed = torch.stack([self._closed(text, mode, fragment, lead, allowed) for text, mode in zip(texts, modes)])
         flat = (scores + closed).flatten()  # [beam * vocab]
-        # With a lexicon, look further down the ranking for extensions that still spell a word.
-        top = flat.topk(min(self.config.beam_width if allowed is None else LEXICON_SCAN, flat.numel()))  # best first
+        top = flat.topk(min(self.config.beam_width, flat.numel()))  # best first
         vocab = scores.shape[1]
         kept, new_texts, new_modes = [], [], []
         for n, (value, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            if value <= floor or len(kept) == self.config.beam_width:  # also stops at the -inf of pieces not allowed
+            if value <= floor:  # also stops at the -inf of pieces not allowed
                 break
             text, mode = self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead)
-            if allowed is not None and mode == LETTER and not allowed.prefix(text):
-                continue  # no word of the lexicon starts so
             kept.append(n)
             new_texts.append(text)
             new_modes.append(mode)
         index = top.indices[kept]
         return index // vocab, index % vocab, new_texts, new_modes, top.values[kept]
+
+    def _closed(self, text: str, mode: int, fragment: str, lead: int, allowed: _Allowed | None) -> torch.Tensor:
+        """[vocab] 0 for the pieces that may extend a hypothesis, -inf for the others."""
+        if mode == INSIDE:
+            options = self._options(fragment, lead, len(text))
+            if allowed is None or not options.to_letters:
+                return options.closed
+            # Pieces that finish the typed prefix start a word of letters: one of the lexicon's?
+            blocked = [i for i, word in options.to_letters if not allowed.prefix(word)]
+            return options.closed.index_fill(0, torch.tensor(blocked, dtype=torch.long, device=self.device), -math.inf)
+        if allowed is None or mode == PUNCT:
+            return self._table.closed[mode]
+        return allowed.closed(text, mode)
+
+    def _lexicon_closed(self, key: str, mode: int, version: int) -> torch.Tensor:
+        """The piece table's closed row for `mode`, with the pieces after which a case-folded
+        `key` starts no word of the lexicon closed too."""
+        table = self._table
+        mask = torch.zeros(len(table.pieces), device=self.device)
+        mask[table.letter_first] = -math.inf
+        mask[table.ids_of(self.lexicon.continuations(key, table.longest))] = 0.0
+        return table.closed[mode] + mask
 
     def _grow(self, text: str, mode: int, piece_id: int, fragment: str, lead: int) -> tuple[str, int]:
         if mode == INSIDE:
@@ -558,8 +620,11 @@ class Suggester:
             else:
                 finished.append((i, word[:cut]))
         as_ids = lambda ids: torch.tensor(ids, dtype=torch.long, device=self.device)  # noqa: E731
-        return _Options(following, as_ids(list(following)), as_ids(crossing),
-                        as_ids([i for i, _ in finished]), [w for _, w in finished])
+        to_letters = [(i, text) for i, (text, mode) in following.items() if mode == LETTER]
+        closed = torch.full((len(table.pieces),), -math.inf, device=self.device)
+        closed[as_ids(list(following))] = 0.0
+        return _Options(following, as_ids(crossing),
+                        as_ids([i for i, _ in finished]), [w for _, w in finished], to_letters, closed)
 
 
 def _floor(words: dict[str, float], k: int) -> float:
@@ -687,6 +752,8 @@ class SuggestionSession:
         logits, context = self.suggester.with_ngram(mark, segment, logits)
         if self.adapter is not None:
             self.adapter.read(self.suggester.tokenizer.encode(segment))
+        if len(self._marks) > 1:
+            mark.alone.clear()  # typing has moved on to the next word (the start mark's are shared)
         self._marks.append(_Mark(stop, mark.words + words, state, logits, unknown, feature, count, context=context))
         if len(self._marks) > MAX_MARKS:
             del self._marks[1]  # the oldest group; a deletion that far back re-reads from the start

@@ -69,6 +69,35 @@ def test_a_word_typed_twice_is_offered_after_its_first_letter_the_third_time(loa
     assert suggester.suggest(session.text, 3) == session.suggestions(3)
 
 
+def test_words_added_to_the_lexicon_after_the_suggester_is_built_are_offered(loaded):
+    model, tokenizer, lexicon = loaded("char")
+    lexicon = Lexicon(dict(lexicon.counts))  # a copy: the fixture's is shared
+    lexicon.add(["pig"])
+    suggester = Suggester(model, tokenizer, lexicon=lexicon)
+    assert "petal" not in [s.word for s in suggester.suggest("the cat sees p", 3)]  # the search has spelled "p"
+    lexicon.add(["petal"])
+    assert "petal" in [s.word for s in suggester.suggest("the cat sees p", 3)]
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_the_search_spells_only_beginnings_of_lexicon_words(loaded, kind, monkeypatch):
+    model, tokenizer, lexicon = loaded(kind)
+    suggester = Suggester(model, tokenizer, lexicon=lexicon)
+    spelled = []  # (text, mode) of every hypothesis the beam kept
+    original = suggester._extend
+
+    def extend(*args):
+        extended = original(*args)
+        spelled.extend(zip(extended[2], extended[3]))
+        return extended
+
+    monkeypatch.setattr(suggester, "_extend", extend)
+    for text in ["the cat sees p", "the cat sees th", "the ", "The c", "my friend likes a re", "the birds want some b"]:
+        suggester.suggest(text, 3)
+    letters = [text for text, mode in spelled if mode == LETTER]
+    assert len(letters) > 20 and all(lexicon.allows_prefix(text) for text in letters), letters
+
+
 def test_a_users_words_can_be_offered(tmp_path, loaded, tiny_checkpoints):
     model, tokenizer, lexicon = loaded("char")
     assert "petal" not in [s.word for s in Suggester(model, tokenizer, lexicon=lexicon).suggest("the cat sees p", 3)]

@@ -201,6 +201,37 @@ def test_a_keystroke_reads_only_the_last_word(suggesters, monkeypatch):
     assert sum(map(len, read)) < 40  # the words typed, never the 2,000-character text before them
 
 
+def test_a_keystroke_inside_a_word_retakes_no_step_of_the_typed_prefix(suggesters, monkeypatch):
+    suggester = suggesters("char")
+    rows: list[int] = []  # hypotheses of each model step of the search
+    original = suggester._step
+    monkeypatch.setattr(suggester, "_step", lambda ids, state, mark: rows.append(len(ids)) or original(ids, state, mark))
+    session = SuggestionSession(suggester, "the cat sees the clouds are in th")
+    session.suggestions(3)
+    rows.clear()
+    session.type("e")
+    typed, typed_rows = session.suggestions(3), rows[:]
+    rows.clear()
+    fresh = SuggestionSession(suggester, session.text).suggestions(3)
+    assert typed == fresh
+    # The steps through " th" were taken by the previous keystroke; the new letter's is taken now.
+    assert rows.count(1) - typed_rows.count(1) == len(" th")
+    assert sorted(n for n in rows if n > 1) == sorted(n for n in typed_rows if n > 1)
+
+
+def test_kept_search_steps_stay_bounded(suggesters, monkeypatch):
+    suggester = suggesters("char")
+    monkeypatch.setattr(suggest_module, "ALONE_FLOATS", 5 * suggester.tokenizer.vocab_size)
+    session = SuggestionSession(suggester, "the clouds are in ")
+    for ch in "theirselves":
+        session.type(ch)
+        session.suggestions()
+        assert 0 < len(session._marks[-1].alone) <= 5
+    session.type(" ")
+    session.suggestions()
+    assert [len(mark.alone) for mark in session._marks[1:-1]] == [0] * (len(session._marks) - 2)  # typing moved on
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_reading_ahead_leaves_only_the_search(suggesters, kind, monkeypatch):
     suggester = suggesters(kind)
