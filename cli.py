@@ -662,10 +662,12 @@ def serve(checkpoint, host, port, device, int8, **options):
     sock = listen(host, port, app.state.service.settings.processes)
     service = app.state.service
     where = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}"
-    click.echo(f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} "
-               f"on {service.suggester.device}, {service.settings.processes} process"
-               f"{'es' if service.settings.processes > 1 else ''}) at {where} — Ctrl-C stops", err=True)
-    sys.exit(run(app, sock, service.settings.processes))
+    processes = service.settings.processes
+    announce = lambda: click.echo(  # noqa: E731 - once every server process listens
+        f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} on "
+        f"{service.suggester.device}, {processes} process{'es' if processes > 1 else ''}) at {where} — Ctrl-C stops",
+        err=True)
+    sys.exit(run(app, sock, processes, announce))
 
 
 @cli.command()

@@ -356,7 +356,7 @@ def served(checkpoint: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]
     process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "-c", checkpoint, "--port", "0", *args],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        line = process.stderr.readline()  # printed once the socket listens
+        line = first_line(process, seconds=120)  # printed once the server serves
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
         if not match:
             pytest.fail(f"lm serve did not start: {line}{server_log(process)}")
@@ -368,6 +368,15 @@ def served(checkpoint: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def first_line(process: subprocess.Popen, seconds: float) -> str:
+    """The first line a server writes to stderr, or "" if none comes within `seconds`."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stderr.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return lines[0] if lines else ""
 
 
 def server_log(process: subprocess.Popen) -> str:
@@ -424,6 +433,16 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
         assert process.wait(timeout=20) == 0
         assert "Traceback" not in process.stderr.read()
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # none left behind
+
+
+@needs_proc
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_address_is_printed_once_every_server_process_serves(checkpoint, processes):
+    with served(checkpoint, "--fp32", "--processes", str(processes)) as (process, url):
+        # No client that reads the line is refused, and a stop that comes at once is not lost.
+        assert listening_sockets(int(url.rsplit(":", 1)[1])) == processes
+        process.terminate()
+        assert process.wait(timeout=20) == 0
 
 
 @needs_proc

@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections import deque
+from typing import Callable
 
 import torch
 from fastapi import FastAPI
@@ -121,30 +122,46 @@ def _bind(family, address, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def run(app: FastAPI, sock: socket.socket, processes: int = 1) -> int:
+def run(app: FastAPI, sock: socket.socket, processes: int = 1, ready: Callable[[], None] = lambda: None) -> int:
     """Serve until SIGTERM or Ctrl-C, then finish open requests (for up to GRACE_SECONDS).
 
     With processes > 1 the server forks that many copies of itself after the model is loaded
     (they share its weights), each accepting on its own socket on the port (`listen` with the
     same count): each has its own sessions, and a client's keep-alive connection stays with
     one process. Returns the exit code.
+
+    Args:
+        ready: called once every server process listens, so a client that connects then is
+            not refused (e.g. to print the address).
     """
     if processes == 1:
-        _serve(app, sock)
+        _serve(app, sock, ready)
         return 0
-    return _Supervisor(app, sock, processes).run()
+    return _Supervisor(app, sock, processes).run(ready)
 
 
-def _serve(app: FastAPI, sock: socket.socket) -> None:
+def _serve(app: FastAPI, sock: socket.socket, started: Callable[[], None] = lambda: None) -> None:
+    """Serve on a listening socket with uvicorn; `started` is called once uvicorn handles SIGTERM."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        stop_early = False  # a signal came before uvicorn listened for signals
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            self.should_exit = self.should_exit or self.stop_early
+            started()
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_SECONDS,
                             lifespan="off")
-    # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
-    # handlers in place that re-raise is harmless and the process exits 0.
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = Server(config)
+    # Until uvicorn takes over the signals, one only marks the server to stop as soon as it has
+    # started. Afterwards uvicorn re-raises the signal that stopped it; with this handler in
+    # place again, that re-raise is harmless and the process exits 0.
+    mark = lambda *_: setattr(server, "stop_early", True)  # noqa: E731
+    previous = {sig: signal.signal(sig, mark) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -162,6 +179,19 @@ def _die_with(supervisor: int) -> None:
         os._exit(0)
 
 
+def _wait_for_bytes(fd: int, count: int) -> None:
+    """Read `count` bytes from a pipe, or until every writer has closed it (a process that
+    failed before listening closes it by exiting)."""
+    while count > 0:
+        try:
+            data = os.read(fd, count)
+        except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
+            continue
+        if not data:
+            return
+        count -= len(data)
+
+
 def _is_bound_only(sock: socket.socket) -> bool:
     return not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
 
@@ -174,13 +204,21 @@ class _Supervisor:
         self.children: set[int] = set()
         self.deaths: deque[float] = deque()
         self.stopping = False
+        self.listening_pipe: int | None = None  # while the first processes start: where each says it serves
 
-    def run(self) -> int:
+    def run(self, ready: Callable[[], None]) -> int:
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         code = 0
         try:
+            listening, self.listening_pipe = os.pipe()
             for _ in range(self.processes):
                 self._fork()
+            os.close(self.listening_pipe)
+            self.listening_pipe = None
+            _wait_for_bytes(listening, self.processes)  # each process writes one once it serves
+            os.close(listening)
+            if not self.stopping:
+                ready()
             while self.children:
                 pid, status = os.wait()  # retried after a signal's handler (PEP 475)
                 if pid not in self.children:
@@ -217,7 +255,7 @@ class _Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             sock = listening_copy(self.sock) if _is_bound_only(self.sock) else self.sock
-            _serve(self.app, sock)
+            _serve(self.app, sock, self._started)
         except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
             log.exception("server process failed")
             code = 1
@@ -225,6 +263,13 @@ class _Supervisor:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+
+    def _started(self) -> None:
+        """In a server process: tell the supervisor this one serves (the first ones only)."""
+        if self.listening_pipe is not None:
+            os.write(self.listening_pipe, b"+")
+            os.close(self.listening_pipe)
+            self.listening_pipe = None
 
     def _may_restart(self) -> bool:
         now = time.monotonic()
