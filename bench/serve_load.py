@@ -2,9 +2,12 @@
 
 The server runs as `lm serve` (int8 weights, the defaults) in its own process on a loopback
 port. Each client keeps one connection open and sends `POST /suggest {"text", "session"}`
-after every character, waiting for the answer before the next key, as a keyboard does, at
-most --keys-per-second; after --document-chars characters it starts a new document under a
-new session id, so the server's session store (capped by --max-sessions) keeps turning over.
+after every character, waiting for the answer before the next key, as a keyboard does,
+--keys-per-second on average. Typists are independent: each starts at a random moment and
+varies its pauses (0.5 to 1.5 times the mean), so keys of different typists sometimes
+collide, as they would from real people; --lockstep makes them all start together and keep
+the pace exactly, which sends every typist's key at once (the worst case). After
+--document-chars characters a typist starts a new document under a new session id, so the server's session store (capped by --max-sessions) keeps turning over.
 Phases run 1, 8 and 32 typists at once (bounded by --requests and --max-seconds each), then a
 soak of --soak requests at the largest count typing flat out: the server's capacity, and its
 memory after many sessions have come and gone. The client shares the machine's cores with
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import statistics
 import subprocess
@@ -114,13 +118,20 @@ class Connection:
 
 
 async def typist(port: int, docs: list[str], first: int, name: str, budget: dict, latencies: list, errors: list,
-                 keys_per_second: float):
+                 keys_per_second: float, lockstep: bool = False):
     """Type documents key by key until the phase's requests or time run out.
 
-    A key follows the answer to the previous one, at most `keys_per_second` (0: at once)."""
+    A key follows the answer to the previous one, `keys_per_second` on average (0: at once).
+    Typists are independent: each starts at a random moment of the first interval and waits
+    between 0.5 and 1.5 intervals before each key (seeded by its name). With `lockstep`, all
+    start together and keep the interval exactly, so their keys arrive in bursts."""
     interval = 1 / keys_per_second if keys_per_second > 0 else 0.0
+    rng = random.Random(name)
+    pause = (lambda: interval) if lockstep else (lambda: interval * rng.uniform(0.5, 1.5))  # noqa: E731
     connection = Connection(port)
     try:
+        if not lockstep:
+            await asyncio.sleep(interval * rng.random())
         for n in range(first, first + len(docs)):
             doc, session = docs[n % len(docs)], f"{name}-doc{n}"
             for end in range(1, len(doc) + 1):
@@ -137,23 +148,24 @@ async def typist(port: int, docs: list[str], first: int, name: str, budget: dict
                     connection.close()
                     connection = Connection(port)
                 latencies.append(time.perf_counter() - start)
-                await asyncio.sleep(max(0.0, interval - latencies[-1]))
+                await asyncio.sleep(max(0.0, pause() - latencies[-1]))
     finally:
         connection.close()
 
 
 async def phase(port: int, docs: list[str], clients: int, requests: int, max_seconds: float, tag: str,
-                keys_per_second: float) -> dict:
+                keys_per_second: float, lockstep: bool = False) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     budget = {"left": requests, "deadline": time.perf_counter() + max_seconds}
     start = time.perf_counter()
-    await asyncio.gather(*(typist(port, docs, i * 7, f"{tag}-c{i}", budget, latencies, errors, keys_per_second)
-                           for i in range(clients)))
+    await asyncio.gather(*(typist(port, docs, i * 7, f"{tag}-c{i}", budget, latencies, errors, keys_per_second,
+                                  lockstep) for i in range(clients)))
     wall = time.perf_counter() - start
     ordered = sorted(latencies)
     return {
-        "clients": clients, "keys_per_second": keys_per_second, "requests": len(latencies), "seconds": round(wall, 2),
+        "clients": clients, "keys_per_second": keys_per_second, "lockstep": lockstep, "requests": len(latencies),
+        "seconds": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(percentile(ordered, 0.50) * 1000, 2), "p99_ms": round(percentile(ordered, 0.99) * 1000, 2),
         "max_ms": round(ordered[-1] * 1000, 2), "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
@@ -184,6 +196,8 @@ def parse_args():
     parser.add_argument("--clients", default="1,8,32", help="concurrent typists per phase, comma-separated")
     parser.add_argument("--keys-per-second", type=float, default=8,
                         help="each typist's pace in the phases (8: a fast typist, about 95 words a minute; 0: flat out)")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="typists start together and keep the pace exactly, so keys arrive in bursts (the worst case)")
     parser.add_argument("--requests", type=int, default=1500, help="keystrokes per phase (at most)")
     parser.add_argument("--max-seconds", type=float, default=60, help="time per phase (at most)")
     parser.add_argument("--soak", type=int, default=100_000, help="keystrokes of the soak phase (0: none)")
@@ -207,7 +221,8 @@ async def measure(port: int, pid: int, docs: list[str], args) -> dict:
     await phase(port, docs, 2, 100, 30, "warmup", 0)  # imports, caches, first sessions
     before = memory_mb(pid)
     counts = [int(c) for c in args.clients.split(",")]
-    phases = [await phase(port, docs, n, args.requests, args.max_seconds, f"p{n}", args.keys_per_second) for n in counts]
+    phases = [await phase(port, docs, n, args.requests, args.max_seconds, f"p{n}", args.keys_per_second, args.lockstep)
+              for n in counts]
     after_phases = memory_mb(pid)
     # The soak types flat out: the server's capacity, and its memory after many sessions.
     soak = await phase(port, docs, max(counts), args.soak, args.soak_seconds, "soak", 0) if args.soak else None
@@ -264,6 +279,7 @@ def print_table(report: dict) -> None:
     for i, run in enumerate(rows):
         label = f"{run['clients']}" + (" (soak)" if i == len(report["phases"]) else "")
         pace = f"{run['keys_per_second']:g} keys/s" if run["keys_per_second"] else "flat out"
+        pace += " in lockstep" if run["lockstep"] and run["keys_per_second"] else ""
         table.add_row(label, pace, f"{run['requests']:,}", f"{run['requests_per_s']:,.0f}", f"{run['p50_ms']:.1f}",
                       f"{run['p99_ms']:.1f}", f"{run['max_ms']:.1f}", str(run["errors"]))
     Console().print(table)
