@@ -137,7 +137,7 @@ def plot(report: dict, path: Path) -> None:
     axis.set_xlabel("minutes")
     axis.set_ylabel("valid perplexity")
     axis.set_yscale("log")
-    axis.set_title(f"{report['corpus']}, {report['minutes']:g} minutes each")
+    axis.set_title(f"{report['corpus']}: validation during each run")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -174,7 +174,7 @@ def main() -> None:
         label = name + args.tag
         print(f"{label}: {args.minutes:g} min on {args.corpus}", flush=True)
         row = run(name, corpus, test_text, kind, args.minutes, args.work / f"{args.corpus}-{label}", extra_model, extra_train)
-        row["extra"] = {**extra_model, **extra_train}
+        row["extra"], row["minutes"] = {**extra_model, **extra_train}, args.minutes
         report["runs"][label] = row
         print(f"{label}: test perplexity {row['test_perplexity']:.2f}, bits/char {row['test_bits_per_char']:.4f}, "
               f"{row['tokens_per_s']:,.0f} tokens/s, {row['steps']} steps", flush=True)
