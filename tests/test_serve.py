@@ -435,6 +435,19 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # none left behind
 
 
+def test_the_server_keeps_what_it_loaded_out_of_the_collectors_passes(monkeypatch):
+    import gc
+    import lm.serve.server as server
+
+    frozen: list[int] = []
+    monkeypatch.setattr(server, "_serve", lambda app, sock, started: frozen.append(gc.get_freeze_count()))
+    try:
+        assert server.run(None, None, 1) == 0
+    finally:
+        gc.unfreeze()
+    assert frozen and frozen[0] > 10_000  # modules, the app and the model: not walked during requests
+
+
 @needs_proc
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_address_is_printed_once_every_server_process_serves(checkpoint, processes):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -134,6 +135,10 @@ def run(app: FastAPI, sock: socket.socket, processes: int = 1, ready: Callable[[
         ready: called once every server process listens, so a client that connects then is
             not refused (e.g. to print the address).
     """
+    # What exists now (modules, the app, the model) lives as long as the server: kept out of the
+    # collector's full passes, which would otherwise walk it in the middle of a request, and
+    # out of the pages it writes to, so forked processes go on sharing them.
+    gc.freeze()
     if processes == 1:
         _serve(app, sock, ready)
         return 0
