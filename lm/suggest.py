@@ -558,17 +558,11 @@ class Suggester:
         closed = torch.stack([self._closed(text, mode, fragment, lead, allowed) for text, mode in zip(texts, modes)])
         flat = (scores + closed).flatten()  # [beam * vocab]
         top = flat.topk(min(self.config.beam_width, flat.numel()))  # best first
-        vocab = scores.shape[1]
-        kept, new_texts, new_modes = [], [], []
-        for n, (value, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            if value <= floor:  # also stops at the -inf of pieces not allowed
-                break
-            text, mode = self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead)
-            kept.append(n)
-            new_texts.append(text)
-            new_modes.append(mode)
-        index = top.indices[kept]
-        return index // vocab, index % vocab, new_texts, new_modes, top.values[kept]
+        # Those above the floor (which also stops at the -inf of pieces not allowed).
+        kept = next((n for n, value in enumerate(top.values.tolist()) if value <= floor), len(top.values))
+        index, vocab = top.indices[:kept], scores.shape[1]
+        grown = [self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead) for i in index.tolist()]
+        return index // vocab, index % vocab, [t for t, _ in grown], [m for _, m in grown], top.values[:kept]
 
     def _closed(self, text: str, mode: int, fragment: str, lead: int, allowed: _Allowed | None) -> torch.Tensor:
         """[vocab] 0 for the pieces that may extend a hypothesis, -inf for the others."""

@@ -132,7 +132,7 @@ def run(app: FastAPI, sock: socket.socket, processes: int = 1, ready: Callable[[
     one process. Returns the exit code.
 
     Args:
-        ready: called once every server process listens, so a client that connects then is
+        ready: called once every server process serves, so a client that connects then is
             not refused (e.g. to print the address).
     """
     # What exists now (modules, the app, the model) lives as long as the server: kept out of the
@@ -188,10 +188,7 @@ def _wait_for_bytes(fd: int, count: int) -> None:
     """Read `count` bytes from a pipe, or until every writer has closed it (a process that
     failed before listening closes it by exiting)."""
     while count > 0:
-        try:
-            data = os.read(fd, count)
-        except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
-            continue
+        data = os.read(fd, count)  # a signal's handler runs, then the read goes on (PEP 475)
         if not data:
             return
         count -= len(data)
