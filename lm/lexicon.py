@@ -66,8 +66,7 @@ class Lexicon:
         start of a word of the lexicon ("th", 2 -> {"e", "ey", "i", "is", ...})."""
         lo = bisect.bisect_left(self._sorted, prefix)
         hi = bisect.bisect_left(self._sorted, prefix + "\U0010ffff", lo)
-        start = len(prefix)
-        return {word[start:start + n] for word in self._sorted[lo:hi] for n in range(1, min(longest, len(word) - start) + 1)}
+        return continuations(self._sorted[lo:hi], len(prefix), longest)
 
     def save(self, folder: Path) -> str:
         lines = (f"{n}\t{w}\n" for w, n in self.counts.most_common())
@@ -85,6 +84,11 @@ class Lexicon:
             n, _, word = line.partition("\t")
             counts[word] = int(n)
         return cls(counts)
+
+
+def continuations(words, start: int, longest: int) -> set[str]:
+    """The strings of 1 to `longest` characters that follow position `start` in `words`."""
+    return {word[start:start + n] for word in words for n in range(1, min(longest, len(word) - start) + 1)}
 
 
 def read_words_file(path: str | Path) -> list[str]:

@@ -32,7 +32,7 @@ import torch
 
 from ._util import flag
 from .errors import ConfigError
-from .lexicon import WORD, Lexicon
+from .lexicon import WORD, Lexicon, continuations
 from .cache import CacheConfig, CacheMemory, mix
 from .model import read_chunk, read_features, read_ids, select_state
 from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
@@ -282,8 +282,7 @@ class _Allowed:
         closed = self.lexicon_closed(key, mode, self.lexicon.version)
         learned = [w for w in self.learned if w.startswith(key)]
         if learned:
-            longest, start = self.table.longest, len(key)
-            ids = self.table.ids_of({w[start:start + n] for w in learned for n in range(1, min(longest, len(w) - start) + 1)})
+            ids = self.table.ids_of(continuations(learned, len(key), self.table.longest))
             closed = closed.clone()
             closed[ids] = self.table.closed[mode, ids]
         return closed
