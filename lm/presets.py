@@ -89,7 +89,8 @@ class Plan:
     def describe(self, model_config, train_config, seconds: float | None) -> str:
         shape = f"{model_config.layers}×{model_config.hidden} {model_config.cell.upper()}, emb {model_config.emb}"
         optimizer = {"adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}[train_config.optimizer]
-        settings = (f"{shape}, dropout {model_config.dropout:g}, {optimizer} lr {train_config.learning_rate:g}, "
+        average = {"ema": f", EMA {train_config.ema_decay:g}", "asgd": ", ASGD"}.get(train_config.average, "")
+        settings = (f"{shape}, dropout {model_config.dropout:g}, {optimizer} lr {train_config.learning_rate:g}{average}, "
                     f"batch {train_config.batch}×{train_config.bptt}")
         if seconds is None:
             budget = f"{train_config.epochs} epochs"

@@ -77,9 +77,11 @@ class TrainConfig(ConfigBase):
     precision: str = "auto"  # bf16 autocast where the hardware runs it fast, else fp32
     # An averaged copy of the weights, kept beside them and saved when it validates better:
     # ema (an exponential moving average), asgd (an equal average of every step from the
-    # first evaluation without improvement: NT-ASGD, Merity et al. 2017), or none.
-    average: str = "none"
-    ema_decay: float = 0.999
+    # first evaluation without improvement: NT-ASGD, Merity et al. 2017), or none. The EMA is
+    # the default: AdamW's weights jump from window to window (validation moves by ±5 % within
+    # a few steps), and the average of the last ~200 steps does not (bench/NOTES.md).
+    average: str = "ema"
+    ema_decay: float = 0.995
     vary_bptt: bool = False  # window lengths drawn around --bptt, the rate scaled to match
     tune_cache: bool = True  # at the end, tune the continuous cache (lm/cache.py) on the validation text
     # A preset of lm/presets.py for a new run, "auto" to pick one from the corpus and the time

@@ -27,7 +27,7 @@ def averaged_weights(folder) -> dict[str, torch.Tensor]:
 def test_ema_is_the_moving_average_of_the_weights_after_each_step(tmp_path, corpus_file):
     decay, steps = 0.5, 4
     # The weights after step k, from runs without averaging (the same seed takes the same steps).
-    after = [raw_weights(train_tiny(corpus_file, tmp_path / f"k{k}", max_steps=k, **STEADY).checkpoint)
+    after = [raw_weights(train_tiny(corpus_file, tmp_path / f"k{k}", max_steps=k, average="none", **STEADY).checkpoint)
              for k in range(1, steps + 1)]
     expected = {name: t.clone() for name, t in after[0].items()}  # the first update copies
     for weights in after[1:]:
@@ -39,6 +39,15 @@ def test_ema_is_the_moving_average_of_the_weights_after_each_step(tmp_path, corp
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
     assert not torch.equal(got["rnn.weight_hh_l0"], after[-1]["rnn.weight_hh_l0"])
+
+
+def test_a_run_with_the_defaults_keeps_an_ema_of_the_last_200_steps_or_so(tmp_path, corpus_file):
+    first = raw_weights(train_tiny(corpus_file, tmp_path / "one", max_steps=1, average="none", **STEADY).checkpoint)
+    run = train_tiny(corpus_file, tmp_path / "two", max_steps=2, **STEADY)  # no --average given
+    second, got = raw_weights(run.checkpoint), averaged_weights(run.checkpoint)
+    assert got.keys() == second.keys()
+    for name in got:  # the first update copies the weights; the second keeps 0.995 of them
+        torch.testing.assert_close(got[name], 0.995 * first[name] + 0.005 * second[name], rtol=1e-5, atol=1e-6)
 
 
 def _fake_validation(average_loss: float, raw_loss: float):
