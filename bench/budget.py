@@ -8,6 +8,7 @@ figures go to bench/results/budget-<corpus>.json and a PNG beside it.
     python bench/budget.py --corpus wikitext-2 --minutes 15 defaults
     python bench/budget.py --corpus shakespeare --minutes 5 defaults
     python bench/budget.py --list                                          # the named settings
+    python bench/budget.py --corpus wt1m --plot classic defaults-d01       # redraw with only these runs
 
 wt1m is built from WikiText-2's training text (the first 1 M words, its 10,000 most frequent
 words kept and the rest mapped to <unk>, as Penn Treebank is) with WikiText-2's valid and test
@@ -37,13 +38,17 @@ RESULTS = ROOT / "bench" / "results"
 # Named settings: the flags of `lm train` as (model, train) fields. "defaults" sets nothing.
 SETTINGS = {
     "defaults": ({}, {}),  # lm train's defaults before the budget rule: the medium size
+    # `lm train` with the classic example's flags; it gets lm's default weight average as any run
+    # does. classic-no-average is the example's own loop, as the runs before 2026-11-30 were.
     "classic": (dict(layers=2, hidden=200, emb=200, dropout=0.2),
                 dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau")),
+    "classic-no-average": (dict(layers=2, hidden=200, emb=200, dropout=0.2),
+                           dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau", average="none")),
     "small": ({}, dict(size="small")),
     "tiny": ({}, dict(size="tiny")),
     "auto": ({}, dict(size="auto")),  # the budget rule's choice
     "defaults-awd": (dict(locked_dropout=True, embedding_dropout=0.1, weight_drop=0.3, ar=2.0, tar=1.0), {}),
-    "defaults-ema": ({}, dict(average="ema")),
+    "defaults-no-average": ({}, dict(average="none")),
 }
 
 
@@ -126,12 +131,15 @@ def run(name: str, corpus, test_text: str, kind: str, minutes: float, out: Path,
     }
 
 
-def plot(report: dict, path: Path) -> None:
+def plot(report: dict, path: Path, names: list[str] | None = None) -> None:
+    """Valid perplexity against minutes for every run in the report, or only those named."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, row in report["runs"].items():
+        if names and name not in names:
+            continue
         points = row["curve"]
         axis.plot([p["minutes"] for p in points], [p["valid_perplexity"] for p in points], marker="o", label=name)
     axis.set_xlabel("minutes")
@@ -154,6 +162,8 @@ def main() -> None:
                         help="extra model or training field for every run, e.g. --set dropout=0.2 (JSON values)")
     parser.add_argument("--tag", default="", help="suffix for the run's name in the report")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--plot", nargs="+", metavar="RUN", help="draw only these runs of the report "
+                        "(without settings to run: redraw the picture and stop)")
     args = parser.parse_args()
     if args.list:
         for name, (model_fields, train_fields) in SETTINGS.items():
@@ -166,9 +176,12 @@ def main() -> None:
     for item in args.set:
         key, value = item.split("=", 1)
         (extra_model if key in model_names else extra_train)[key] = json.loads(value)
-    corpus, test_text, kind = corpus_for(args.corpus, args.work)
     report_path = RESULTS / f"budget-{args.corpus}.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {"corpus": args.corpus, "runs": {}}
+    if not args.settings and args.plot:
+        plot(report, report_path.with_suffix(".png"), args.plot)
+        return
+    corpus, test_text, kind = corpus_for(args.corpus, args.work)
     report["minutes"] = args.minutes
     for name in args.settings:
         label = name + args.tag
@@ -180,7 +193,7 @@ def main() -> None:
               f"{row['tokens_per_s']:,.0f} tokens/s, {row['steps']} steps", flush=True)
         RESULTS.mkdir(exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2))
-        plot(report, report_path.with_suffix(".png"))
+        plot(report, report_path.with_suffix(".png"), args.plot)
 
 
 if __name__ == "__main__":
