@@ -35,15 +35,16 @@ WIKITEXT = SHARED / "wikitext-2"
 SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
 RESULTS = ROOT / "bench" / "results"
 
+CLASSIC = (dict(layers=2, hidden=200, emb=200, dropout=0.2),
+           dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau"))
+
 # Named settings: the flags of `lm train` as (model, train) fields. "defaults" sets nothing.
 SETTINGS = {
     "defaults": ({}, {}),  # lm train's defaults before the budget rule: the medium size
     # `lm train` with the classic example's flags; it gets lm's default weight average as any run
     # does. classic-no-average is the example's own loop, as the runs before 2026-11-30 were.
-    "classic": (dict(layers=2, hidden=200, emb=200, dropout=0.2),
-                dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau")),
-    "classic-no-average": (dict(layers=2, hidden=200, emb=200, dropout=0.2),
-                           dict(optimizer="sgd", lr=20.0, batch=20, bptt=35, schedule="plateau", average="none")),
+    "classic": CLASSIC,
+    "classic-no-average": (CLASSIC[0], {**CLASSIC[1], "average": "none"}),
     "small": ({}, dict(size="small")),
     "tiny": ({}, dict(size="tiny")),
     "auto": ({}, dict(size="auto")),  # the budget rule's choice
