@@ -8,7 +8,7 @@ figures go to bench/results/budget-<corpus>.json and a PNG beside it.
     python bench/budget.py --corpus wikitext-2 --minutes 15 defaults
     python bench/budget.py --corpus shakespeare --minutes 5 defaults
     python bench/budget.py --list                                          # the named settings
-    python bench/budget.py --corpus wt1m --plot classic defaults-d01       # redraw with only these runs
+    python bench/budget.py --corpus wt1m --plot classic-ema medium-d01-ema # redraw with only these runs
 
 wt1m is built from WikiText-2's training text (the first 1 M words, its 10,000 most frequent
 words kept and the rest mapped to <unk>, as Penn Treebank is) with WikiText-2's valid and test
