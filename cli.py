@@ -126,7 +126,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
-@field_option(lm.TrainConfig, "lr", "Peak learning rate (default: 3e-3 adamw, 20 sgd, 1e-3 rmsprop).", type=float)
+@field_option(lm.TrainConfig, "lr", "Peak learning rate (default: 6e-3 adamw, 20 sgd, 1e-3 rmsprop).", type=float)
 @field_option(lm.TrainConfig, "weight_decay", "Weight decay (default: 0.01 adamw, decoupled; 0 sgd and rmsprop).", type=float)
 @field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off; default: 0.25 sgd, 1.0 adamw and rmsprop).", type=float)
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))

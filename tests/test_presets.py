@@ -103,7 +103,7 @@ def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_fi
                                       "--batch", "4", "--no-tune-cache", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Size " in result.output and "for 10 min at" in result.output
-    assert "lr 0.003, EMA 0.995, batch 4×64" in result.output  # the start line names the average
+    assert "lr 0.006, EMA 0.995, batch 4×64" in result.output  # the start line names the average
     saved = json.loads((out / "config.json").read_text())
     chosen = lm.presets.SIZES[saved["plan"]["size"]]["model"]
     assert saved["plan"]["tokens_per_s"] > 0
