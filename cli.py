@@ -24,7 +24,7 @@ import lm.suggest
 from lm.serve.settings import LOOPBACK, ServeSettings
 from lm.model import CELLS
 from lm.tokenizer import KINDS
-from lm.trainer import OPTIMIZERS, SCHEDULES
+from lm.trainer import DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)  # log lines and commands are never cut
@@ -82,6 +82,11 @@ def parse_duration(ctx, param, value):
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+def _per_optimizer(defaults: dict[str, float]) -> str:
+    """A default that depends on the optimizer, for a help text: "6e-3 adamw, 20 sgd, …"."""
+    return ", ".join(f"{value:g} {name}" for name, value in defaults.items())
+
+
 def read_text_argument(value: str, name: str) -> str:
     """A TEXT or PROMPT argument; '-' reads all of stdin (a text too long for the command line)."""
     if value != "-":
@@ -126,9 +131,9 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
-@field_option(lm.TrainConfig, "lr", "Peak learning rate (default: 6e-3 adamw, 20 sgd, 1e-3 rmsprop).", type=float)
-@field_option(lm.TrainConfig, "weight_decay", "Weight decay (default: 0.01 adamw, decoupled; 0 sgd and rmsprop).", type=float)
-@field_option(lm.TrainConfig, "clip", "Clip the gradient norm to this (0: off; default: 0.25 sgd, 1.0 adamw and rmsprop).", type=float)
+@field_option(lm.TrainConfig, "lr", f"Peak learning rate (default: {_per_optimizer(DEFAULT_LR)}).", type=float)
+@field_option(lm.TrainConfig, "weight_decay", f"Weight decay, decoupled for adamw (default: {_per_optimizer(DEFAULT_WEIGHT_DECAY)}).", type=float)
+@field_option(lm.TrainConfig, "clip", f"Clip the gradient norm to this (0: off; default: {_per_optimizer(DEFAULT_CLIP)}).", type=float)
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
 @field_option(lm.TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
               "ema (moving average), asgd (from the first evaluation without improvement), none.",
