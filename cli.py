@@ -83,7 +83,7 @@ def parse_duration(ctx, param, value):
 
 
 def _per_optimizer(defaults: dict[str, float]) -> str:
-    """A default that depends on the optimizer, for a help text: "6e-3 adamw, 20 sgd, …"."""
+    """A default that depends on the optimizer, for a help text: "0.006 adamw, 20 sgd, …"."""
     return ", ".join(f"{value:g} {name}" for name, value in defaults.items())
 
 
