@@ -77,13 +77,15 @@ def test_a_run_of_few_epochs_gets_less_dropout():
     assert plan(2.0).dropout(0.05) == 0.05  # never raised
 
 
-def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path):
+def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path, monkeypatch):
+    # A fixed speed, not this machine's: a slower CI machine timed tiny and the test read no rule.
+    monkeypatch.setattr(lm.trainer, "measure_speed", lambda *args, **kwargs: 160_000.0)
     words = "the cat sees a dog in our garden and my friend likes it very much".split()
     rng = random.Random(0)
     corpus = tmp_path / "long.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(20_000)) + "\n")
-    # 950 k characters: in 10 s at about 160 k tokens/s (hidden 48 here) the plan reads 1.7
-    # epochs, enough for small (0.8 M useful tokens) and short of 4 epochs, with 2x to spare.
+    # 950 k characters: in 10 s at 160 k tokens/s the plan reads 1.7 epochs, enough for small
+    # (0.8 M useful tokens) and short of 4 epochs.
     for given, expected in (([], None), (["--dropout", "0.25"], 0.25)):
         out = tmp_path / f"m{len(given)}"
         result = CliRunner().invoke(cli, ["train", str(corpus), "--hidden", "48", "--max-steps", "2", "--max-time", "10s",
