@@ -16,15 +16,16 @@ from rich.table import Table
 from rich.text import Text
 
 import lm
-import lm.distributed
-import lm.export
-import lm.report
-import lm.repl  # also loads lm.sampler, for the generate and repl commands
-import lm.suggest
+import lm.training.distributed
+import lm.export.onnx
+import lm.checkpoint.curves
+import lm.checkpoint.report
+import lm.suggest.repl  # also loads lm.suggest.sampler, for the generate and repl commands
+import lm.suggest.engine
 from lm.serve.settings import LOOPBACK, ServeSettings
-from lm.model import CELLS
-from lm.tokenizer import KINDS
-from lm.trainer import DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES
+from lm.model.network import CELLS
+from lm.data.tokenizer import KINDS
+from lm.training.trainer import DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)  # log lines and commands are never cut
@@ -107,7 +108,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TokenizerConfig, "vocab_size", "Vocabulary size (default: all chars; 4000 subwords; words seen --min-count times).", type=int)
 @field_option(lm.TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk> (default: 1 when the text "
               "already has <unk> marks, as WikiText does, else 2).", type=int)
-@click.option("--size", type=click.Choice(["auto", *lm.presets.SIZES]), default="auto", show_default=True,
+@click.option("--size", type=click.Choice(["auto", *lm.training.presets.SIZES]), default="auto", show_default=True,
               help="A preset: tiny (a phone-keyboard model, about 1.4 M parameters at 10k words), small, medium, large "
               "(AWD-LSTM style, for a GPU); auto picks the largest of tiny, small and medium that the time (--max-time, "
               "else the epochs) can train on this corpus, timing them on this machine. Flags given beside it win.")
@@ -126,8 +127,8 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.ModelConfig, "tar", "Training: temporal activation regularization, this times the mean squared "
               "change of the last-layer output from step to step.")
 @field_option(lm.ModelConfig, "softmax", "Output layer: full (tied to the embedding) or adaptive (cheaper for large "
-              f"vocabularies); auto picks adaptive from {lm.model.ADAPTIVE_MIN_VOCAB:,} tokens.",
-              type=click.Choice(lm.model.SOFTMAXES))
+              f"vocabularies); auto picks adaptive from {lm.model.network.ADAPTIVE_MIN_VOCAB:,} tokens.",
+              type=click.Choice(lm.model.network.SOFTMAXES))
 @field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
@@ -137,7 +138,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
 @field_option(lm.TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
               "ema (moving average), asgd (from the first evaluation without improvement), none.",
-              type=click.Choice(lm.trainer.AVERAGES))
+              type=click.Choice(lm.training.trainer.AVERAGES))
 @field_option(lm.TrainConfig, "ema_decay", "With --average ema: the average keeps this share of itself each step.")
 @field_option(lm.TrainConfig, "vary_bptt", "Draw each window's length around --bptt (and scale the rate to it).",
               flag="--vary-bptt/--fixed-bptt")
@@ -152,7 +153,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "seed", "Random seed.")
 @field_option(lm.TrainConfig, "device", "auto, cpu or cuda.")
 @field_option(lm.TrainConfig, "precision", "Matrix products in bf16 (auto: on GPUs and CPUs with native bf16) or fp32.",
-              type=click.Choice(lm.trainer.PRECISIONS))
+              type=click.Choice(lm.training.trainer.PRECISIONS))
 @click.option("--out", "-o", type=click.Path(), help="Checkpoint folder (default: a new one under checkpoints/).")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint) with its tokenizer and settings.")
 @click.option("--new-corpus", is_flag=True, help="With --resume: go on although the corpus differs from the one the run started on.")
@@ -177,34 +178,34 @@ def train(ctx, paths, valid, encoding, out, resume, new_corpus, init_from, overw
 
         lm train corpus.txt --tokenizer char --max-time 5m
     """
-    if nproc > 1 and not lm.distributed.launched_as_worker():
+    if nproc > 1 and not lm.training.distributed.launched_as_worker():
         # The workers run this same command; the first prints the progress and the summary.
-        sys.exit(lm.distributed.launch(lm.distributed.worker_command(command_words(ctx, skip=("nproc",))), nproc))
+        sys.exit(lm.training.distributed.launch(lm.training.distributed.worker_command(command_words(ctx, skip=("nproc",))), nproc))
     model_config = lm.ModelConfig.from_dict({k: v for k, v in options.items() if k != "vocab_size"})  # the tokenizer's flag
     configs = [model_config, lm.TokenizerConfig.from_dict(options), lm.TrainConfig.from_dict({**options, "size": size})]
     given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     corpus = lm.load_corpus(list(paths), valid=valid, encoding=encoding)
     progress = lm.Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
-    with lm.distributed.session():
-        board = lm.tensorboard.TensorBoardProgress(tensorboard) if tensorboard and lm.distributed.is_writer() else None
+    with lm.training.distributed.session():
+        board = lm.training.tensorboard.TensorBoardProgress(tensorboard) if tensorboard and lm.training.distributed.is_writer() else None
         with warnings.catch_warnings():
             warnings.showwarning = show_warning  # a curves.png that cannot be drawn: one line, training goes on
             try:
-                result = lm.train(corpus, out, *configs, lm.tensorboard.Tee(progress, board) if board else progress,
+                result = lm.train(corpus, out, *configs, lm.training.tensorboard.Tee(progress, board) if board else progress,
                                   resume=resume, overwrite=overwrite, init_from=init_from, new_corpus=new_corpus,
                                   given=given)
             finally:
                 if board:
                     board.close()
-        writer = lm.distributed.is_writer()
+        writer = lm.training.distributed.is_writer()
     code = 130 if result.interrupted else 0
     if writer and not quiet:
         stdout.print(summary_table(result))
     if writer and result.interrupted:
         stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\n"
                      f"Resume with: {resume_command(ctx, result.checkpoint)}", highlight=False)
-    if lm.distributed.launched_as_worker():
-        lm.distributed.leave(code)
+    if lm.training.distributed.launched_as_worker():
+        lm.training.distributed.leave(code)
     sys.exit(code)
 
 
@@ -333,27 +334,27 @@ def summary_table(result: lm.TrainResult) -> Table:
 @cli.command("eval")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.evaluate.EvalConfig, "batch", "Parallel streams (1: one stream, the exact reference).")
-@field_option(lm.evaluate.EvalConfig, "bptt", "Tokens per window.")
-@field_option(lm.evaluate.EvalConfig, "overlap", "Tokens each stream after the first reads unscored before its cut (0: zero-state cuts).")
-@field_option(lm.evaluate.EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
-@field_option(lm.evaluate.EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
-@field_option(lm.evaluate.EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
-@field_option(lm.evaluate.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.SPLITS))
-@field_option(lm.evaluate.EvalConfig, "encoding", "Text encoding of the files.")
-@field_option(lm.evaluate.EvalConfig, "device", "auto, cpu or cuda.")
-@field_option(lm.evaluate.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
+@field_option(lm.evaluate.evaluation.EvalConfig, "batch", "Parallel streams (1: one stream, the exact reference).")
+@field_option(lm.evaluate.evaluation.EvalConfig, "bptt", "Tokens per window.")
+@field_option(lm.evaluate.evaluation.EvalConfig, "overlap", "Tokens each stream after the first reads unscored before its cut (0: zero-state cuts).")
+@field_option(lm.evaluate.evaluation.EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
+@field_option(lm.evaluate.evaluation.EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
+@field_option(lm.evaluate.evaluation.EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
+@field_option(lm.evaluate.evaluation.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.evaluation.SPLITS))
+@field_option(lm.evaluate.evaluation.EvalConfig, "encoding", "Text encoding of the files.")
+@field_option(lm.evaluate.evaluation.EvalConfig, "device", "auto, cpu or cuda.")
+@field_option(lm.evaluate.evaluation.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
               flag="--cache/--no-cache")
-@field_option(lm.evaluate.EvalConfig, "ngram", "Also report the figures with the word model's n-gram mixed in.",
+@field_option(lm.evaluate.evaluation.EvalConfig, "ngram", "Also report the figures with the word model's n-gram mixed in.",
               flag="--ngram/--no-ngram")
-@field_option(lm.evaluate.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
+@field_option(lm.evaluate.evaluation.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
               "every 20 tokens on the text already read (slow).", is_flag=True, show_default=False)
-@field_option(lm.evaluate.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
-@field_option(lm.evaluate.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
-@field_option(lm.evaluate.EvalConfig, "tune_cache", "First tune the cache (and count a word model's n-gram) on the "
+@field_option(lm.evaluate.evaluation.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
+@field_option(lm.evaluate.evaluation.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
+@field_option(lm.evaluate.evaluation.EvalConfig, "tune_cache", "First tune the cache (and count a word model's n-gram) on the "
               "checkpoint's own training and validation text, and save them in the checkpoint.", is_flag=True,
               show_default=False)
-@field_option(lm.evaluate.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
+@field_option(lm.evaluate.evaluation.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
               flag="--int8/--fp32")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -368,9 +369,9 @@ def eval_(paths, checkpoint, as_json, quiet, **options):
 
         lm eval wikitext-2/test.txt -c checkpoints/wiki --max-words 50000
     """
-    config = lm.evaluate.EvalConfig(**options)
+    config = lm.evaluate.evaluation.EvalConfig(**options)
     with EvalBar(stderr, show=not quiet and stderr.is_terminal) as bar:
-        result = lm.evaluate.evaluate_paths(list(paths), checkpoint, config, bar)
+        result = lm.evaluate.evaluation.evaluate_paths(list(paths), checkpoint, config, bar)
     if as_json:
         import json
 
@@ -379,7 +380,7 @@ def eval_(paths, checkpoint, as_json, quiet, **options):
         stdout.print(eval_table(result))
 
 
-class EvalBar(lm.evaluate.EvalProgress):
+class EvalBar(lm.evaluate.evaluation.EvalProgress):
     """A rich progress bar for each phase of `lm eval` (disabled: shows nothing)."""
 
     PHASES = {"loss": "likelihood (tokens)", "keyboard": "keyboard (words)"}
@@ -461,17 +462,17 @@ def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard)
 @cli.command()
 @click.argument("prompt", required=False, default="")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.sampler.GenerationConfig, "n", "Samples drawn at once, as one batch.")
-@field_option(lm.sampler.GenerationConfig, "max_tokens", f"Most tokens per sample (default: {lm.sampler.DEFAULT_MAX_TOKENS} unless --max-words is given).", type=int)
-@field_option(lm.sampler.GenerationConfig, "max_words", "Most words per sample.", type=int)
-@field_option(lm.sampler.GenerationConfig, "stop_at", "End a sample with its sentence or paragraph.", type=click.Choice(lm.sampler.STOP_AT))
-@field_option(lm.sampler.GenerationConfig, "stop", "End a sample after this text (repeatable).", type=str, multiple=True, show_default=False)
-@field_option(lm.sampler.GenerationConfig, "temperature", "Sampling temperature (0: greedy).")
-@field_option(lm.sampler.GenerationConfig, "top_k", "Draw from the k most likely tokens (0: all).")
-@field_option(lm.sampler.GenerationConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all).")
-@field_option(lm.sampler.GenerationConfig, "repetition_penalty", "Make tokens seen in the last --repetition-window tokens less likely (1: off).")
-@field_option(lm.sampler.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
-@field_option(lm.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
+@field_option(lm.suggest.sampler.GenerationConfig, "n", "Samples drawn at once, as one batch.")
+@field_option(lm.suggest.sampler.GenerationConfig, "max_tokens", f"Most tokens per sample (default: {lm.suggest.sampler.DEFAULT_MAX_TOKENS} unless --max-words is given).", type=int)
+@field_option(lm.suggest.sampler.GenerationConfig, "max_words", "Most words per sample.", type=int)
+@field_option(lm.suggest.sampler.GenerationConfig, "stop_at", "End a sample with its sentence or paragraph.", type=click.Choice(lm.suggest.sampler.STOP_AT))
+@field_option(lm.suggest.sampler.GenerationConfig, "stop", "End a sample after this text (repeatable).", type=str, multiple=True, show_default=False)
+@field_option(lm.suggest.sampler.GenerationConfig, "temperature", "Sampling temperature (0: greedy).")
+@field_option(lm.suggest.sampler.GenerationConfig, "top_k", "Draw from the k most likely tokens (0: all).")
+@field_option(lm.suggest.sampler.GenerationConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all).")
+@field_option(lm.suggest.sampler.GenerationConfig, "repetition_penalty", "Make tokens seen in the last --repetition-window tokens less likely (1: off).")
+@field_option(lm.suggest.sampler.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
+@field_option(lm.suggest.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
 @int8_option
 @device_option
@@ -485,12 +486,12 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
 
         lm generate "The old man" --max-words 40 --temperature 0.7 --n 3
     """
-    config = lm.sampler.GenerationConfig(**options)
+    config = lm.suggest.sampler.GenerationConfig(**options)
     config.validate()
     shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
     prompt = read_text_argument(prompt, "PROMPT")
     model, tokenizer = lm.load(checkpoint, device=device, int8=int8)
-    generation = lm.sampler.generate(model, tokenizer, prompt, config)
+    generation = lm.suggest.sampler.generate(model, tokenizer, prompt, config)
     try:
         if as_json:
             import json
@@ -549,14 +550,14 @@ def show_samples(prompt: str, generation) -> None:
 
 @cli.command()
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.repl.ReplConfig, "temperature", "Sampling temperature (0: greedy); :temp changes it.")
-@field_option(lm.repl.ReplConfig, "top_k", "Draw from the k most likely tokens (0: all); :topk changes it.")
-@field_option(lm.repl.ReplConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all); :topp changes it.")
-@field_option(lm.repl.ReplConfig, "max_words", "Most words the model writes per turn; :len changes it.")
-@field_option(lm.repl.ReplConfig, "stop_at", "End a turn with the sentence, the paragraph or none; :until changes it.",
-              type=click.Choice([*lm.sampler.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
-@field_option(lm.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
-@field_option(lm.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
+@field_option(lm.suggest.repl.ReplConfig, "temperature", "Sampling temperature (0: greedy); :temp changes it.")
+@field_option(lm.suggest.repl.ReplConfig, "top_k", "Draw from the k most likely tokens (0: all); :topk changes it.")
+@field_option(lm.suggest.repl.ReplConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all); :topp changes it.")
+@field_option(lm.suggest.repl.ReplConfig, "max_words", "Most words the model writes per turn; :len changes it.")
+@field_option(lm.suggest.repl.ReplConfig, "stop_at", "End a turn with the sentence, the paragraph or none; :until changes it.",
+              type=click.Choice([*lm.suggest.sampler.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
+@field_option(lm.suggest.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
+@field_option(lm.suggest.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
 @int8_option
 @device_option
 def repl(checkpoint, int8, device, **options):
@@ -572,10 +573,10 @@ def repl(checkpoint, int8, device, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    folder = lm.checkpoint.resolve_checkpoint(checkpoint)
+    folder = lm.checkpoint.store.resolve_checkpoint(checkpoint)
     model, tokenizer = lm.load(folder, device=device, int8=int8)
-    session = lm.repl.Repl(model, tokenizer, lm.repl.ReplConfig(**options), lm.Lexicon.load(folder),
-                           lm.checkpoint.cache_config(folder), lm.checkpoint.load_ngram(folder))
+    session = lm.suggest.repl.Repl(model, tokenizer, lm.suggest.repl.ReplConfig(**options), lm.Lexicon.load(folder),
+                           lm.checkpoint.store.cache_config(folder), lm.checkpoint.store.load_ngram(folder))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()
@@ -678,13 +679,13 @@ def serve(checkpoint, host, port, device, int8, **options):
 @cli.command()
 @click.argument("text", required=False, default="")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.suggest.SuggestConfig, "k", "How many suggestions.", flag="-k")
-@field_option(lm.suggest.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
-@field_option(lm.suggest.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
-@field_option(lm.suggest.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
+@field_option(lm.suggest.engine.SuggestConfig, "k", "How many suggestions.", flag="-k")
+@field_option(lm.suggest.engine.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
+@field_option(lm.suggest.engine.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
+@field_option(lm.suggest.engine.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
 @click.option("--words", "words_file", type=click.Path(), help="A user dictionary, one word a line: char and subword "
               "models may offer its words besides those of the training text.")
-@field_option(lm.suggest.SuggestConfig, "any_word", "Char and subword models: offer any spelling, not only words of "
+@field_option(lm.suggest.engine.SuggestConfig, "any_word", "Char and subword models: offer any spelling, not only words of "
               "the training text and --words.", is_flag=True, show_default=False)
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
@@ -710,8 +711,8 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
         lm suggest "the clouds are in the" -k 5
     """
     text = read_text_argument(text, "TEXT")
-    words = lm.lexicon.read_words_file(words_file) if words_file else ()
-    suggestions = lm.suggest.suggest_words(text, checkpoint, lm.suggest.SuggestConfig(**options), device=device,
+    words = lm.data.lexicon.read_words_file(words_file) if words_file else ()
+    suggestions = lm.suggest.engine.suggest_words(text, checkpoint, lm.suggest.engine.SuggestConfig(**options), device=device,
                                            int8=int8, words=words, cache=cache, ngram=ngram,
                                            adapt=lm.AdaptConfig() if adapt else None)
     if output == "json":
@@ -727,7 +728,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
         stderr.print("No suggestions: no word the model knows starts with the typed letters.", highlight=False)
 
 
-def suggestion_table(suggestions: list[lm.suggest.Suggestion]) -> Table:
+def suggestion_table(suggestions: list[lm.suggest.engine.Suggestion]) -> Table:
     from rich.text import Text
 
     table = Table(show_edge=False)
@@ -755,13 +756,13 @@ def export(out_dir, checkpoint, int8, overwrite):
 
         lm export -c checkpoints/wiki phone-model --int8
     """
-    result = lm.export.export_checkpoint(checkpoint, out_dir, int8=int8, overwrite=overwrite)
+    result = lm.export.onnx.export_checkpoint(checkpoint, out_dir, int8=int8, overwrite=overwrite)
     stdout.print(export_table(result))
     stdout.print(f"Try it without torch: python {result.folder}/runtime.py {result.folder} \"the text so far\"",
                  highlight=False, soft_wrap=True)
 
 
-def export_table(result: lm.export.ExportResult) -> Table:
+def export_table(result: lm.export.onnx.ExportResult) -> Table:
     manifest = result.manifest
     model, check = manifest["model"], manifest["check"]
     table = Table(title=f"Exported to {result.folder}", show_header=False)
@@ -791,15 +792,15 @@ def info(checkpoint, as_json):
 
         lm info -c checkpoints/shakespeare
     """
-    summary = lm.report.checkpoint_summary(checkpoint)
+    summary = lm.checkpoint.report.checkpoint_summary(checkpoint)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
     stdout.print(info_table(summary))
-    metrics_log = lm.checkpoint.read_metrics(summary["checkpoint"])
+    metrics_log = lm.checkpoint.store.read_metrics(summary["checkpoint"])
     if metrics_log:
         width = max(40, min(stdout.width, 100))
-        stdout.print(Text.from_ansi(lm.report.terminal_chart(metrics_log, width=width, color=stdout.is_terminal)))
+        stdout.print(Text.from_ansi(lm.checkpoint.curves.terminal_chart(metrics_log, width=width, color=stdout.is_terminal)))
 
 
 def info_table(summary: dict) -> Table:
@@ -809,7 +810,7 @@ def info_table(summary: dict) -> Table:
     parameters = f"{model['parameters']:,}" if model.get("parameters") else "unknown"
     rows = [
         ("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, {model['softmax']} softmax"),
-        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in lm.model.REGULARIZERS
+        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in lm.model.network.REGULARIZERS
                                      if model.get(name)) or "none"),
         ("size", f"{parameters} parameters, weights {_size(summary['size']['weights_bytes'])}, "
                  f"folder {_size(summary['size']['folder_bytes'])}"),

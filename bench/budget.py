@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lm  # noqa: E402
-from lm.evaluate import EvalConfig, evaluate_text  # noqa: E402
+from lm.evaluate.evaluation import EvalConfig, evaluate_text  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "corpora"
 WIKITEXT = SHARED / "wikitext-2"

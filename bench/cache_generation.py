@@ -3,7 +3,7 @@
 The cache raises the odds of what followed similar contexts a moment ago: right for a keyboard
 (names and topic words come back), and a risk for sampling, which can fall into loops. This
 draws samples from the same prompts and seeds with and without the checkpoint's tuned cache,
-with `lm generate`'s default decoding (lm.sampler.GenerationConfig: temperature, top-k/top-p,
+with `lm generate`'s default decoding (lm.suggest.sampler.GenerationConfig: temperature, top-k/top-p,
 repetition guard), and reports how repetitive they are:
 
   - repeated n-grams: the share of a sample's n-grams (n = 2, 3, 4, in tokens) that already
@@ -24,10 +24,10 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
-from lm.cache import CacheConfig, mix  # noqa: E402
-from lm.checkpoint import cache_config, load  # noqa: E402
-from lm.sampler import GenerationConfig, next_tokens  # noqa: E402
-from lm.text import START_TEXT  # noqa: E402
+from lm.mix.cache import CacheConfig, mix  # noqa: E402
+from lm.checkpoint.store import cache_config, load  # noqa: E402
+from lm.suggest.sampler import GenerationConfig, next_tokens  # noqa: E402
+from lm.data.text import START_TEXT  # noqa: E402
 
 PROMPTS = ["The", "In 1998 ,", "The city", "He was", "The game", "She", "During the war", "The album"]
 

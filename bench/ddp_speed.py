@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 VALID_CHARS = 20_000  # a short validation file: the bench times training, not evaluation
-LAUNCH = "import sys, lm.distributed as d; sys.exit(d.launch(sys.argv[2:], int(sys.argv[1])))"
+LAUNCH = "import sys, lm.training.distributed as d; sys.exit(d.launch(sys.argv[2:], int(sys.argv[1])))"
 
 
 def worker(args) -> None:
@@ -41,7 +41,7 @@ def worker(args) -> None:
     import torch
 
     import lm
-    import lm.distributed
+    import lm.training.distributed
 
     class Speeds(lm.Progress):
         def __init__(self):
@@ -53,12 +53,12 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     speeds = Speeds()
     corpus = lm.load_corpus([str(args.corpus)], valid=str(args.valid))
-    with lm.distributed.session():
+    with lm.training.distributed.session():
         lm.train(corpus, Path(args.out), config=lm.TrainConfig(
             batch=args.batch, max_steps=args.steps, log_every=args.log_every, device=args.device,
             precision=args.precision, warmup=0, eval_every=0, tune_cache=False), tokenizer_config=lm.TokenizerConfig(kind="char"),
             progress=speeds, overwrite=True)
-        if lm.distributed.is_writer():
+        if lm.training.distributed.is_writer():
             Path(args.report).write_text(json.dumps(speeds.tokens_per_s))
 
 
@@ -68,8 +68,8 @@ def decision_cost(args) -> None:
 
     import torch
 
-    import lm.distributed as d
-    from lm.trainer import Stop
+    import lm.training.distributed as d
+    from lm.training.trainer import Stop
 
     torch.set_num_threads(1)
     with d.session():
@@ -123,7 +123,7 @@ def bare_fraction(args) -> float:
 
     import lm
     from bench.train_speed import bare_lstm_tokens_per_s
-    from lm.batching import batchify
+    from lm.data.batching import batchify
 
     text = args.corpus.read_text(encoding="utf-8")
     tokenizer = lm.train_tokenizer(text, lm.TokenizerConfig(kind="char"))

@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.evaluate import EvalConfig, evaluate_paths  # noqa: E402
-from lm.keyboard import leading_words  # noqa: E402
+from lm.evaluate.evaluation import EvalConfig, evaluate_paths  # noqa: E402
+from lm.evaluate.keyboard import leading_words  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2"
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 import lm  # noqa: E402
-from lm.evaluate import EvalConfig, evaluate_text  # noqa: E402
+from lm.evaluate.evaluation import EvalConfig, evaluate_text  # noqa: E402
 
 
 def measure(checkpoint: Path, text: str, args) -> dict:

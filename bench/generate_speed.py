@@ -28,9 +28,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.model import count_parameters, quantize_int8  # noqa: E402
-from lm.sampler import START_TEXT, GenerationConfig, Sampler  # noqa: E402
-from lm.tokenizer import DEFAULT_SUBWORD_VOCAB, CharTokenizer  # noqa: E402
+from lm.model.network import count_parameters, quantize_int8  # noqa: E402
+from lm.suggest.sampler import START_TEXT, GenerationConfig, Sampler  # noqa: E402
+from lm.data.tokenizer import DEFAULT_SUBWORD_VOCAB, CharTokenizer  # noqa: E402
 
 
 def random_model(args) -> tuple[lm.LanguageModel, CharTokenizer]:

@@ -1,17 +1,17 @@
 """A fair baseline for the keyboard: lm against a Kneser-Ney 5-gram built from the same training text.
 
-For a word-tokenizer checkpoint, the 5-gram (lm/ngram.py, unpruned) is built from the training
+For a word-tokenizer checkpoint, the 5-gram (lm/mix/ngram.py, unpruned) is built from the training
 text the checkpoint was trained on (config.json's corpus.sources), with the checkpoint's own
 tokenizer, so both models see the same words and the same <eos> per line. Both then type the
-held-out text through the same simulation, lm.keyboard.keyboard_metrics, with the same
+held-out text through the same simulation, lm.evaluate.keyboard.keyboard_metrics, with the same
 test for <unk> words:
   - top-1 / top-3 next-word accuracy and keystroke savings (the first --keyboard-words words);
-  - perplexity per token over the whole text (lm: lm.evaluate.evaluate_text without keyboard);
+  - perplexity per token over the whole text (lm: lm.evaluate.evaluation.evaluate_text without keyboard);
   - words/s of each keyboard simulation.
 When the checkpoint holds the (pruned) n-gram `lm train` weighed for it, lm is also run with
 it mixed in over the cache, as `lm suggest` runs it.
 
-The n-gram's suggester follows lm's rule for word models (lm/suggest.py): text ending in
+The n-gram's suggester follows lm's rule for word models (lm/suggest/engine.py): text ending in
 whitespace gets the k most likely next words (never <unk> or <eos>); text ending inside a word
 gets the vocabulary words that start with it, ranked by probability given the typed prefix,
 and, when the typed word is itself a word, the words after it (completion " word"), weighted
@@ -45,18 +45,18 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 import lm  # noqa: E402
-from lm.adapt import AdaptConfig, adapted_nll  # noqa: E402
-from lm.cache import cache_nll  # noqa: E402
-from lm.checkpoint import cache_config, load_ngram  # noqa: E402
-from lm.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
-from lm.evaluate import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
-from lm.ngram import Ngram  # noqa: E402
-from lm.keyboard import keyboard_metrics, leading_words  # noqa: E402
-from lm.suggest import SuggestConfig, Suggester, Suggestion, SuggestionSession  # noqa: E402
-from lm.text import PUNCT, SENTENCE_END, START_TEXT, char_class  # noqa: E402
+from lm.mix.adapt import AdaptConfig, adapted_nll  # noqa: E402
+from lm.mix.cache import cache_nll  # noqa: E402
+from lm.checkpoint.store import cache_config, load_ngram  # noqa: E402
+from lm.data.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
+from lm.evaluate.evaluation import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
+from lm.mix.ngram import Ngram  # noqa: E402
+from lm.evaluate.keyboard import keyboard_metrics, leading_words  # noqa: E402
+from lm.suggest.engine import SuggestConfig, Suggester, Suggestion, SuggestionSession  # noqa: E402
+from lm.data.text import PUNCT, SENTENCE_END, START_TEXT, char_class  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2"
-MAX_WORD_CHARS = 64  # as lm/suggest.py: a longer run is not a word being typed
+MAX_WORD_CHARS = 64  # as lm/suggest/engine.py: a longer run is not a word being typed
 TOP_UNIGRAMS = 64  # next-word candidates from the unigram level (the strip needs 4k + 8 = 20)
 
 

@@ -2,7 +2,7 @@
 
 For each checkpoint, types the first words of WikiText-2 test through
   - old: `keyboard_metrics(..., session=SuggestionSession(suggester))`, a suggestion per keystroke;
-  - new: `lm.fast_keyboard.fast_keyboard_metrics` (chunked reads for word models),
+  - new: `lm.evaluate.fast_keyboard.fast_keyboard_metrics` (chunked reads for word models),
 and reports words/s of each, and whether both give the same metrics on the old path's words.
 
     python bench/keyboard_speed.py --checkpoint /tmp/kb-word --checkpoint /tmp/kb-unigram
@@ -24,11 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lm.checkpoint import load  # noqa: E402
-from lm.evaluate import unknown_word_test  # noqa: E402
-from lm.fast_keyboard import fast_keyboard_metrics  # noqa: E402
-from lm.keyboard import keyboard_metrics, leading_words  # noqa: E402
-from lm.suggest import Suggester, SuggestionSession, load_lexicon  # noqa: E402
+from lm.checkpoint.store import load  # noqa: E402
+from lm.evaluate.evaluation import unknown_word_test  # noqa: E402
+from lm.evaluate.fast_keyboard import fast_keyboard_metrics  # noqa: E402
+from lm.evaluate.keyboard import keyboard_metrics, leading_words  # noqa: E402
+from lm.suggest.engine import Suggester, SuggestionSession, load_lexicon  # noqa: E402
 
 WIKITEXT_TEST = ROOT.parent / "shared" / "corpora" / "wikitext-2" / "test.txt"
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from lm.checkpoint import cache_config, load  # noqa: E402
-from lm.suggest import Suggester, SuggestConfig, SuggestionSession, load_lexicon  # noqa: E402
+from lm.checkpoint.store import cache_config, load  # noqa: E402
+from lm.suggest.engine import Suggester, SuggestConfig, SuggestionSession, load_lexicon  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

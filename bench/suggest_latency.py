@@ -1,4 +1,4 @@
-"""Suggestion latency: what a keyboard built on `lm.suggest` would feel like, per tokenizer kind.
+"""Suggestion latency: what a keyboard built on `lm.suggest.engine` would feel like, per tokenizer kind.
 
 For each kind, a model of the stated size is trained briefly on the corpus (or --checkpoint is
 used), then in one warm process:
@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.suggest import SuggestConfig, Suggester, SuggestionSession  # noqa: E402
+from lm.suggest.engine import SuggestConfig, Suggester, SuggestionSession  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 KINDS = ["char", "unigram", "bpe", "word"]
@@ -115,11 +115,11 @@ def train_model(corpus_path: Path, out: Path, kind: str, args) -> None:
 
 def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
     ckpt = lm.load_checkpoint(checkpoint)
-    model = lm.model.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
+    model = lm.model.network.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
     # As `lm suggest` runs it: the checkpoint's lexicon, its tuned cache (unless --no-cache) and a
     # word model's n-gram (unless --no-ngram).
-    cache = lm.checkpoint.cache_config(checkpoint) if args.cache else None
-    ngram = lm.checkpoint.load_ngram(checkpoint) if args.ngram else None
+    cache = lm.checkpoint.store.cache_config(checkpoint) if args.cache else None
+    ngram = lm.checkpoint.store.load_ngram(checkpoint) if args.ngram else None
     suggester = Suggester(model, ckpt.tokenizer, SuggestConfig(), lm.Lexicon.load(checkpoint), cache, ngram)
     held_out = text[int(len(text) * 0.9):]
     points = sample_points(held_out, args.samples)
@@ -127,7 +127,7 @@ def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
     return {
         "checkpoint": str(checkpoint), "tokenizer": ckpt.tokenizer.kind, "vocab_size": ckpt.tokenizer.vocab_size,
         "precision": precision, "model": {k: ckpt.model.config.to_dict()[k] for k in ("cell", "layers", "hidden", "emb")},
-        "parameters": lm.model.count_parameters(ckpt.model),
+        "parameters": lm.model.network.count_parameters(ckpt.model),
         "cache": suggester.cache.to_dict() if suggester.cache is not None else None,
         "ngram_weight": suggester.ngram.weight if suggester.ngram is not None else None,
         **warm_latencies(suggester, points, passage),

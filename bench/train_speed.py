@@ -30,11 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.batching import batchify, windows  # noqa: E402
+from lm.data.batching import batchify, windows  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 # The AWD-LSTM regularizers of the large preset, for --regularize.
-AWD = {k: v for k, v in lm.presets.SIZES["large"]["model"].items() if k in lm.model.REGULARIZERS and k != "dropout"}
+AWD = {k: v for k, v in lm.training.presets.SIZES["large"]["model"].items() if k in lm.model.network.REGULARIZERS and k != "dropout"}
 
 
 def sync(device: torch.device) -> None:
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--bptt", type=int, default=lm.TrainConfig.bptt)
     parser.add_argument("--optimizer", default=lm.TrainConfig.optimizer)
     parser.add_argument("--dropout", type=float, default=lm.ModelConfig.dropout)
-    parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.trainer.PRECISIONS)
+    parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.training.trainer.PRECISIONS)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--reference", action="store_true",
                         help="the classic word-level PyTorch example: WikiText-2 cut to 10k words, 2×200 tied LSTM, "
@@ -144,15 +144,15 @@ def main() -> None:
                                   precision=args.precision,
                                   eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device=args.device)
 
-    device = lm.trainer.pick_device(args.device)
+    device = lm.training.trainer.pick_device(args.device)
     gflops = matmul_gflops(device)
     runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
     rate = statistics.median(r[0] for r in runs)
     info = runs[0][1]["info"]
     plain = {k: getattr(lm.ModelConfig, k) for k in AWD}  # the ceiling is the plain loop
     sized = lm.ModelConfig(**{**model_config.to_dict(), **plain, "vocab_size": info["vocab_size"]})
-    tokenizer = lm.corpus.prepare_tokenizer(corpus, tokenizer_config)  # cached by the runs above
-    streams = batchify(lm.corpus.token_ids(corpus.train, tokenizer), args.batch)  # [batch, length]
+    tokenizer = lm.data.corpus.prepare_tokenizer(corpus, tokenizer_config)  # cached by the runs above
+    streams = batchify(lm.data.corpus.token_ids(corpus.train, tokenizer), args.batch)  # [batch, length]
     bare_steps = 20 if not args.quick else 5
     bare = statistics.median(bare_lstm_tokens_per_s(sized, streams, args.bptt, bare_steps, args.optimizer,
                                                     info["precision"], device) for _ in range(args.repeats))

@@ -14,25 +14,25 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "adapt": ["AdaptConfig", "adapted_nll"],
-    "cache": ["CacheConfig"],
-    "checkpoint": ["Checkpoint", "cache_config", "load", "load_checkpoint", "load_ngram", "newest_checkpoint",
+    "mix.adapt": ["AdaptConfig", "adapted_nll"],
+    "mix.cache": ["CacheConfig"],
+    "checkpoint.store": ["Checkpoint", "cache_config", "load", "load_checkpoint", "load_ngram", "newest_checkpoint",
                    "save_checkpoint"],
-    "corpus": ["Corpus", "load_corpus"],
+    "data.corpus": ["Corpus", "load_corpus"],
     "errors": ["CheckpointError", "ConfigError", "CorpusError", "DistributedError", "ExportError", "LMError", "NoCheckpointError",
                "TokenizerError", "TrainingDiverged"],
-    "evaluate": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
-    "export": ["ExportResult", "export_checkpoint"],
-    "keyboard": ["KeyboardMetrics", "keyboard_metrics"],
-    "lexicon": ["Lexicon"],
-    "likelihood": ["LossMetrics", "evaluate_loss"],
-    "model": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
-    "ngram": ["Ngram", "NgramConfig"],
-    "presets": ["SIZES", "apply_size"],
-    "sampler": ["GenerationConfig", "Sampler", "generate"],
-    "suggest": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],
-    "tokenizer": ["Tokenizer", "TokenizerConfig", "load_tokenizer", "train_tokenizer"],
-    "trainer": ["Progress", "Stop", "TrainConfig", "TrainResult", "train"],
+    "evaluate.evaluation": ["EvalConfig", "EvalResult", "evaluate_paths", "evaluate_text"],
+    "export.onnx": ["ExportResult", "export_checkpoint"],
+    "evaluate.keyboard": ["KeyboardMetrics", "keyboard_metrics"],
+    "data.lexicon": ["Lexicon"],
+    "model.likelihood": ["LossMetrics", "evaluate_loss"],
+    "model.network": ["LanguageModel", "ModelConfig", "detach_state", "read_ids"],
+    "mix.ngram": ["Ngram", "NgramConfig"],
+    "training.presets": ["SIZES", "apply_size"],
+    "suggest.sampler": ["GenerationConfig", "Sampler", "generate"],
+    "suggest.engine": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],
+    "data.tokenizer": ["Tokenizer", "TokenizerConfig", "load_tokenizer", "train_tokenizer"],
+    "training.trainer": ["Progress", "Stop", "TrainConfig", "TrainResult", "train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -44,7 +44,7 @@ def __getattr__(name: str):
         value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
         globals()[name] = value  # the next lookup is a plain attribute
         return value
-    if not name.startswith("_"):  # lm.trainer and the other stages, as after `import lm.trainer`
+    if not name.startswith("_"):  # lm.training and the other stages, as after `import lm.training`
         try:
             return import_module(f".{name}", __name__)
         except ModuleNotFoundError as e:

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import make_text
-from lm.adapt import SQUARE_DECAY, AdaptConfig, adapted_nll
-from lm.checkpoint import load
+from lm.mix.adapt import SQUARE_DECAY, AdaptConfig, adapted_nll
+from lm.checkpoint.store import load
 
 
 def test_two_segments_follow_the_update_rule_and_the_weights_come_back(tiny_checkpoints):
@@ -74,7 +74,7 @@ def test_suggest_adapt_leans_toward_the_text_read(tiny_checkpoints):
     assert p(adapted) > p(plain)
     model, tokenizer = load(folder)
     reference = copy.deepcopy(model)
-    lm.adapt.adapt_to(model, tokenizer.encode(text), AdaptConfig(lr=3e-3))
+    lm.mix.adapt.adapt_to(model, tokenizer.encode(text), AdaptConfig(lr=3e-3))
     assert not torch.equal(model.rnn.weight_hh_l0, reference.rnn.weight_hh_l0)
 
 
@@ -83,25 +83,25 @@ def test_adapting_with_the_cache_is_the_cache_over_the_adapting_models_features(
     passage = "my friend keeps the river near the road .\nher sister calls a small house by the sea .\n"
     text = passage * 4
     cache = lm.CacheConfig(window=40, sharpness=0.05, weight=0.3)
-    config = lm.evaluate.EvalConfig(keyboard=False, adapt=True, adapt_lr=1e-12, adapt_decay=0.0, device="cpu")
-    result = lm.evaluate.evaluate_text(model, tokenizer, text, config, cache=cache)
+    config = lm.evaluate.evaluation.EvalConfig(keyboard=False, adapt=True, adapt_lr=1e-12, adapt_decay=0.0, device="cpu")
+    result = lm.evaluate.evaluation.evaluate_text(model, tokenizer, text, config, cache=cache)
     # A step too small to matter: together they are the cache alone (read without adapting).
     assert abs(result.adapt_cache_loss.loss - result.cache_loss.loss) < 1e-4
     # A real step: the cache remembers the adapting model's features, as they were when read.
     config.adapt_lr = 3e-3
-    result = lm.evaluate.evaluate_text(model, tokenizer, text, config, cache=cache)
-    ids = tokenizer.encode(lm.text.START_TEXT) + tokenizer.encode(text)  # as lm eval scores the first token
-    features, nll = lm.adapt.adapted_read(model, ids, lm.AdaptConfig(lr=3e-3, decay=0.0))
-    plain_features, _ = lm.cache.read_text(model, ids)
+    result = lm.evaluate.evaluation.evaluate_text(model, tokenizer, text, config, cache=cache)
+    ids = tokenizer.encode(lm.data.text.START_TEXT) + tokenizer.encode(text)  # as lm eval scores the first token
+    features, nll = lm.mix.adapt.adapted_read(model, ids, lm.AdaptConfig(lr=3e-3, decay=0.0))
+    plain_features, _ = lm.mix.cache.read_text(model, ids)
     assert (features - plain_features).abs().max() > 1e-3  # adapting moved them
     targets = torch.tensor(ids[1:])
-    by_hand = lm.cache.mixed_nll(nll, lm.cache.target_probs(features, targets, 40, 0.05), 0.3, 40).mean().item()
+    by_hand = lm.mix.cache.mixed_nll(nll, lm.mix.cache.target_probs(features, targets, 40, 0.05), 0.3, 40).mean().item()
     assert abs(result.adapt_cache_loss.loss - by_hand) < 1e-4
 
 
 def test_a_session_that_adapts_takes_the_same_steps_as_dynamic_evaluation_of_its_text(tiny_checkpoints):
-    from lm.suggest import Suggester, SuggestionSession
-    from lm.text import START_TEXT
+    from lm.suggest.engine import Suggester, SuggestionSession
+    from lm.data.text import START_TEXT
 
     model, tokenizer = load(tiny_checkpoints("word"))
     before = copy.deepcopy(model.state_dict())
@@ -131,7 +131,7 @@ def test_a_session_that_adapts_takes_the_same_steps_as_dynamic_evaluation_of_its
 def test_a_session_cannot_adapt_int8_weights(tiny_checkpoints):
     import pytest
 
-    from lm.suggest import Suggester, SuggestionSession
+    from lm.suggest.engine import Suggester, SuggestionSession
 
     model, tokenizer = load(tiny_checkpoints("word"), int8=True)
     with pytest.raises(lm.ConfigError, match="float weights"):

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 import lm
-import lm.trainer as trainer
+import lm.training.trainer as trainer
 from conftest import InterruptAt, train_tiny
-from lm.checkpoint import read_resume
-from lm.likelihood import LossMetrics
+from lm.checkpoint.store import read_resume
+from lm.model.likelihood import LossMetrics
 
 STEADY = dict(schedule="constant", warmup=0, eval_every=0, patience=0, dropout=0.0, batch=4, bptt=16)
 
@@ -110,8 +110,8 @@ def test_variable_windows_cover_each_epoch_once_and_scale_the_rate(tmp_path, cor
     # Within an epoch each window starts where the last one ended; a new epoch starts at 0.
     epochs = [0] + [i for i, (s, _) in enumerate(starts) if s == 0 and i > 0]
     assert len(epochs) >= 2
-    stream = trainer.batchify(lm.corpus.token_ids(lm.load_corpus([str(corpus_file)]).train,
-                                                  lm.checkpoint.load(run.checkpoint)[1]), 4).shape[1]
+    stream = trainer.batchify(lm.data.corpus.token_ids(lm.load_corpus([str(corpus_file)]).train,
+                                                  lm.checkpoint.store.load(run.checkpoint)[1]), 4).shape[1]
     for i in range(epochs[1]):
         start, length = starts[i]
         assert start == sum(n for _, n in starts[:i])

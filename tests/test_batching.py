@@ -1,7 +1,7 @@
 import numpy as np
 from hypothesis import given, strategies as st
 
-from lm.batching import batchify, count_windows, windows
+from lm.data.batching import batchify, count_windows, windows
 
 
 def test_last_target_of_a_window_is_first_input_of_the_next_in_every_stream():

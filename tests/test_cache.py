@@ -12,10 +12,10 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import make_text
-from lm.cache import CacheConfig, CacheMemory, cache_nll, mix, target_probs, tune
-from lm.checkpoint import load
-from lm.suggest import Suggester, SuggestionSession
-from lm.text import START_TEXT
+from lm.mix.cache import CacheConfig, CacheMemory, cache_nll, mix, target_probs, tune
+from lm.checkpoint.store import load
+from lm.suggest.engine import Suggester, SuggestionSession
+from lm.data.text import START_TEXT
 
 
 def naive_cache_p(features, targets, t, window, sharpness):
@@ -145,7 +145,7 @@ def test_training_saves_a_tuned_cache_and_eval_reports_it(tmp_path, corpus_file,
     test_file = tmp_path / "test.txt"
     test_file.write_text(make_text(40, seed=9))
     forced = {"window": 100, "sharpness": 0.05, "weight": 0.2}
-    lm.checkpoint.update_config(run.checkpoint, cache=forced)
+    lm.checkpoint.store.update_config(run.checkpoint, cache=forced)
     result = CliRunner().invoke(cli, ["eval", str(test_file), "-c", str(run.checkpoint), "--json", "--keyboard-words", "50", "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)["cache"]
@@ -154,7 +154,7 @@ def test_training_saves_a_tuned_cache_and_eval_reports_it(tmp_path, corpus_file,
     assert report["keyboard"]["words"] == 50
     tuned = CliRunner().invoke(cli, ["eval", str(test_file), "-c", str(run.checkpoint), "--tune-cache", "--no-keyboard", "-q"])
     assert tuned.exit_code == 0, tuned.output
-    assert json.loads((run.checkpoint / "config.json").read_text())["cache"]["weight"] in lm.cache.WEIGHTS
+    assert json.loads((run.checkpoint / "config.json").read_text())["cache"]["weight"] in lm.mix.cache.WEIGHTS
     assert json.loads((run.checkpoint / "config.json").read_text())["cache"] != forced
 
 
@@ -163,7 +163,7 @@ def test_suggest_uses_the_saved_cache_unless_told_not_to(tmp_path, tiny_checkpoi
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints("word"), folder)
-    lm.checkpoint.update_config(folder, cache={"window": 100, "sharpness": 0.05, "weight": 0.4})
+    lm.checkpoint.store.update_config(folder, cache={"window": 100, "sharpness": 0.05, "weight": 0.4})
     text = "the birds want a small house near the road .\nour teacher wants the "
     run = lambda *flags: json.loads(CliRunner().invoke(  # noqa: E731  (the cache alone: --no-ngram)
         cli, ["suggest", text, "-c", str(folder), "--json", "--fp32", "--no-ngram", *flags]).output)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lm
-from lm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, resolve_checkpoint
+from lm.checkpoint.store import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, resolve_checkpoint
 
 
 @pytest.fixture

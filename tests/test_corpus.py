@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import lm
-from lm.corpus import load_corpus, prepare_tokenizer, split_text, token_ids
+from lm.data.corpus import load_corpus, prepare_tokenizer, split_text, token_ids
 
 from conftest import make_text
 

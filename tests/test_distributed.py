@@ -13,22 +13,22 @@ import pytest
 import torch
 
 import lm
-from lm.checkpoint import load_checkpoint, read_resume
-from lm.distributed import free_port
+from lm.checkpoint.store import load_checkpoint, read_resume
+from lm.training.distributed import free_port
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = dict(layers=1, hidden=32, emb=16, dropout=0.0)
 TRAIN = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, device="cpu", precision="fp32", eval_every=0,
              tune_cache=False)
-LAUNCH = "import sys, lm.distributed as d; sys.exit(d.launch(sys.argv[1:], 2))"
+LAUNCH = "import sys, lm.training.distributed as d; sys.exit(d.launch(sys.argv[1:], 2))"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 TINY_CLI = ["--tokenizer", "char", "--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16",
             "--device", "cpu", "--precision", "fp32"]
 
 
 def start_workers(tmp_path: Path, corpus_file: Path, name: str, **train) -> tuple[subprocess.Popen, Path]:
-    """Two workers of tests/ddp_worker.py under lm.distributed.launch; returns the launcher and the report folder."""
+    """Two workers of tests/ddp_worker.py under lm.training.distributed.launch; returns the launcher and the report folder."""
     report = tmp_path / f"report-{name}"
     report.mkdir()
     resume = train.pop("resume", False)

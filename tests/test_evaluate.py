@@ -7,9 +7,9 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lm
-from lm.evaluate import EvalConfig, EvalProgress, evaluate_text, read_eval_text
-from lm.likelihood import stream_plan, total_nll
-from lm.tokenizer import CharTokenizer, WordTokenizer
+from lm.evaluate.evaluation import EvalConfig, EvalProgress, evaluate_text, read_eval_text
+from lm.model.likelihood import stream_plan, total_nll
+from lm.data.tokenizer import CharTokenizer, WordTokenizer
 
 from conftest import make_text
 
@@ -109,11 +109,11 @@ def test_a_large_vocabulary_shortens_windows_to_bound_memory_not_the_sum(char_mo
     seen = []
     original = model.forward
     monkeypatch.setattr(model, "forward", lambda x, state=None: seen.append(x.shape[1]) or original(x, state))
-    monkeypatch.setattr(lm.likelihood, "LOGITS_BUDGET_BYTES", 4 * 4 * 10 * model.config.vocab_size)  # 10 tokens a stream
+    monkeypatch.setattr(lm.model.likelihood, "LOGITS_BUDGET_BYTES", 4 * 4 * 10 * model.config.vocab_size)  # 10 tokens a stream
     total, _ = total_nll(model, ids, batch=4, bptt=256, vocab_size=model.config.vocab_size)
     assert max(seen) == 10
     assert total.item() == pytest.approx(reference.item(), rel=1e-6)
-    assert lm.likelihood.window_for_budget(256, 16, 33278) < 256
+    assert lm.model.likelihood.window_for_budget(256, 16, 33278) < 256
 
 
 @pytest.mark.parametrize("batch,bptt", [(4, 256), (8, 32), (16, 64)])

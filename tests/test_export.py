@@ -23,9 +23,9 @@ ort = pytest.importorskip("onnxruntime")
 import lm  # noqa: E402
 from cli import cli  # noqa: E402
 from conftest import make_text  # noqa: E402
-from lm.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from lm.export import export_checkpoint  # noqa: E402
-from lm.model import LanguageModel, ModelConfig  # noqa: E402
+from lm.checkpoint.store import load_checkpoint, save_checkpoint  # noqa: E402
+from lm.export.onnx import export_checkpoint  # noqa: E402
+from lm.model.network import LanguageModel, ModelConfig  # noqa: E402
 
 KINDS = ["char", "word", "unigram", "bpe"]
 TOLERANCE = 1e-4
@@ -206,7 +206,7 @@ def test_manifest_describes_the_graph_and_its_files(exports, tiny_checkpoints):
         data = (folder / name).read_bytes()
         assert info == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert manifest["cache"] is None and manifest["model"]["weights"] == "fp32"
-    assert (folder / "runtime.py").read_bytes() == Path(lm.export.__file__).with_name("runtime.py").read_bytes()
+    assert (folder / "runtime.py").read_bytes() == Path(lm.export.onnx.__file__).with_name("runtime.py").read_bytes()
 
 
 # --- the command and bad input ---------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_a_failure_while_writing_leaves_nothing_half_written(tiny_checkpoints, t
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lm.export.shutil, "copyfile", disk_full)  # the runtime's copy, after the graph
+    monkeypatch.setattr(lm.export.onnx.shutil, "copyfile", disk_full)  # the runtime's copy, after the graph
     line = one_error_line(invoke(str(out), "-c", str(tiny_checkpoints("word")), "--overwrite"))
     assert "No space left on device" in line
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder

@@ -6,11 +6,11 @@ from dataclasses import asdict
 
 import pytest
 
-from lm.checkpoint import load
-from lm.evaluate import unknown_word_test
-from lm.fast_keyboard import ChunkedWordSession, fast_keyboard_metrics
-from lm.keyboard import keyboard_metrics
-from lm.suggest import Suggester, SuggestionSession
+from lm.checkpoint.store import load
+from lm.evaluate.evaluation import unknown_word_test
+from lm.evaluate.fast_keyboard import ChunkedWordSession, fast_keyboard_metrics
+from lm.evaluate.keyboard import keyboard_metrics
+from lm.suggest.engine import Suggester, SuggestionSession
 
 from conftest import make_text
 
@@ -83,8 +83,8 @@ def test_fast_keyboard_metrics_picks_the_session_for_other_models(tiny_checkpoin
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_states_along_equal_reading_token_by_token(cell):
     import torch
-    from lm.fast_keyboard import states_along
-    from lm.model import LanguageModel, ModelConfig
+    from lm.evaluate.fast_keyboard import states_along
+    from lm.model.network import LanguageModel, ModelConfig
 
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=2, hidden=16, emb=8)).eval()
@@ -100,8 +100,8 @@ def test_states_along_equal_reading_token_by_token(cell):
 
 def test_a_suggester_with_a_cache_types_through_the_session(tiny_checkpoints, monkeypatch):
     """Chunked reads know nothing of the cache yet: such a suggester keeps the session path."""
-    import lm.fast_keyboard as fast_keyboard
-    from lm.cache import CacheConfig
+    import lm.evaluate.fast_keyboard as fast_keyboard
+    from lm.mix.cache import CacheConfig
 
     model, tokenizer = load(tiny_checkpoints("word"))
     suggester = Suggester(model, tokenizer, cache=CacheConfig(window=50, sharpness=1.0, weight=0.3))

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 import lm
 from cli import cli
-from lm.sampler import GenerationConfig, generate
+from lm.suggest.sampler import GenerationConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@ from dataclasses import dataclass
 import pytest
 
 import lm
-from lm.evaluate import unknown_word_test
-from lm.keyboard import TextSession, keyboard_metrics, leading_words
-from lm.suggest import Suggester, SuggestionSession
-from lm.tokenizer import CharTokenizer, WordTokenizer
+from lm.evaluate.evaluation import unknown_word_test
+from lm.evaluate.keyboard import TextSession, keyboard_metrics, leading_words
+from lm.suggest.engine import Suggester, SuggestionSession
+from lm.data.tokenizer import CharTokenizer, WordTokenizer
 
 from conftest import make_text
 

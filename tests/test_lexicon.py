@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 import lm
 from cli import cli
-from lm.lexicon import Lexicon
-from lm.suggest import SuggestConfig, Suggester, SuggestionSession
-from lm.text import LETTER, char_class
+from lm.data.lexicon import Lexicon
+from lm.suggest.engine import SuggestConfig, Suggester, SuggestionSession
+from lm.data.text import LETTER, char_class
 
 
 

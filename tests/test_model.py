@@ -2,7 +2,7 @@ import lm
 import pytest
 import torch
 
-from lm.model import LanguageModel, ModelConfig, count_parameters, detach_state, quantize_int8, map_state
+from lm.model.network import LanguageModel, ModelConfig, count_parameters, detach_state, quantize_int8, map_state
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -70,7 +70,7 @@ def test_inference_step_loop_equals_the_whole_rnn(cell, monkeypatch):
     with torch.no_grad():
         stepped, stepped_state = model(ids[:, :1], None)
         stepped2, stepped_state = model(ids[:, 1:], stepped_state)
-        monkeypatch.setattr("lm.model.STEP_LOOP_MAX_TIME", 0)  # force nn.LSTM
+        monkeypatch.setattr("lm.model.network.STEP_LOOP_MAX_TIME", 0)  # force nn.LSTM
         whole, whole_state = model(ids, None)
     torch.testing.assert_close(torch.cat([stepped, stepped2], 1), whole)
     for a, b in zip(map_state(stepped_state, lambda t: t), map_state(whole_state, lambda t: t)):

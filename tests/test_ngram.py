@@ -1,4 +1,4 @@
-"""The n-gram (lm/ngram.py): Kneser-Ney by hand, pruning that keeps every distribution whole,
+"""The n-gram (lm/mix/ngram.py): Kneser-Ney by hand, pruning that keeps every distribution whole,
 and its place in training, suggestions and evaluation of word models."""
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import make_text, train_tiny
-from lm.checkpoint import load, load_ngram
+from lm.checkpoint.store import load, load_ngram
 from lm.errors import CheckpointError
-from lm.ngram import Ngram, modified_discounts
-from lm.suggest import Suggester, SuggestionSession
-from lm.text import START_TEXT
+from lm.mix.ngram import Ngram, modified_discounts
+from lm.suggest.engine import Suggester, SuggestionSession
+from lm.data.text import START_TEXT
 
 A, B, C, D = 0, 1, 2, 3
 HALF = [[0.5, 0.5, 0.5]] * 3  # D1 = D2 = D3+ = 0.5 at every order
@@ -96,7 +96,7 @@ def word_run(tmp_path_factory, corpus_file):
 def test_training_a_word_model_saves_an_ngram_that_lowers_validation_perplexity(word_run, tmp_path, corpus_file):
     config = json.loads((word_run / "config.json").read_text())
     settings = config["ngram"]
-    assert settings["weight"] in lm.ngram.WEIGHTS  # a 40-step model gains from the counts
+    assert settings["weight"] in lm.mix.ngram.WEIGHTS  # a 40-step model gains from the counts
     assert settings["valid_perplexity_with_ngram"] < config["cache"]["valid_perplexity_with_cache"]
     ngram = load_ngram(word_run)
     model, tokenizer = load(word_run)
@@ -138,7 +138,7 @@ def test_suggestions_mix_the_ngram_into_the_models_next_word_distribution(word_r
 def test_lm_suggest_uses_the_saved_ngram_unless_told_not_to(word_run):
     text = "our teacher wants the "
     model, tokenizer = load(word_run)
-    cache = lm.checkpoint.cache_config(word_run)
+    cache = lm.checkpoint.store.cache_config(word_run)
 
     def run(*flags):
         result = CliRunner().invoke(cli, ["suggest", text, "-c", str(word_run), "--json", "--fp32", *flags])
@@ -154,7 +154,7 @@ def test_lm_suggest_uses_the_saved_ngram_unless_told_not_to(word_run):
 def test_eval_reports_perplexity_with_the_ngram_as_mixed_by_hand(word_run, tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(word_run, folder)
-    lm.checkpoint.update_config(folder, cache={"window": 0, "sharpness": 1.0, "weight": 0.0})  # the n-gram alone
+    lm.checkpoint.store.update_config(folder, cache={"window": 0, "sharpness": 1.0, "weight": 0.0})  # the n-gram alone
     test_file = tmp_path / "test.txt"
     test_file.write_text(make_text(12, seed=5))
     result = CliRunner().invoke(cli, ["eval", str(test_file), "-c", str(folder), "--json", "--keyboard-words", "30",

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import lm
 from cli import cli
-from lm.model import LanguageModel, count_parameters
+from lm.model.network import LanguageModel, count_parameters
 
 
 def test_tiny_is_a_phone_keyboard_model_of_about_1_4_million_parameters():
@@ -43,16 +43,16 @@ SPEEDS = {"tiny": 20_000.0, "small": 8_000.0, "medium": 3_000.0}  # tokens/s
 
 
 def test_repeated_tokens_count_less_with_each_epoch():
-    assert lm.presets.useful_tokens(1000, 0.5) == 500
-    assert lm.presets.useful_tokens(1000, 1) == 1000
+    assert lm.training.presets.useful_tokens(1000, 0.5) == 500
+    assert lm.training.presets.useful_tokens(1000, 1) == 1000
     # one half-life of repeats after the first pass: 1 + 15.4 × (1 − 1/e) passes' worth
-    assert abs(lm.presets.useful_tokens(1000, 16.4) - 1000 * (1 + 15.4 * (1 - 0.36787944))) < 1e-3
-    assert lm.presets.useful_tokens(1000, 1000) < 1000 * 16.5  # never more than 1 + 15.4 passes
+    assert abs(lm.training.presets.useful_tokens(1000, 16.4) - 1000 * (1 + 15.4 * (1 - 0.36787944))) < 1e-3
+    assert lm.training.presets.useful_tokens(1000, 1000) < 1000 * 16.5  # never more than 1 + 15.4 passes
 
 
 def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time():
     def choose(tokens, seconds):
-        return lm.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__).size
+        return lm.training.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__).size
 
     # At 0.8 useful tokens per weight: an hour lets medium read 10.8 M tokens of a large corpus
     # (≥ 0.8 × 4 M); 15 minutes only 2.7 M, so small (7.2 M ≥ 0.8 M); a 20k-token corpus read
@@ -69,7 +69,7 @@ def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time
 
 def test_a_run_of_few_epochs_gets_less_dropout():
     def plan(epochs):
-        return lm.presets.Plan("medium", 1000.0, epochs * 1e6, epochs, 1_000_000)
+        return lm.training.presets.Plan("medium", 1000.0, epochs * 1e6, epochs, 1_000_000)
 
     assert plan(2.5).dropout(0.3) == 0.1  # WikiText-2 or wt1m in 15 minutes on this machine
     assert plan(3.99).dropout(0.2) == 0.1
@@ -79,7 +79,7 @@ def test_a_run_of_few_epochs_gets_less_dropout():
 
 def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path, monkeypatch):
     # A fixed speed, not this machine's: a slower CI machine timed tiny and the test read no rule.
-    monkeypatch.setattr(lm.trainer, "measure_speed", lambda *args, **kwargs: 160_000.0)
+    monkeypatch.setattr(lm.training.trainer, "measure_speed", lambda *args, **kwargs: 160_000.0)
     words = "the cat sees a dog in our garden and my friend likes it very much".split()
     rng = random.Random(0)
     corpus = tmp_path / "long.txt"
@@ -92,8 +92,8 @@ def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path
                                           "--no-tune-cache", "--out", str(out), *given])
         assert result.exit_code == 0, result.output
         saved = json.loads((out / "config.json").read_text())
-        assert saved["plan"]["epochs"] < lm.presets.SHORT_RUN_EPOCHS
-        preset = lm.presets.SIZES[saved["plan"]["size"]]["model"]["dropout"]
+        assert saved["plan"]["epochs"] < lm.training.presets.SHORT_RUN_EPOCHS
+        preset = lm.training.presets.SIZES[saved["plan"]["size"]]["model"]["dropout"]
         assert preset > 0.1  # small or medium: a size whose own dropout the rule lowers
         assert saved["model"]["dropout"] == (min(preset, 0.1) if expected is None else expected)
         assert f"dropout {saved['model']['dropout']:g}," in result.output  # the start line says so
@@ -107,7 +107,7 @@ def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_fi
     assert "Size " in result.output and "for 10 min at" in result.output
     assert "lr 0.006, EMA 0.995, batch 4×64" in result.output  # the start line names the average
     saved = json.loads((out / "config.json").read_text())
-    chosen = lm.presets.SIZES[saved["plan"]["size"]]["model"]
+    chosen = lm.training.presets.SIZES[saved["plan"]["size"]]["model"]
     assert saved["plan"]["tokens_per_s"] > 0
     assert saved["model"]["hidden"] == 48  # given
     assert (saved["model"]["layers"], saved["model"]["emb"], saved["model"]["dropout"]) == \

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import lm
 from cli import cli
 from conftest import TINY_MODEL, TINY_TRAIN, make_text, train_tiny
-from lm.model import CELLS, LanguageModel, ModelConfig, locked_dropout, quantize_int8
+from lm.model.network import CELLS, LanguageModel, ModelConfig, locked_dropout, quantize_int8
 
 ALL_ON = dict(dropout=0.3, locked_dropout=True, embedding_dropout=0.3, weight_drop=0.5, ar=2.0, tar=1.0)
 
@@ -82,8 +82,8 @@ def test_locked_dropout_masks_embeddings_layers_and_output_once_per_sequence(cel
 def test_weight_drop_masks_the_recurrent_weights_of_the_fused_kernel(cell, monkeypatch):
     model = tiny(cell, layers=1, dropout=0.0, weight_drop=0.5).train()
     calls = []
-    fused = lm.model.FUSED_CELLS[cell]
-    monkeypatch.setitem(lm.model.FUSED_CELLS, cell, lambda *args: calls.append(1) or fused(*args))
+    fused = lm.model.network.FUSED_CELLS[cell]
+    monkeypatch.setitem(lm.model.network.FUSED_CELLS, cell, lambda *args: calls.append(1) or fused(*args))
     ids = torch.randint(0, 40, (3, 10))
     raw = model.rnn.weight_hh_l0.detach().clone()
     torch.manual_seed(1)

@@ -5,9 +5,9 @@ from torch import nn
 
 import lm
 from cli import cli
-from lm.repl import Repl, ReplConfig, help_text
-from lm.sampler import START_TEXT, Sampler
-from lm.suggest import Suggester
+from lm.suggest.repl import Repl, ReplConfig, help_text
+from lm.suggest.sampler import START_TEXT, Sampler
+from lm.suggest.engine import Suggester
 
 GREEDY = dict(temperature=0.0, repetition_penalty=1.0)
 

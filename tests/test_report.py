@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import train_tiny
-from lm.report import CURVES_FILE, CurvesWarning, terminal_chart, write_curves
+from lm.checkpoint.curves import CURVES_FILE, CurvesWarning, terminal_chart, write_curves
 
 KINDS = ("char", "unigram", "bpe", "word")
 
@@ -74,7 +74,7 @@ def test_a_picture_that_cannot_be_drawn_is_a_warning_and_training_goes_on(tmp_pa
 
 
 def test_importing_lm_and_the_cli_loads_no_plotting_library():
-    code = "import sys, lm, cli; lm.checkpoint; print(sorted(m for m in ('matplotlib', 'plotext') if m in sys.modules))"
+    code = "import sys, lm, cli; lm.checkpoint.store; print(sorted(m for m in ('matplotlib', 'plotext') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
@@ -195,7 +195,7 @@ class Recorder(lm.Progress):
 
 
 def test_tensorboard_events_hold_the_logged_values(tmp_path, corpus_file):
-    from lm.tensorboard import TensorBoardProgress, Tee
+    from lm.training.tensorboard import TensorBoardProgress, Tee
 
     recorder, board = Recorder(), TensorBoardProgress(tmp_path / "tb")
     corpus = lm.load_corpus([str(corpus_file)])

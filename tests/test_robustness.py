@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lm
 from cli import cli
-from lm.checkpoint import WEIGHTS_FILE, save_checkpoint
-from lm.evaluate import EvalConfig, evaluate_text
-from lm.sampler import GenerationConfig, generate
-from lm.suggest import Suggester
+from lm.checkpoint.store import WEIGHTS_FILE, save_checkpoint
+from lm.evaluate.evaluation import EvalConfig, evaluate_text
+from lm.suggest.sampler import GenerationConfig, generate
+from lm.suggest.engine import Suggester
 
 
 def save_forever(folder, model, tokenizer, ready):
@@ -124,7 +124,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoints
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lm.checkpoint._write_text", disk_full)
+    monkeypatch.setattr("lm.checkpoint.store._write_text", disk_full)
     with pytest.raises(lm.CheckpointError, match="No space left on device — free some disk space"):
         save_checkpoint(folder, model, tokenizer, {})
     assert (folder / WEIGHTS_FILE).read_bytes() == before

@@ -1,6 +1,6 @@
 """The torch-free runtime shipped in every export: tokenizers, carried state, suggestions, generation.
 
-The runtime is loaded by its file path (importing it as `lm.runtime` would run lm/__init__.py,
+The runtime is loaded by its file path (importing it as `lm.export.runtime` would run lm/__init__.py,
 which imports torch); the subprocess tests also make `import torch` and `import lm` fail.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("onnxruntime")
 
-from lm.checkpoint import load_checkpoint  # noqa: E402
-from lm.export import export_checkpoint  # noqa: E402
-from lm.suggest import Suggester, SuggestConfig  # noqa: E402
+from lm.checkpoint.store import load_checkpoint  # noqa: E402
+from lm.export.onnx import export_checkpoint  # noqa: E402
+from lm.suggest.engine import Suggester, SuggestConfig  # noqa: E402
 
-RUNTIME = Path(__file__).resolve().parents[1] / "lm" / "runtime.py"
+RUNTIME = Path(__file__).resolve().parents[1] / "lm" / "export" / "runtime.py"
 KINDS = ["char", "word", "unigram", "bpe"]
 CONTEXT = "the clouds are in the"
 

@@ -6,12 +6,12 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lm
-from lm.model import LanguageModel, ModelConfig, read_chunk
-from lm.sampler import (
+from lm.model.network import LanguageModel, ModelConfig, read_chunk
+from lm.suggest.sampler import (
     START_TEXT, GenerationConfig, Sampler, TextStream, count_word_starts, generate, next_tokens,
     repetition_guard, top_k_filter, top_p_filter,
 )
-from lm.tokenizer import CharTokenizer, TokenizerConfig, WordTokenizer, train_tokenizer
+from lm.data.tokenizer import CharTokenizer, TokenizerConfig, WordTokenizer, train_tokenizer
 
 from conftest import make_text
 

@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 import lm
 from cli import cli
 from lm.errors import ConfigError
-from lm.sampler import GenerationConfig, generate
+from lm.suggest.sampler import GenerationConfig, generate
 from lm.serve import ServeSettings, create_app
 from lm.serve.sessions import SessionStore, session_bytes, session_limit
-from lm.suggest import Suggester
+from lm.suggest.engine import Suggester
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOUDS = "the clouds are in the "
@@ -522,11 +522,11 @@ def test_a_gpu_server_is_one_process(checkpoint):
 
 
 def test_freed_memory_is_handed_back_every_so_many_requests(checkpoint, monkeypatch):
-    import lm.serve.app
+    import lm.serve.service
 
     trims = []
-    monkeypatch.setattr(lm.serve.app, "TRIM_EVERY", 3)
-    monkeypatch.setattr(lm.serve.app, "release_memory", lambda: trims.append(1))
+    monkeypatch.setattr(lm.serve.service, "TRIM_EVERY", 3)
+    monkeypatch.setattr(lm.serve.service, "release_memory", lambda: trims.append(1))
     with serve(checkpoint) as client:
         for n in range(7):
             assert client.post("/suggest", json={"text": "the ", "session": f"s{n}"}).status_code == 200

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import lm
-from lm.suggest import Suggester
+from lm.suggest.engine import Suggester
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

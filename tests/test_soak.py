@@ -15,7 +15,7 @@ import time
 import pytest
 
 import lm
-from lm.suggest import Suggester, SuggestionSession
+from lm.suggest.engine import Suggester, SuggestionSession
 
 KEYSTROKES = 100_000
 WINDOW = 10_000  # keystrokes per latency sample, at the start and at the end

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lm
-import lm.suggest as suggest_module
-from lm.suggest import SuggestConfig, Suggester, SuggestionSession, split_typed
-from lm.tokenizer import Tokenizer
+import lm.suggest.engine as suggest_module
+from lm.suggest.engine import SuggestConfig, Suggester, SuggestionSession, split_typed
+from lm.data.tokenizer import Tokenizer
 
 from conftest import make_text, train_tiny
 

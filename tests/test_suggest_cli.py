@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import lm
 from cli import cli
-from lm.suggest import Suggester
+from lm.suggest.engine import Suggester
 
 CLOUDS = "the clouds are in the "
 
@@ -26,7 +26,7 @@ def expected(checkpoint):
     """What the library suggests with the command's defaults (int8 model, the checkpoint's cache and
     n-gram), for comparing with."""
     suggester = Suggester(*lm.load(checkpoint, int8=True), cache=lm.cache_config(checkpoint),
-                          ngram=lm.checkpoint.load_ngram(checkpoint))
+                          ngram=lm.checkpoint.store.load_ngram(checkpoint))
     return lambda text, k=3: suggester.suggest(text, k)
 
 
@@ -48,7 +48,7 @@ def test_fp32_flag_gives_the_exact_model(checkpoint):
     result = invoke(CLOUDS, "-c", checkpoint, "--fp32", "--json")
     assert result.exit_code == 0, result.output
     exact = Suggester(*lm.load(checkpoint), cache=lm.cache_config(checkpoint),
-                      ngram=lm.checkpoint.load_ngram(checkpoint)).suggest(CLOUDS)
+                      ngram=lm.checkpoint.store.load_ngram(checkpoint)).suggest(CLOUDS)
     assert json.loads(result.stdout) == [s.to_dict() for s in exact]
 
 

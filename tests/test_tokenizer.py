@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import lm
-from lm.tokenizer import CharTokenizer, WordTokenizer, _sample_lines, load_tokenizer, train_tokenizer
+from lm.data.tokenizer import CharTokenizer, WordTokenizer, _sample_lines, load_tokenizer, train_tokenizer
 
 from conftest import make_text
 
@@ -117,7 +117,7 @@ def test_sentencepiece_learns_from_text_without_line_breaks(kind):
 
 
 def test_long_lines_are_cut_after_spaces():
-    from lm.tokenizer import _cut_long_line
+    from lm.data.tokenizer import _cut_long_line
 
     line = "word " * 500
     pieces = _cut_long_line(line, 100)

@@ -6,14 +6,9 @@ benchmarks build as many apps as they like. Model work runs in worker threads (a
 """
 from __future__ import annotations
 
-import ctypes
 import hmac
-import logging
 from importlib.resources import files
-from typing import Callable
 
-import anyio
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -21,66 +16,22 @@ from fastapi.staticfiles import StaticFiles
 
 from .._util import first_line
 from ..errors import LMError
-from ..suggest import SuggestConfig, Suggester, Suggestion
-from .sessions import SessionStore, session_limit
+from .service import Service, log
+from .routes import router
 from .settings import ServeSettings
 
-log = logging.getLogger("lm.serve")
 STATIC = files("lm.serve") / "static"
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # and /static/: no data, so no key needed
-# glibc keeps the memory worker threads free in per-thread arenas; without a trim the server's
-# RSS grew 290 -> 1,174 MB under load while the sessions held ~100 MB (bench/NOTES.md).
-TRIM_EVERY = 1000  # model requests between hand-backs
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system (glibc's malloc_trim; nothing elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-class Service:
-    """The model and what the routes share: the suggester, the sessions, the worker limit."""
-
-    def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.settings = settings
-        self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
-        share = settings.processes or 1  # each server process keeps its share of the sessions
-        limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)
-        self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
-        self.limiter = anyio.CapacityLimiter(settings.workers)
-        self.requests = 0  # model requests so far, to hand memory back every TRIM_EVERY
-
-    def suggest(self, text: str, k: int, session: str | None) -> list[Suggestion]:
-        """The same rule and numbers as `Suggester.suggest`; a session only saves re-reading."""
-        if session is None:
-            return self.suggester.suggest(text, k)
-        return self.sessions.suggest(session, text, k)
-
-    async def run(self, fn: Callable, *args):
-        """Run blocking model work in a worker thread; every TRIM_EVERY calls, hand freed memory back."""
-        self.requests += 1
-        if self.requests % TRIM_EVERY == 0:
-            await anyio.to_thread.run_sync(release_memory, limiter=self.limiter)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-
-
 def create_app(model, tokenizer, settings: ServeSettings | None = None, lexicon=None, cache=None, ngram=None) -> FastAPI:
     """The FastAPI app serving a loaded model: suggestions, generation, the page.
 
     lexicon: the words char and subword models may suggest (lm.Lexicon.load(checkpoint)).
     cache: the continuous cache for suggestions (lm.cache_config(checkpoint)); each session has its own.
-    ngram: a word model's n-gram mixed into suggestions (lm.checkpoint.load_ngram(checkpoint)).
+    ngram: a word model's n-gram mixed into suggestions (lm.checkpoint.store.load_ngram(checkpoint)).
 
     Raises:
         ConfigError: a setting is out of range.
     """
-    from .routes import router
-
     settings = settings or ServeSettings()
     settings.validate()
     app = FastAPI(title="lm", version="0.1.0", debug=False, docs_url=None, redoc_url=None)

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..sampler import GenerationConfig, Generation, generate
-from ..suggest import SuggestConfig
-from .app import Service, log
+from ..suggest.sampler import GenerationConfig, Generation, generate
+from ..suggest.engine import SuggestConfig
+from .service import Service, log
 
 MAX_K = 20  # suggestions per request
 MAX_TOKENS = 2048  # tokens (or words) per generation: bounds the time one request holds a worker

@@ -16,11 +16,11 @@ import torch
 from fastapi import FastAPI
 
 from .._util import pick_device
-from ..cache import CacheConfig
-from ..checkpoint import load_checkpoint, load_ngram
+from ..mix.cache import CacheConfig
+from ..checkpoint.store import load_checkpoint, load_ngram
 from ..errors import ConfigError
-from ..lexicon import Lexicon
-from ..model import count_parameters, quantize_int8
+from ..data.lexicon import Lexicon
+from ..model.network import count_parameters, quantize_int8
 from .app import create_app
 from .settings import ServeSettings
 

@@ -12,9 +12,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ..cache import CacheMemory
-from ..model import map_state
-from ..suggest import MAX_MARKS, Suggester, Suggestion, SuggestionSession
+from ..mix.cache import CacheMemory
+from ..model.network import map_state
+from ..suggest.engine import MAX_MARKS, Suggester, Suggestion, SuggestionSession
 
 
 @dataclass
@@ -80,7 +80,7 @@ def session_bytes(suggester: Suggester) -> int:
     map_state(start.state, lambda t: sizes.append(t.numel() * t.element_size()) or t)
     logits = start.logits.numel() * start.logits.element_size()
     cache = 0
-    if suggester.cache is not None:  # the cache's buffer of feature vectors (lm.cache.CacheMemory)
+    if suggester.cache is not None:  # the cache's buffer of feature vectors (lm.mix.cache.CacheMemory)
         cache = CacheMemory.capacity(suggester.cache) * (start.feature.numel() + 1) * 4
     return MAX_MARKS * (sum(sizes) + logits) + cache
 

@@ -22,7 +22,7 @@ class ServeSettings:
     processes: int | None = None
     workers: int = 1  # requests doing model work at once in each process
     cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
-    ngram: bool = True  # suggestions mix in a word model's n-gram (lm/ngram.py), when the checkpoint has one
+    ngram: bool = True  # suggestions mix in a word model's n-gram (lm/mix/ngram.py), when the checkpoint has one
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
     def validate(self) -> None:

@@ -4,7 +4,7 @@
                      batch and time dynamic: read a prompt in one call, then step one token at
                      a time with the state carried between calls
     tokenizer.*      the tokenizer's own files, as in the checkpoint
-    runtime.py       a copy of lm/runtime.py: runs the export with onnxruntime, numpy and
+    runtime.py       a copy of lm/export/runtime.py: runs the export with onnxruntime, numpy and
                      sentencepiece only (no torch, no lm)
     manifest.json    what a consumer needs to drive the graph: tokenizer kind, vocabulary size,
                      special ids, the state's names and shapes, opset, checksums of the files
@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import first_line
-from .checkpoint import load_checkpoint
-from .errors import ExportError
-from .model import LanguageModel
+from .._util import first_line
+from ..checkpoint.store import load_checkpoint
+from ..errors import ExportError
+from ..model.network import LanguageModel
 
 FORMAT = "lm-onnx"
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .trainer import Progress
 
 INSTALL_HINT = "pip install 'lm[tensorboard]'"

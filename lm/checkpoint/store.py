@@ -4,9 +4,9 @@
     model.safetensors    the weights (the best seen on the validation text)
     tokenizer.*          the tokenizer's own files
     lexicon.txt          the words of the training text with their counts (what suggestions may offer)
-    ngram.safetensors    word models: the training text's n-gram, when it improves suggestions (lm.ngram)
+    ngram.safetensors    word models: the training text's n-gram, when it improves suggestions (lm.mix.ngram)
     metrics.jsonl        one line per evaluation
-    curves.png           train and valid perplexity against steps and minutes (lm.report)
+    curves.png           train and valid perplexity against steps and minutes (lm.checkpoint.curves)
     resume.safetensors   latest weights, optimizer moments, RNG and carried state (for --resume)
     resume.json          the plain-data half of the resume state
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ._util import first_line, pick_device
-from .errors import CheckpointError, ConfigError, NoCheckpointError
-from .model import LanguageModel, ModelConfig, quantize_int8
-from .tokenizer import Tokenizer, load_tokenizer
+from .._util import first_line, pick_device
+from ..errors import CheckpointError, ConfigError, NoCheckpointError
+from ..model.network import LanguageModel, ModelConfig, quantize_int8
+from ..data.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -74,8 +74,8 @@ def save_checkpoint(
             curves.png (a picture that cannot be drawn is a warning, never an error).
         resume: (tensors, plain data) needed to continue training, or None.
         best_weights: weights to store as model.safetensors instead of the model's own.
-        lexicon: an lm.lexicon.Lexicon to save beside the tokenizer.
-        ngram: an lm.ngram.Ngram to save beside it (config["ngram"] says how it is mixed in).
+        lexicon: an lm.data.lexicon.Lexicon to save beside the tokenizer.
+        ngram: an lm.mix.ngram.Ngram to save beside it (config["ngram"] says how it is mixed in).
     """
     from safetensors.torch import save_file, save_model
 
@@ -102,7 +102,7 @@ def save_checkpoint(
             ngram.save(staging)
         _write_text(staging / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics_log or []))
         if metrics_log:  # drawn inside the staging folder, so the picture is swapped in with its metrics
-            from .report import CURVES_FILE, write_curves
+            from .curves import CURVES_FILE, write_curves
 
             write_curves(metrics_log, staging / CURVES_FILE, _curves_title(folder, model, tokenizer))
         if resume is not None:
@@ -355,8 +355,8 @@ def update_config(folder: Path, **entries) -> None:
 
 
 def load_ngram(folder: Path):
-    """The n-gram a checkpoint mixes into suggestions (lm/ngram.py), or None when it has none."""
-    from .ngram import FILE, Ngram, NgramConfig
+    """The n-gram a checkpoint mixes into suggestions (lm/mix/ngram.py), or None when it has none."""
+    from ..mix.ngram import FILE, Ngram, NgramConfig
 
     settings = NgramConfig.from_dict(read_config(Path(folder)).get("ngram") or {})
     if settings.weight <= 0 or not (Path(folder) / FILE).exists():
@@ -365,8 +365,8 @@ def load_ngram(folder: Path):
 
 
 def cache_config(folder: Path):
-    """The continuous cache settings saved in a checkpoint (lm/cache.py); off when it has none."""
-    from .cache import CacheConfig
+    """The continuous cache settings saved in a checkpoint (lm/mix/cache.py); off when it has none."""
+    from ..mix.cache import CacheConfig
 
     return CacheConfig.from_dict(read_config(Path(folder)).get("cache") or {})
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import ConfigBase, flag
-from .errors import ConfigError
+from .._util import ConfigBase, flag
+from ..errors import ConfigError
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
@@ -169,7 +169,7 @@ class LanguageModel(nn.Module):
         """What the output layer reads at every position [batch, time, emb], and the new state.
 
         `output(features(ids, state)[0])` equals `forward`'s logits; the continuous cache
-        (lm/cache.py) keeps these vectors as its memory of the text.
+        (lm/mix/cache.py) keeps these vectors as its memory of the text.
         """
         out, _, state = self._features(ids, state)
         return out, state

@@ -1,4 +1,4 @@
-"""The keyboard simulation of lm/keyboard.py, fast: a word model reads the text in large chunks.
+"""The keyboard simulation of lm/evaluate/keyboard.py, fast: a word model reads the text in large chunks.
 
 `keyboard_metrics` asks a session for the strip at every keystroke. A `SuggestionSession`
 reads the model one word at a time (a call per word, as a keyboard must): 141 words/s for a
@@ -10,7 +10,7 @@ bench/NOTES.md, "Keyboard simulation speed"):
   word boundary, and after a few letters only on that distribution restricted to the words
   with the typed prefix (a range of the vocabulary sorted by text), except that
 - when the typed prefix may itself be a whole word, the words after it compete for the strip
-  (lm/suggest.py). Their distribution is one model step from the boundary state; the steps a
+  (lm/suggest/engine.py). Their distribution is one model step from the boundary state; the steps a
   chunk needs run together as one batch.
 
 The rule is the Suggester's, step for step (the same candidates, sums and presentation), so
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from .keyboard import STRIP_SLOTS, WORD, KeyboardMetrics, keyboard_metrics
-from .model import read_ids, select_state
-from .suggest import Suggestion, SuggestionSession, Typed, split_typed
-from .text import START_TEXT
+from ..model.network import read_ids, select_state
+from ..suggest.engine import Suggestion, SuggestionSession, Typed, split_typed
+from ..data.text import START_TEXT
 
 CHUNK_FLOATS = 2**24  # floats of [time, vocab] probabilities one chunk may hold (64 MB)
 MAX_CHUNK = 2048  # tokens per chunk whatever the vocabulary

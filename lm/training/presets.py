@@ -18,7 +18,7 @@ import math
 
 from dataclasses import dataclass, fields, replace
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SIZES: dict[str, dict[str, dict]] = {
     "tiny": {"model": dict(layers=1, hidden=256, emb=96, dropout=0.1), "train": {}},
@@ -103,7 +103,7 @@ def choose_size(train_tokens: int, seconds: float | None, epochs: int, weights: 
                 speed) -> Plan:
     """The largest of AUTO_SIZES whose run gets ≥ TOKENS_PER_WEIGHT useful tokens per recurrent weight.
 
-    weights: recurrent weights of each size (lm.presets.recurrent_weights).
+    weights: recurrent weights of each size (lm.training.presets.recurrent_weights).
     speed: size -> training tokens/s on this machine (called only with a time budget).
     """
     plan = None
@@ -128,7 +128,7 @@ def useful_tokens(train_tokens: int, epochs: float) -> float:
 
 def recurrent_weights(size: str, model_config) -> int:
     """Weights of a preset's model outside its embedding (and the output layer tied to it)."""
-    from .model import LanguageModel  # the model module does not depend on this one
+    from ..model.network import LanguageModel  # the model module does not depend on this one
     config = replace(model_config, **SIZES[size]["model"])
     model = LanguageModel(config.resolved())
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("embedding", "decoder", "output")))

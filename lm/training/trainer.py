@@ -21,21 +21,21 @@ import numpy as np
 import torch
 
 from . import distributed
-from ._util import ConfigBase, flag, pick_device
+from .._util import ConfigBase, flag, pick_device
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .batching import batchify, count_windows, window_at
-from .cache import tune_on
-from .ngram import Ngram, NgramConfig, fit as fit_ngram
-from .checkpoint import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
+from ..data.batching import batchify, count_windows, window_at
+from ..mix.cache import tune_on
+from ..mix.ngram import Ngram, NgramConfig, fit as fit_ngram
+from ..checkpoint.store import (CONFIG_FILE, DEFAULT_ROOT, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, read_config,
                          read_resume, recover_interrupted_save, save_checkpoint, snapshot)
-from .corpus import Corpus, count_words, prepare_tokenizer, token_ids
-from .errors import CheckpointError, ConfigError, TrainingDiverged
-from .lexicon import Lexicon
-from .likelihood import evaluate_loss
-from .model import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
+from ..data.corpus import Corpus, count_words, prepare_tokenizer, token_ids
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..data.lexicon import Lexicon
+from ..model.likelihood import evaluate_loss
+from ..model.network import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
 from .presets import AUTO_SIZES, SIZES, apply_size, choose_size, recurrent_weights
-from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
+from ..data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 MAX_ROLLBACKS = 3
@@ -84,8 +84,8 @@ class TrainConfig(ConfigBase):
     average: str = "ema"
     ema_decay: float = 0.995
     vary_bptt: bool = False  # window lengths drawn around --bptt, the rate scaled to match
-    tune_cache: bool = True  # at the end, tune the continuous cache (lm/cache.py) on the validation text
-    # A preset of lm/presets.py for a new run, "auto" to pick one from the corpus and the time
+    tune_cache: bool = True  # at the end, tune the continuous cache (lm/mix/cache.py) on the validation text
+    # A preset of lm/training/presets.py for a new run, "auto" to pick one from the corpus and the time
     # (the CLI's default), or None: the settings exactly as given.
     size: str | None = None
 
@@ -301,7 +301,7 @@ class _Run:
     stop_requested: bool = False
     training_loss: object = None  # the model's training_loss, through DDP with several workers
     train_ids: np.ndarray | None = None  # the whole training text's ids (the n-gram counts them)
-    ngram: Ngram | None = None  # mixed into suggestions when it pays (word models; lm/ngram.py)
+    ngram: Ngram | None = None  # mixed into suggestions when it pays (word models; lm/mix/ngram.py)
 
     @property
     def steps_per_epoch(self) -> int:

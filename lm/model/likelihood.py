@@ -2,7 +2,7 @@
 
 Results are reported in units that compare across tokenizers: loss and perplexity per token,
 perplexity per whitespace word and bits per character, all from the same total NLL. The trainer
-validates with it; `lm eval` (lm/evaluate.py) reports it beside the keyboard metrics.
+validates with it; `lm eval` (lm/evaluate/evaluation.py) reports it beside the keyboard metrics.
 
 Reading a text in parallel streams
 ----------------------------------
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import detach_state
+from .network import detach_state
 
 DEFAULT_OVERLAP = 256  # priming tokens per stream; an LSTM's memory of its start state is shorter
 

@@ -30,12 +30,12 @@ from functools import lru_cache
 
 import torch
 
-from ._util import flag
-from .errors import ConfigError
-from .lexicon import WORD, Lexicon, continuations
-from .cache import CacheConfig, CacheMemory, mix
-from .model import read_chunk, read_features, read_ids, select_state
-from .text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
+from .._util import flag
+from ..errors import ConfigError
+from ..data.lexicon import WORD, Lexicon, continuations
+from ..mix.cache import CacheConfig, CacheMemory, mix
+from ..model.network import read_chunk, read_features, read_ids, select_state
+from ..data.text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
 MAX_MARKS = 4 * GROUP_WORDS  # word-boundary states a session keeps (older ones are re-read)
@@ -43,7 +43,7 @@ MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no sug
 ALONE_FLOATS = 2**18  # logits floats a mark may keep of its one-stream search steps (1 MB)
 SEGMENT = re.compile(r"\s*\S+|\s+")  # one word with the whitespace before it
 
-# What a beam hypothesis is doing, beside the character classes LETTER and PUNCT of lm.text.
+# What a beam hypothesis is doing, beside the character classes LETTER and PUNCT of lm.data.text.
 START_WORD, INSIDE = 2, 3  # no letter of the word yet; still inside the typed prefix
 
 
@@ -298,12 +298,12 @@ class Suggester:
             lexicon: the words char and subword models may offer (lm.Lexicon.load(checkpoint));
                 None, or config.any_word, lets them spell anything. Word models offer their
                 vocabulary.
-            cache: a continuous cache over the text typed so far (lm/cache.py; the checkpoint's
+            cache: a continuous cache over the text typed so far (lm/mix/cache.py; the checkpoint's
                 tuned settings: lm.cache_config(checkpoint)); None or a weight of 0: off.
                 Its memory holds the text's tokens up to the last word boundary; the pieces
                 of the word being typed are not in it.
-            ngram: an lm.ngram.Ngram mixed into a word model's next-word distribution at its
-                weight (lm.checkpoint.load_ngram(checkpoint)); None: off. Char and subword
+            ngram: an lm.mix.ngram.Ngram mixed into a word model's next-word distribution at its
+                weight (lm.checkpoint.store.load_ngram(checkpoint)); None: off. Char and subword
                 models leave it out.
         """
         self.model = model.eval()
@@ -638,7 +638,7 @@ class SuggestionSession:
     def __init__(self, suggester: Suggester, text: str = "", adapt=None):
         """
         Args:
-            adapt: an lm.adapt.AdaptConfig: dynamic evaluation as the text is typed. The session
+            adapt: an lm.mix.adapt.AdaptConfig: dynamic evaluation as the text is typed. The session
                 gets its own copy of the model (float weights), which takes one small gradient
                 step on every 20 tokens it reads and keeps the change, so names and topics
                 of the text become likelier. Off by default: a step is a backward pass (about
@@ -648,7 +648,7 @@ class SuggestionSession:
         """
         self.adapter = None
         if adapt is not None:
-            from .adapt import Adapter
+            from ..mix.adapt import Adapter
 
             suggester = suggester.with_model(copy.deepcopy(suggester.model))
             self.adapter = Adapter(suggester.model, adapt)
@@ -782,17 +782,17 @@ def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = Non
     words: a user dictionary added to the checkpoint's lexicon.
     cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
     ngram: mix in the checkpoint's n-gram (word models, when it has one).
-    adapt: an lm.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
+    adapt: an lm.mix.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
     """
-    from .checkpoint import cache_config, load, load_ngram, resolve_checkpoint
-    from .model import quantize_int8
+    from ..checkpoint.store import cache_config, load, load_ngram, resolve_checkpoint
+    from ..model.network import quantize_int8
 
     config = config or SuggestConfig()
     config.validate()
     folder = resolve_checkpoint(checkpoint)
     model, tokenizer = load(folder, device, int8=int8 and adapt is None)
     if adapt is not None:
-        from .adapt import adapt_to
+        from ..mix.adapt import adapt_to
 
         adapt_to(model, tokenizer.encode(START_TEXT + text), adapt)
         model = quantize_int8(model) if int8 and next(model.parameters()).device.type == "cpu" else model

@@ -4,7 +4,7 @@ Char and subword models can spell anything, and a small model spells non-words (
 "reday"); a keyboard offers words only. The lexicon holds the words of the training text with
 their counts (saved in the checkpoint as `lexicon.txt`, most frequent first), plus any the user
 adds. Case variants are one entry: lookups are case-folded. Words are runs of letters as
-lm.text defines them; punctuation is not a lexicon matter.
+lm.data.text defines them; punctuation is not a lexicon matter.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .text import JOINERS
 from .tokenizer import UNK
 

@@ -18,8 +18,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ._util import ConfigBase, hash_text
-from .errors import TokenizerError
+from .._util import ConfigBase, hash_text
+from ..errors import TokenizerError
 
 KINDS = ("char", "unigram", "bpe", "word")
 UNK = "<unk>"

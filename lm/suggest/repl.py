@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .sampler import STOP_AT, GenerationConfig, Sampler
-from .text import START_TEXT
+from ..data.text import START_TEXT
 
 SUGGESTIONS = 3
 
@@ -94,8 +94,8 @@ class Repl:
     """
 
     def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None, cache=None, ngram=None):
-        """lexicon, cache and ngram: what `:suggest` uses (lm.Lexicon.load, lm.checkpoint.cache_config and
-        lm.checkpoint.load_ngram of the checkpoint)."""
+        """lexicon, cache and ngram: what `:suggest` uses (lm.Lexicon.load, lm.checkpoint.store.cache_config and
+        lm.checkpoint.store.load_ngram of the checkpoint)."""
         self.model, self.tokenizer, self.lexicon, self.cache, self.ngram = model, tokenizer, lexicon, cache, ngram
         self.config = config or ReplConfig()
         self.config.validate()
@@ -193,11 +193,11 @@ class Repl:
         return True
 
     def suggestions(self, k: int = SUGGESTIONS) -> list:
-        """Next-word suggestions (lm.suggest.Suggestion) for the text so far.
+        """Next-word suggestions (lm.suggest.engine.Suggestion) for the text so far.
 
         The next line typed is joined with a space, so the suggestions are for a new word.
         """
-        from .suggest import Suggester  # the suggester is only loaded when asked for
+        from .engine import Suggester  # the suggester is only loaded when asked for
 
         if self._suggester is None:
             self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache, ngram=self.ngram)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._util import ConfigBase, flag
-from .errors import ConfigError
+from .._util import ConfigBase, flag
+from ..errors import ConfigError
 
 WINDOWS = (100, 500, 2000)  # positions remembered, tried by `tune` (Grave et al. used 100 to 2,000)
 SHARPNESS_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # θ tried by `tune`, times 1 / the median of |h|²

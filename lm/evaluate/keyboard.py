@@ -24,7 +24,7 @@ are counted in `unknown_words`. Leading whitespace before the first word is not 
 The suggester is anything with `.suggest(text, k) -> [suggestion with .completion]` (the text a
 tap appends; a word is judged by what its tap would type), so the simulation can be tested with
 a hand-made fake; a session (anything with `.type(chars)`
-and `.suggestions(k)`, such as lm.suggest.SuggestionSession) keeps the model's state as the
+and `.suggestions(k)`, such as lm.suggest.engine.SuggestionSession) keeps the model's state as the
 text is typed instead of re-reading it for every keystroke.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from .text import PUNCT, char_class
+from ..data.text import PUNCT, char_class
 
 STRIP_SLOTS = 3
 WORD = re.compile(r"(\S+)(\s*)")  # a word and the whitespace after it

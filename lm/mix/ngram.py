@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._util import ConfigBase
-from .errors import CheckpointError
+from .._util import ConfigBase
+from ..errors import CheckpointError
 
 FILE = "ngram.safetensors"
 WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # λ tried on the validation text

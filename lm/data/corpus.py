@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import first_line, hash_text
-from .errors import CorpusError
+from .._util import first_line, hash_text
+from ..errors import CorpusError
 from .tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
 
 TEXT_SUFFIXES = (".txt", ".text", ".raw", ".md")

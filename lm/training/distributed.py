@@ -7,7 +7,7 @@ the identity, so the single-process trainer pays nothing.
 
 How a run is split
 ------------------
-The training ids are cut into `--batch` streams as always (lm/batching.py); worker r of w
+The training ids are cut into `--batch` streams as always (lm/data/batching.py); worker r of w
 trains rows r*b .. (r+1)*b-1 of that [batch, length] array, b = batch / w, each with its own
 carried state. The streams, and so the global state [layers, batch, hidden], are the same
 for any number of workers: a checkpoint saves the whole state, and a resume with another
@@ -36,8 +36,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError, DistributedError
-from .likelihood import DEFAULT_OVERLAP, LossMetrics, evaluate_loss as evaluate_loss_alone, total_nll
+from ..errors import ConfigError, DistributedError
+from ..model.likelihood import DEFAULT_OVERLAP, LossMetrics, evaluate_loss as evaluate_loss_alone, total_nll
 
 WORKER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # A dead worker closes its sockets and the others fail at once; the timeout bounds a worker
@@ -293,7 +293,7 @@ def barrier() -> None:
 
 def evaluate_loss(model, ids: np.ndarray, chars: int, words: int, batch: int = 16, bptt: int = 256,
                   autocast=None, vocab_size: int | None = None) -> LossMetrics:
-    """lm.likelihood.evaluate_loss, each worker scoring a contiguous part of the ids.
+    """lm.model.likelihood.evaluate_loss, each worker scoring a contiguous part of the ids.
 
     Part r scores ids[cut_r : cut_r+1] after priming on the DEFAULT_OVERLAP ids before its
     cut, exactly as a primed stream of one process does; the NLL sums and token counts are

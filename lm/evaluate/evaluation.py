@@ -1,8 +1,8 @@
 """`lm eval`: a checkpoint measured on text files, folders or datasets.
 
-Likelihood metrics come from lm/likelihood.py (the same pass the trainer validates with);
+Likelihood metrics come from lm/model/likelihood.py (the same pass the trainer validates with);
 the keyboard metrics (top-k next-word accuracy, keystroke savings) type the text through the
-model's own suggester (lm/keyboard.py, lm/suggest.py).
+model's own suggester (lm/evaluate/keyboard.py, lm/suggest/engine.py).
 """
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._util import ConfigBase, flag, pick_device
-from .adapt import AdaptConfig, adapted_read
-from .cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
-from .checkpoint import load_checkpoint, load_ngram, update_config
-from .corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
-from .errors import ConfigError, CorpusError
+from .._util import ConfigBase, flag, pick_device
+from ..mix.adapt import AdaptConfig, adapted_read
+from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
+from ..checkpoint.store import load_checkpoint, load_ngram, update_config
+from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
+from ..errors import ConfigError, CorpusError
 from .fast_keyboard import fast_keyboard_metrics
 from .keyboard import KeyboardMetrics, leading_words
-from .lexicon import Lexicon
-from .likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
-from .model import quantize_int8
-from .ngram import fit as fit_ngram
-from .suggest import Suggester
-from .text import START_TEXT
-from .tokenizer import UNK
+from ..data.lexicon import Lexicon
+from ..model.likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
+from ..model.network import quantize_int8
+from ..mix.ngram import fit as fit_ngram
+from ..suggest.engine import Suggester
+from ..data.text import START_TEXT
+from ..data.tokenizer import UNK
 
 SPLITS = ("test", "valid", "train")
 
@@ -50,7 +50,7 @@ class EvalConfig(ConfigBase):
     cache: bool = True  # also report the figures with the checkpoint's continuous cache (when tuned)
     tune_cache: bool = False  # first tune the cache (and a word model's n-gram) on the checkpoint's validation text
     ngram: bool = True  # also report the figures with the checkpoint's n-gram (word models, when it has one)
-    adapt: bool = False  # also read the text with dynamic evaluation (lm/adapt.py)
+    adapt: bool = False  # also read the text with dynamic evaluation (lm/mix/adapt.py)
     adapt_lr: float = AdaptConfig.lr
     adapt_decay: float = AdaptConfig.decay
 
@@ -208,9 +208,9 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
     """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample.
 
     lexicon: what the suggester may offer (lm.Lexicon.load(checkpoint)), as `lm suggest` runs it.
-    cache: a continuous cache (lm.cache); when on, the text is also read as one stream without
+    cache: a continuous cache (lm.mix.cache); when on, the text is also read as one stream without
         and with it, and typed again with it.
-    ngram: a word model's lm.ngram.Ngram; when given, that stream is scored and the text typed
+    ngram: a word model's lm.mix.ngram.Ngram; when given, that stream is scored and the text typed
         again with it mixed in too (over the cache, when on).
     """
     config = config or EvalConfig()
@@ -303,7 +303,7 @@ def _evaluate_ngram(model, tokenizer, text, ids, config, progress, lexicon, cach
 def text_keyboard_metrics(model, tokenizer, text: str, progress: EvalProgress, lexicon=None, cache=None,
                           ngram=None) -> KeyboardMetrics:
     """Keyboard metrics of the model's own suggester: the numbers of typing through a
-    SuggestionSession, computed from chunked reads where the model allows (lm/fast_keyboard.py)."""
+    SuggestionSession, computed from chunked reads where the model allows (lm/evaluate/fast_keyboard.py)."""
     suggester = Suggester(model, tokenizer, lexicon=lexicon, cache=cache, ngram=ngram)
     progress.start("keyboard", count_words(text))
     return fast_keyboard_metrics(suggester, text, is_unknown=unknown_word_test(tokenizer), advance=progress.advance)

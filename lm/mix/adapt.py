@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._util import ConfigBase, flag
-from .errors import ConfigError
-from .model import detach_state
+from .._util import ConfigBase, flag
+from ..errors import ConfigError
+from ..model.network import detach_state
 
 SQUARE_DECAY = 0.99  # running mean of g²: about the last hundred segments
 EPSILON = 1e-8
@@ -64,7 +64,7 @@ def adapted_nll(model, ids: np.ndarray, config: AdaptConfig | None = None, advan
 def adapted_read(model, ids: np.ndarray, config: AdaptConfig | None = None, advance=lambda n: None,
                  keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """As `adapted_nll`, with the feature vector at each position [len(ids) - 1, dim] first: what
-    a continuous cache remembers (lm/cache.py), as the adapting model saw it at the time."""
+    a continuous cache remembers (lm/mix/cache.py), as the adapting model saw it at the time."""
     config = config or AdaptConfig()
     config.validate()
     params = _float_params(model)

@@ -15,10 +15,10 @@ from typing import Iterator
 
 import torch
 
-from ._util import flag
-from .errors import ConfigError
-from .model import map_state, read_chunk, read_ids, select_state
-from .text import START_TEXT, count_word_starts
+from .._util import flag
+from ..errors import ConfigError
+from ..model.network import map_state, read_chunk, read_ids, select_state
+from ..data.text import START_TEXT, count_word_starts
 
 DEFAULT_MAX_TOKENS = 200  # when neither max_tokens nor max_words is given
 TOKENS_PER_WORD = 32  # a max_words run also ends after this many tokens per word

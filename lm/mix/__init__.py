@@ -1,0 +1,20 @@
+"""What composes with the model's log-probabilities at inference time.
+
+The continuous cache (cache), the training text's n-gram (ngram) and dynamic evaluation
+(adapt): each is a mixture or a wrapper over the model's output through the one contract, so
+the trainer never knows them.
+
+May import: lm.model, lm.data, lm.errors, lm._util.
+"""
+
+from importlib import import_module
+
+
+def __getattr__(name: str):
+    """`lm.mix.MODULE` after a plain `import lm.mix`: the module is imported when first used."""
+    try:
+        return import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

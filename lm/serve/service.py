@@ -1,0 +1,58 @@
+"""What the routes share: the loaded model, its suggester, the sessions and the worker limit.
+
+It lives apart from the app factory so that the app and its routes both import it, and
+neither imports the other's module first.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Callable
+
+import anyio
+import anyio.to_thread
+
+from ..suggest.engine import SuggestConfig, Suggester, Suggestion
+from .sessions import SessionStore, session_limit
+from .settings import ServeSettings
+
+log = logging.getLogger("lm.serve")
+# glibc keeps the memory worker threads free in per-thread arenas; without a trim the server's
+# RSS grew 290 -> 1,174 MB under load while the sessions held ~100 MB (bench/NOTES.md).
+TRIM_EVERY = 1000  # model requests between hand-backs
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's malloc_trim; nothing elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class Service:
+    """The model and what the routes share: the suggester, the sessions, the worker limit."""
+
+    def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
+        share = settings.processes or 1  # each server process keeps its share of the sessions
+        limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)
+        self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
+        self.limiter = anyio.CapacityLimiter(settings.workers)
+        self.requests = 0  # model requests so far, to hand memory back every TRIM_EVERY
+
+    def suggest(self, text: str, k: int, session: str | None) -> list[Suggestion]:
+        """The same rule and numbers as `Suggester.suggest`; a session only saves re-reading."""
+        if session is None:
+            return self.suggester.suggest(text, k)
+        return self.sessions.suggest(session, text, k)
+
+    async def run(self, fn: Callable, *args):
+        """Run blocking model work in a worker thread; every TRIM_EVERY calls, hand freed memory back."""
+        self.requests += 1
+        if self.requests % TRIM_EVERY == 0:
+            await anyio.to_thread.run_sync(release_memory, limiter=self.limiter)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)

@@ -1,0 +1,19 @@
+"""The training stage: truncated BPTT with the state carried between windows.
+
+trainer (the loop and a run's set-up), presets (the sizes and the budget rule), distributed
+(torchrun workers over the same loop), tensorboard (an optional progress sink).
+
+May import: lm.checkpoint, lm.mix, lm.model, lm.data, lm.errors, lm._util.
+"""
+
+from importlib import import_module
+
+
+def __getattr__(name: str):
+    """`lm.training.MODULE` after a plain `import lm.training`: the module is imported when first used."""
+    try:
+        return import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
