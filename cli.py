@@ -23,7 +23,7 @@ import lm.checkpoint.report
 import lm.suggest.repl  # also loads lm.suggest.sampler, for the generate and repl commands
 import lm.suggest.engine
 from lm.serve.settings import LOOPBACK, ServeSettings
-from lm.model.network import CELLS
+from lm.model.config import CELLS
 from lm.data.tokenizer import KINDS
 from lm.training.trainer import DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES
 
@@ -127,8 +127,8 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.ModelConfig, "tar", "Training: temporal activation regularization, this times the mean squared "
               "change of the last-layer output from step to step.")
 @field_option(lm.ModelConfig, "softmax", "Output layer: full (tied to the embedding) or adaptive (cheaper for large "
-              f"vocabularies); auto picks adaptive from {lm.model.network.ADAPTIVE_MIN_VOCAB:,} tokens.",
-              type=click.Choice(lm.model.network.SOFTMAXES))
+              f"vocabularies); auto picks adaptive from {lm.model.config.ADAPTIVE_MIN_VOCAB:,} tokens.",
+              type=click.Choice(lm.model.config.SOFTMAXES))
 @field_option(lm.TrainConfig, "batch", "Parallel streams per step.")
 @field_option(lm.TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(lm.TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
@@ -810,7 +810,7 @@ def info_table(summary: dict) -> Table:
     parameters = f"{model['parameters']:,}" if model.get("parameters") else "unknown"
     rows = [
         ("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, {model['softmax']} softmax"),
-        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in lm.model.network.REGULARIZERS
+        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in lm.model.config.REGULARIZERS
                                      if model.get(name)) or "none"),
         ("size", f"{parameters} parameters, weights {_size(summary['size']['weights_bytes'])}, "
                  f"folder {_size(summary['size']['folder_bytes'])}"),

@@ -34,7 +34,7 @@ from lm.data.batching import batchify, windows  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 # The AWD-LSTM regularizers of the large preset, for --regularize.
-AWD = {k: v for k, v in lm.training.presets.SIZES["large"]["model"].items() if k in lm.model.network.REGULARIZERS and k != "dropout"}
+AWD = {k: v for k, v in lm.training.presets.SIZES["large"]["model"].items() if k in lm.model.config.REGULARIZERS and k != "dropout"}
 
 
 def sync(device: torch.device) -> None:

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 import lm
 from cli import cli
 from conftest import TINY_MODEL, TINY_TRAIN, make_text, train_tiny
-from lm.model.network import CELLS, LanguageModel, ModelConfig, locked_dropout, quantize_int8
+from lm.model.config import CELLS, ModelConfig
+from lm.model.network import CELL_MODULES, LanguageModel, locked_dropout, quantize_int8
 
 ALL_ON = dict(dropout=0.3, locked_dropout=True, embedding_dropout=0.3, weight_drop=0.5, ar=2.0, tar=1.0)
 
@@ -53,7 +54,7 @@ def test_locked_dropout_draws_one_mask_per_sequence():
 def fused_by_layer(model: LanguageModel, layer: int, w_hh=None):
     """One layer of the model's RNN as its own nn module: an independent computation."""
     config = model.config
-    single = CELLS[config.cell](config.emb if layer == 0 else config.hidden, config.hidden, 1, batch_first=True)
+    single = CELL_MODULES[config.cell](config.emb if layer == 0 else config.hidden, config.hidden, 1, batch_first=True)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(single, f"{name}_l0").copy_(getattr(model.rnn, f"{name}_l{layer}"))

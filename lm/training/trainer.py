@@ -33,7 +33,8 @@ from ..data.corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..data.lexicon import Lexicon
 from ..model.likelihood import evaluate_loss
-from ..model.network import REGULARIZERS, LanguageModel, ModelConfig, count_parameters, detach_state
+from ..model.config import REGULARIZERS, ModelConfig
+from ..model.network import LanguageModel, count_parameters, detach_state
 from .presets import AUTO_SIZES, SIZES, apply_size, choose_size, recurrent_weights
 from ..data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 
