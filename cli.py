@@ -490,8 +490,8 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
     config.validate()
     shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
     prompt = read_text_argument(prompt, "PROMPT")
-    model, tokenizer = lm.load(checkpoint, device=device, int8=int8)
-    generation = lm.suggest.sampler.generate(model, tokenizer, prompt, config)
+    predictor = lm.load(checkpoint, device=device, int8=int8, cache=False, ngram=False)
+    generation = lm.suggest.sampler.generate(predictor.model, predictor.tokenizer, prompt, config)
     try:
         if as_json:
             import json
@@ -573,10 +573,7 @@ def repl(checkpoint, int8, device, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    folder = lm.checkpoint.store.resolve_checkpoint(checkpoint)
-    model, tokenizer = lm.load(folder, device=device, int8=int8)
-    session = lm.suggest.repl.Repl(model, tokenizer, lm.suggest.repl.ReplConfig(**options), lm.Lexicon.load(folder),
-                           lm.checkpoint.store.cache_config(folder), lm.checkpoint.store.load_ngram(folder))
+    session = lm.suggest.repl.Repl.load(lm.load(checkpoint, device=device, int8=int8), lm.suggest.repl.ReplConfig(**options))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()

@@ -25,7 +25,7 @@ import torch
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 from lm.mix.cache import CacheConfig, mix  # noqa: E402
-from lm.checkpoint.store import cache_config, load  # noqa: E402
+import lm  # noqa: E402
 from lm.suggest.sampler import GenerationConfig, next_tokens  # noqa: E402
 from lm.data.text import START_TEXT  # noqa: E402
 
@@ -76,8 +76,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "cache_generation.json")
     args = parser.parse_args()
-    model, tokenizer = load(args.checkpoint)
-    cache, config = cache_config(args.checkpoint), GenerationConfig()
+    loaded = lm.load(args.checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    cache, config = loaded.cache, GenerationConfig()
     if not cache.enabled:
         sys.exit(f"{args.checkpoint} has no tuned cache — run lm eval --tune-cache first")
     report = {"checkpoint": args.checkpoint, "cache": cache.to_dict(), "decoding": asdict(config),

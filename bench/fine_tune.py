@@ -29,7 +29,8 @@ from lm.evaluate.evaluation import EvalConfig, evaluate_text  # noqa: E402
 
 
 def measure(checkpoint: Path, text: str, args) -> dict:
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     result = evaluate_text(model, tokenizer, text, EvalConfig(keyboard_words=args.keyboard_words, device="cpu"))
     return {
         **{k: v for k, v in result.loss.to_dict().items() if k in ("perplexity", "word_perplexity", "bits_per_char")},

@@ -28,7 +28,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
-from lm.model.network import count_parameters, quantize_int8  # noqa: E402
+from lm.model.int8 import quantize_int8  # noqa: E402
+from lm.model.network import count_parameters  # noqa: E402
 from lm.suggest.sampler import START_TEXT, GenerationConfig, Sampler  # noqa: E402
 from lm.data.tokenizer import DEFAULT_SUBWORD_VOCAB, CharTokenizer  # noqa: E402
 
@@ -151,7 +152,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer = lm.load(args.checkpoint) if args.checkpoint else random_model(args)
+    loaded = lm.load(args.checkpoint) if args.checkpoint else random_model(args)
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     config = model.config
     found = measure({"fp32": model, "int8": quantize_int8(model)}, tokenizer, args)
     single, long, bare = found["single_stream"], found["single_stream_long_prompt"], found["bare_lstm_cells_step_tokens_per_s"]

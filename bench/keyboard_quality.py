@@ -47,7 +47,6 @@ sys.path.insert(0, str(BENCH))
 import lm  # noqa: E402
 from lm.mix.adapt import AdaptConfig, adapted_nll  # noqa: E402
 from lm.mix.cache import cache_nll  # noqa: E402
-from lm.checkpoint.store import cache_config, load_ngram  # noqa: E402
 from lm.data.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
 from lm.evaluate.evaluation import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
 from lm.mix.ngram import Ngram  # noqa: E402
@@ -87,7 +86,7 @@ def training_text(checkpoint: Path) -> str:
 
 def build_ngram(checkpoint, order: int = 5):
     """(the n-gram over the checkpoint's training text, the checkpoint's tokenizer)."""
-    _, tokenizer = lm.load(checkpoint)
+    tokenizer = lm.load(checkpoint).tokenizer
     if not tokenizer.word_level:
         sys.exit(f"{checkpoint} has a {tokenizer.kind} tokenizer; the n-gram baseline needs a word model")
     ids = np.asarray(token_ids(training_text(checkpoint), tokenizer), dtype=np.int64)
@@ -250,7 +249,7 @@ def measure(checkpoint: Path, text: str, args) -> dict:
     started = time.perf_counter()
     ngram, tokenizer = build_ngram(checkpoint, args.order)
     build_seconds = time.perf_counter() - started
-    model, _ = lm.load(checkpoint)
+    model = lm.load(checkpoint).model
     scored = leading_words(text, args.max_words) if args.max_words else text
     keyboard_text = leading_words(text, args.keyboard_words) if args.keyboard_words else text
 
@@ -265,7 +264,7 @@ def measure(checkpoint: Path, text: str, args) -> dict:
               **simulate(lm_suggester, SuggestionSession(lm_suggester), keyboard_text, tokenizer)}
     rows = {"ngram": ngram_row, "lm": lm_row}
     # The cache and dynamic evaluation read the text as one stream; "lm, one stream" is their baseline.
-    cache = cache_config(checkpoint)
+    cache = lm.load(checkpoint).cache
     started = time.perf_counter()
     stream_nll, cache_nll_ = cache_nll(model, ids, cache)
     rows["lm_stream"] = {"perplexity": math.exp(stream_nll.mean().item())}
@@ -274,7 +273,7 @@ def measure(checkpoint: Path, text: str, args) -> dict:
         rows["lm_cache"] = {"perplexity": math.exp(cache_nll_.mean().item()), "settings": cache.to_dict(),
                             "perplexity_seconds": time.perf_counter() - started,
                             **simulate(cached, SuggestionSession(cached), keyboard_text, tokenizer)}
-    mixed = load_ngram(checkpoint)  # the pruned n-gram `lm train` counted and weighed, over the cache
+    mixed = lm.load(checkpoint).ngram  # the pruned n-gram `lm train` counted and weighed, over the cache
     if mixed is not None:
         with_both = Suggester(model, tokenizer, cache=cache if cache.enabled else None, ngram=mixed)
         rows["lm_cache_ngram"] = {"perplexity": math.exp(mixed.mixed_nll(cache_nll_, ids, mixed.weight).mean().item()),

@@ -24,11 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lm.checkpoint.store import load  # noqa: E402
+import lm  # noqa: E402
 from lm.evaluate.evaluation import unknown_word_test  # noqa: E402
 from lm.evaluate.fast_keyboard import fast_keyboard_metrics  # noqa: E402
 from lm.evaluate.keyboard import keyboard_metrics, leading_words  # noqa: E402
-from lm.suggest.engine import Suggester, SuggestionSession, load_lexicon  # noqa: E402
+from lm.suggest.engine import Suggester, SuggestionSession  # noqa: E402
 
 WIKITEXT_TEST = ROOT.parent / "shared" / "corpora" / "wikitext-2" / "test.txt"
 
@@ -40,8 +40,9 @@ def timed(fn):
 
 
 def measure(checkpoint: str, text: str, old_words: int, new_words: int) -> dict:
-    model, tokenizer = load(checkpoint)
-    suggester = Suggester(model, tokenizer, lexicon=load_lexicon(checkpoint))
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    suggester = Suggester(model, tokenizer, lexicon=loaded.lexicon)
     unknown = unknown_word_test(tokenizer)
     old_text, new_text = leading_words(text, old_words), leading_words(text, new_words)
     old, old_s = timed(lambda: keyboard_metrics(suggester, old_text, session=SuggestionSession(suggester), is_unknown=unknown))

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from lm.checkpoint.store import cache_config, load  # noqa: E402
-from lm.suggest.engine import Suggester, SuggestConfig, SuggestionSession, load_lexicon  # noqa: E402
+import lm  # noqa: E402
+from lm.suggest.engine import Suggester, SuggestConfig, SuggestionSession  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -70,8 +70,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model, tokenizer = load(args.checkpoint, "cpu", int8=not args.fp32)
-    suggester = Counting(model, tokenizer, SuggestConfig(), load_lexicon(args.checkpoint), cache_config(args.checkpoint))
+    loaded = lm.load(args.checkpoint, "cpu", int8=not args.fp32)
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    suggester = Counting(model, tokenizer, SuggestConfig(), loaded.lexicon, loaded.cache)
     suggester.counts = Counter()
     text = held_out(Path(args.text), args.tail)
     warm = SuggestionSession(suggester)

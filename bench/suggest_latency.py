@@ -115,11 +115,11 @@ def train_model(corpus_path: Path, out: Path, kind: str, args) -> None:
 
 def measure(checkpoint: Path, text: str, precision: str, args) -> dict:
     ckpt = lm.load_checkpoint(checkpoint)
-    model = lm.model.network.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
+    model = lm.model.int8.quantize_int8(ckpt.model) if precision == "int8" else ckpt.model
     # As `lm suggest` runs it: the checkpoint's lexicon, its tuned cache (unless --no-cache) and a
     # word model's n-gram (unless --no-ngram).
-    cache = lm.checkpoint.store.cache_config(checkpoint) if args.cache else None
-    ngram = lm.checkpoint.store.load_ngram(checkpoint) if args.ngram else None
+    cache = lm.load(checkpoint).cache if args.cache else None
+    ngram = lm.load(checkpoint).ngram if args.ngram else None
     suggester = Suggester(model, ckpt.tokenizer, SuggestConfig(), lm.Lexicon.load(checkpoint), cache, ngram)
     held_out = text[int(len(text) * 0.9):]
     points = sample_points(held_out, args.samples)

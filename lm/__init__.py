@@ -3,7 +3,8 @@
     import lm
     corpus = lm.load_corpus(["corpus.txt"])
     result = lm.train(corpus, out="checkpoints/demo")
-    model, tokenizer = lm.load("checkpoints/demo")
+    predictor = lm.load("checkpoints/demo")     # model, tokenizer, lexicon, cache, n-gram
+    print(lm.Suggester.load(predictor).suggest("the clouds are in the"))
 
 Names are imported from their modules when first used, so `import lm` is cheap and a command
 that only suggests never loads the trainer.
@@ -16,8 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "mix.adapt": ["AdaptConfig", "adapted_nll"],
     "mix.cache": ["CacheConfig"],
-    "checkpoint.store": ["Checkpoint", "cache_config", "load", "load_checkpoint", "load_ngram", "newest_checkpoint",
-                   "save_checkpoint"],
+    "checkpoint.loader": ["Predictor", "load"],
+    "checkpoint.store": ["Checkpoint", "load_checkpoint", "newest_checkpoint", "save_checkpoint"],
     "data.corpus": ["Corpus", "load_corpus"],
     "errors": ["CheckpointError", "ConfigError", "CorpusError", "DistributedError", "ExportError", "LMError", "NoCheckpointError",
                "TokenizerError", "TrainingDiverged"],
@@ -27,7 +28,9 @@ _EXPORTS = {
     "data.lexicon": ["Lexicon"],
     "model.likelihood": ["LossMetrics", "evaluate_loss"],
     "model.config": ["ModelConfig"],
-    "model.network": ["LanguageModel", "detach_state", "read_ids"],
+    "model.network": ["LanguageModel"],
+    "model.reading": ["read_ids"],
+    "model.state": ["detach_state"],
     "mix.ngram": ["Ngram", "NgramConfig"],
     "training.presets": ["SIZES", "apply_size"],
     "suggest.sampler": ["GenerationConfig", "Sampler", "generate"],

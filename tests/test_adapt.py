@@ -12,11 +12,11 @@ import lm
 from cli import cli
 from conftest import make_text
 from lm.mix.adapt import SQUARE_DECAY, AdaptConfig, adapted_nll
-from lm.checkpoint.store import load
 
 
 def test_two_segments_follow_the_update_rule_and_the_weights_come_back(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("char"))
+    loaded = lm.load(tiny_checkpoints("char"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     before = copy.deepcopy(model.state_dict())
     ids = tokenizer.encode("the cat sees the ball .\nthe cat")[:9]  # two segments of 4 tokens
     config = AdaptConfig(lr=0.01, decay=0.1, segment=4)
@@ -43,7 +43,8 @@ def test_two_segments_follow_the_update_rule_and_the_weights_come_back(tiny_chec
 
 
 def test_adapting_to_a_repeated_passage_lowers_its_loss(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     passage = "my friend keeps the river near the road .\nher sister calls a small house by the sea .\n"
     ids = tokenizer.encode(passage * 6)
     plain = adapted_nll(model, ids, AdaptConfig(lr=1e-12, decay=0.0))  # a step too small to matter
@@ -72,14 +73,16 @@ def test_suggest_adapt_leans_toward_the_text_read(tiny_checkpoints):
     adapted = lm.suggest_words(text, folder, lm.SuggestConfig(k=5), adapt=AdaptConfig(lr=3e-3))
     p = lambda strip: next((s.probability for s in strip if s.word == "river"), 0.0)  # noqa: E731
     assert p(adapted) > p(plain)
-    model, tokenizer = load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     reference = copy.deepcopy(model)
     lm.mix.adapt.adapt_to(model, tokenizer.encode(text), AdaptConfig(lr=3e-3))
     assert not torch.equal(model.rnn.weight_hh_l0, reference.rnn.weight_hh_l0)
 
 
 def test_adapting_with_the_cache_is_the_cache_over_the_adapting_models_features(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     passage = "my friend keeps the river near the road .\nher sister calls a small house by the sea .\n"
     text = passage * 4
     cache = lm.CacheConfig(window=40, sharpness=0.05, weight=0.3)
@@ -103,7 +106,9 @@ def test_a_session_that_adapts_takes_the_same_steps_as_dynamic_evaluation_of_its
     from lm.suggest.engine import Suggester, SuggestionSession
     from lm.data.text import START_TEXT
 
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     before = copy.deepcopy(model.state_dict())
     config = AdaptConfig(lr=1e-3, decay=0.01, segment=5)
     text = make_text(4, seed=3).replace("\n", " ")  # ends in a space: the whole text is context
@@ -133,6 +138,8 @@ def test_a_session_cannot_adapt_int8_weights(tiny_checkpoints):
 
     from lm.suggest.engine import Suggester, SuggestionSession
 
-    model, tokenizer = load(tiny_checkpoints("word"), int8=True)
+    loaded = lm.load(tiny_checkpoints("word"), int8=True)
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     with pytest.raises(lm.ConfigError, match="float weights"):
         SuggestionSession(Suggester(model, tokenizer), adapt=AdaptConfig())

@@ -13,7 +13,6 @@ import lm
 from cli import cli
 from conftest import make_text
 from lm.mix.cache import CacheConfig, CacheMemory, cache_nll, mix, target_probs, tune
-from lm.checkpoint.store import load
 from lm.suggest.engine import Suggester, SuggestionSession
 from lm.data.text import START_TEXT
 
@@ -69,7 +68,8 @@ def test_tune_keeps_the_cache_off_when_no_setting_helps_and_picks_the_best_other
 
 
 def test_a_repeated_rare_word_becomes_likelier_with_the_cache(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     text = "the cat finds the river at home .\nmy friend keeps some bread by the sea .\nthe cat finds the river"
     ids = tokenizer.encode(START_TEXT + text)
     repeat = len(ids) - 2  # the position that predicts the second "river"
@@ -81,7 +81,8 @@ def test_a_repeated_rare_word_becomes_likelier_with_the_cache(tiny_checkpoints):
 @pytest.mark.parametrize("kind", ["word", "char", "unigram"])
 def test_a_cached_session_equals_reading_the_whole_text_at_every_keystroke(tiny_checkpoints, kind):
     folder = tiny_checkpoints(kind)
-    model, tokenizer = load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     cache = CacheConfig(window=24, sharpness=0.1, weight=0.3)  # a small window: the memory drops old entries
     suggester = Suggester(model, tokenizer, lexicon=lm.Lexicon.load(folder), cache=cache)
     rng = random.Random(kind)
@@ -97,7 +98,8 @@ def test_a_cached_session_equals_reading_the_whole_text_at_every_keystroke(tiny_
 
 
 def test_word_suggestions_follow_the_mixed_distribution(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     cache = CacheConfig(window=50, sharpness=0.05, weight=0.4)
     text = "the birds want a small house near the road .\nour teacher wants the "
     shown = Suggester(model, tokenizer, cache=cache).suggest(text, k=3)
@@ -138,7 +140,7 @@ def test_memory_views_survive_rewrites_and_drop_what_the_window_left_behind():
 def test_training_saves_a_tuned_cache_and_eval_reports_it(tmp_path, corpus_file, tiny_checkpoints):
     from conftest import train_tiny
 
-    run = train_tiny(corpus_file, tmp_path / "run", kind="word", max_steps=40)
+    run = train_tiny(corpus_file, tmp_path / "run", kind="word", max_steps=40, tune_cache=True)
     saved = json.loads((run.checkpoint / "config.json").read_text())["cache"]
     assert set(saved) >= {"window", "sharpness", "weight", "valid_perplexity", "valid_perplexity_with_cache"}
     assert saved["valid_perplexity_with_cache"] <= saved["valid_perplexity"]
@@ -167,7 +169,8 @@ def test_suggest_uses_the_saved_cache_unless_told_not_to(tmp_path, tiny_checkpoi
     text = "the birds want a small house near the road .\nour teacher wants the "
     run = lambda *flags: json.loads(CliRunner().invoke(  # noqa: E731  (the cache alone: --no-ngram)
         cli, ["suggest", text, "-c", str(folder), "--json", "--fp32", "--no-ngram", *flags]).output)
-    model, tokenizer = load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     with_cache = Suggester(model, tokenizer, cache=CacheConfig(100, 0.05, 0.4)).suggest(text)
     assert run() == [s.to_dict() for s in with_cache]
     assert run("--no-cache") == [s.to_dict() for s in Suggester(model, tokenizer).suggest(text)]
@@ -175,7 +178,8 @@ def test_suggest_uses_the_saved_cache_unless_told_not_to(tmp_path, tiny_checkpoi
 
 
 def test_cache_nll_mixes_each_position_with_a_weight_that_grows_with_its_memory(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer.encode(START_TEXT + make_text(6, seed=11))
     config = CacheConfig(window=16, sharpness=0.05, weight=0.3)
     without, with_cache = cache_nll(model, ids, config)

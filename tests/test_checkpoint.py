@@ -17,12 +17,14 @@ def checkpoint(tmp_path, tiny_checkpoints):
 
 
 def test_round_trip_gives_identical_logits(tmp_path, checkpoint):
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     ids = torch.tensor([tokenizer.encode("the clouds are in the sky")])
     before, _ = model(ids)
     again = tmp_path / "again"
     lm.save_checkpoint(again, model, tokenizer, {"tokenizer": {"kind": tokenizer.kind}})
-    model2, tokenizer2 = lm.load(again)
+    loaded = lm.load(again)
+    model2, tokenizer2 = loaded.model, loaded.tokenizer
     after, _ = model2(ids)
     assert torch.equal(before, after)
     assert tokenizer2.pieces == tokenizer.pieces
@@ -109,8 +111,8 @@ def test_damaged_checkpoints_give_clear_errors(checkpoint, damage, message):
 def test_a_swap_interrupted_between_renames_recovers_the_previous_folder(checkpoint):
     old = checkpoint.with_name(checkpoint.name + ".old")
     ids = torch.tensor([[1, 2, 3]])
-    expected = lm.load(checkpoint)[0](ids)[0]
+    expected = lm.load(checkpoint).model(ids)[0]
     os.replace(checkpoint, old)  # the state after the first rename of a save
-    model, _ = lm.load(checkpoint)
+    model = lm.load(checkpoint).model
     assert checkpoint.is_dir() and not old.exists()
     torch.testing.assert_close(model(ids)[0], expected, rtol=0, atol=0)

@@ -26,7 +26,7 @@ def test_wikitext2_valid_through_lm_eval(shared_corpora, tmp_path):
     sample = text[: [m.end() for m in re.finditer(r"\S+", text)][19_999]]  # up to the end of the 20,000th word
     assert report["words"] == 20_000 and report["total_words"] == len(text.split())
     assert report["tokens"] == 20_000 + sample.count("\n")  # one <eos> per line, as the benchmark counts
-    vocab = lm.load(tmp_path / "m")[1].vocab_size
+    vocab = lm.load(tmp_path / "m").tokenizer.vocab_size
     assert report["perplexity"] < vocab / 4  # far better than guessing among the vocabulary
     keyboard = report["keyboard"]
     assert keyboard["words"] + keyboard["unknown_words"] == 300

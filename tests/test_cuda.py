@@ -13,14 +13,16 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 def test_training_on_cuda_saves_a_checkpoint_that_loads_on_cpu(tmp_path, corpus_file):
     result = train_tiny(corpus_file, tmp_path / "m", device="cuda", max_steps=40)
     assert result.best["valid_loss"] < 3.0
-    model, tokenizer = lm.load(tmp_path / "m", device="cpu")
+    loaded = lm.load(tmp_path / "m", device="cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert next(model.parameters()).device.type == "cpu"
 
 
 @cuda
 def test_cuda_and_cpu_logits_agree(tiny_checkpoints):
-    cpu_model, tokenizer = lm.load(tiny_checkpoints("char"), device="cpu")
-    gpu_model, _ = lm.load(tiny_checkpoints("char"), device="cuda")
+    loaded = lm.load(tiny_checkpoints("char"), device="cpu")
+    cpu_model, tokenizer = loaded.model, loaded.tokenizer
+    gpu_model = lm.load(tiny_checkpoints("char"), device="cuda").model
     ids = torch.tensor([tokenizer.encode("the clouds are in the sky")])
     cpu_logits, _ = cpu_model(ids)
     gpu_logits, _ = gpu_model(ids.cuda())

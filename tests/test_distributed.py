@@ -24,7 +24,7 @@ TRAIN = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, device="cpu", pre
 LAUNCH = "import sys, lm.training.distributed as d; sys.exit(d.launch(sys.argv[1:], 2))"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 TINY_CLI = ["--tokenizer", "char", "--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16",
-            "--device", "cpu", "--precision", "fp32"]
+            "--device", "cpu", "--precision", "fp32", "--no-tune-cache"]
 
 
 def start_workers(tmp_path: Path, corpus_file: Path, name: str, **train) -> tuple[subprocess.Popen, Path]:
@@ -119,7 +119,8 @@ def test_max_time_and_ctrl_c_stop_both_workers_at_one_step_and_resume_continues(
     assert meta["step"] == first_again["step"]
     # Resume in one process: the saved state [layers, 4 streams, hidden] is its whole batch.
     result = lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "run",
-                      config=lm.TrainConfig(max_steps=first_again["step"] + 2, max_time=1000.0, epochs=1000), resume=True)
+                      config=lm.TrainConfig(max_steps=first_again["step"] + 2, max_time=1000.0, epochs=1000,
+                                                                tune_cache=False), resume=True)
     assert result.step == first_again["step"] + 2
 
 
@@ -138,7 +139,8 @@ def test_cli_nproc_trains_and_a_killed_worker_stops_the_other_with_one_line(tmp_
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert errors[-1].startswith("Error: worker 1 of 2 was killed by SIGKILL"), err[-3000:]
     assert any(line.startswith("Error: worker 0 of 2: another worker stopped") for line in errors), err[-3000:]
-    model, tokenizer = lm.load(out)  # the last checkpoint is whole
+    loaded = lm.load(out)  # the last checkpoint is whole
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert model.config.hidden == 32 and tokenizer.vocab_size == model.config.vocab_size
 
 

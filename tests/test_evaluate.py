@@ -91,7 +91,8 @@ def test_a_stateless_model_gives_the_same_total_for_any_streams_and_windows(leng
 
 @pytest.fixture(scope="module")
 def char_model(tiny_checkpoints):
-    model, tokenizer = lm.load(tiny_checkpoints("char"))
+    loaded = lm.load(tiny_checkpoints("char"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     ids = np.asarray(tokenizer.encode(make_text(60, seed=3)), dtype=np.int64)
     return model, ids
 
@@ -179,7 +180,9 @@ def test_progress_hears_each_phase_with_its_total(tiny_checkpoints):
         def advance(self, n):
             self.done[self.task] += n
 
-    model, tokenizer = lm.load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     progress = Recording()
     result = evaluate_text(model, tokenizer, make_text(20, seed=2), EvalConfig(keyboard_words=25), progress)
     assert progress.totals == progress.done == {"loss": result.loss.tokens, "keyboard": 25}

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from lm.checkpoint.store import load
+import lm
 from lm.evaluate.evaluation import unknown_word_test
 from lm.evaluate.fast_keyboard import ChunkedWordSession, fast_keyboard_metrics
 from lm.evaluate.keyboard import keyboard_metrics
@@ -42,7 +42,8 @@ def random_text(tokenizer, seed: int, words: int = 300) -> str:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_word_model_metrics_equal_the_session_simulation(tiny_checkpoints, seed):
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     suggester = Suggester(model, tokenizer)
     text = random_text(tokenizer, seed)
     unknown = unknown_word_test(tokenizer)
@@ -55,7 +56,8 @@ def test_word_model_metrics_equal_the_session_simulation(tiny_checkpoints, seed)
 
 def test_strips_equal_the_session_keystroke_by_keystroke(tiny_checkpoints):
     """Every strip the typist sees, including those where the typed word may be whole."""
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     suggester = Suggester(model, tokenizer)
     text = random_text(tokenizer, 3, words=120)
     fast, reference = ChunkedWordSession(suggester, text), SuggestionSession(suggester)
@@ -73,7 +75,8 @@ def test_strips_equal_the_session_keystroke_by_keystroke(tiny_checkpoints):
 
 
 def test_fast_keyboard_metrics_picks_the_session_for_other_models(tiny_checkpoints):
-    model, tokenizer = load(tiny_checkpoints("char"))
+    loaded = lm.load(tiny_checkpoints("char"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     suggester = Suggester(model, tokenizer)
     text = make_text(3, seed=5)
     reference = keyboard_metrics(suggester, text, session=SuggestionSession(suggester))
@@ -84,7 +87,8 @@ def test_fast_keyboard_metrics_picks_the_session_for_other_models(tiny_checkpoin
 def test_states_along_equal_reading_token_by_token(cell):
     import torch
     from lm.evaluate.fast_keyboard import states_along
-    from lm.model.network import LanguageModel, ModelConfig
+    from lm.model.config import ModelConfig
+    from lm.model.network import LanguageModel
 
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=2, hidden=16, emb=8)).eval()
@@ -103,7 +107,9 @@ def test_a_suggester_with_a_cache_types_through_the_session(tiny_checkpoints, mo
     import lm.evaluate.fast_keyboard as fast_keyboard
     from lm.mix.cache import CacheConfig
 
-    model, tokenizer = load(tiny_checkpoints("word"))
+    loaded = lm.load(tiny_checkpoints("word"))
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     suggester = Suggester(model, tokenizer, cache=CacheConfig(window=50, sharpness=1.0, weight=0.3))
     text = random_text(tokenizer, 4, words=60)
     reference = keyboard_metrics(suggester, text, session=SuggestionSession(suggester), is_unknown=unknown_word_test(tokenizer))

@@ -22,7 +22,8 @@ def run(*args, **kwargs):
 def test_greedy_output_is_the_prompt_and_the_librarys_continuation(checkpoint, precision):
     result = run("the clouds", "-c", checkpoint, "--temperature", "0", "--max-tokens", "30", precision)
     assert result.exit_code == 0, result.output
-    model, tokenizer = lm.load(checkpoint, int8=precision == "--int8")
+    loaded = lm.load(checkpoint, int8=precision == "--int8")
+    model, tokenizer = loaded.model, loaded.tokenizer
     sample = generate(model, tokenizer, "the clouds", GenerationConfig(temperature=0, max_tokens=30)).run()[0]
     assert result.output == "the clouds" + sample.text + ("" if sample.text.endswith("\n") else "\n")
 

@@ -110,7 +110,8 @@ def test_leading_words_cuts_after_the_nth_word():
 
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_an_incremental_session_gives_the_same_metrics_as_rereading(tiny_checkpoints, kind):
-    model, tokenizer = lm.load(tiny_checkpoints(kind))
+    loaded = lm.load(tiny_checkpoints(kind))
+    model, tokenizer = loaded.model, loaded.tokenizer
     suggester = Suggester(model, tokenizer)
     text = leading_words(make_text(10, seed=4), 40)
     reread = keyboard_metrics(suggester, text)

@@ -20,7 +20,7 @@ def loaded(tiny_checkpoints):
     def get(kind):
         if kind not in cache:
             folder = tiny_checkpoints(kind)
-            cache[kind] = (*lm.load(folder), Lexicon.load(folder))
+            cache[kind] = (lm.load(folder).model, lm.load(folder).tokenizer, Lexicon.load(folder))
         return cache[kind]
 
     return get

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import make_text, train_tiny
-from lm.checkpoint.store import load, load_ngram
+from lm import load
 from lm.errors import CheckpointError
 from lm.mix.ngram import Ngram, modified_discounts
 from lm.suggest.engine import Suggester, SuggestionSession
@@ -90,7 +90,7 @@ def test_a_saved_ngram_loads_the_same_and_a_damaged_one_says_so(tmp_path):
 @pytest.fixture(scope="module")
 def word_run(tmp_path_factory, corpus_file):
     """A tiny word model trained once here: the end of training counts and weighs its n-gram."""
-    return train_tiny(corpus_file, tmp_path_factory.mktemp("ngram") / "word", kind="word", max_steps=40).checkpoint
+    return train_tiny(corpus_file, tmp_path_factory.mktemp("ngram") / "word", kind="word", max_steps=40, tune_cache=True).checkpoint
 
 
 def test_training_a_word_model_saves_an_ngram_that_lowers_validation_perplexity(word_run, tmp_path, corpus_file):
@@ -98,20 +98,22 @@ def test_training_a_word_model_saves_an_ngram_that_lowers_validation_perplexity(
     settings = config["ngram"]
     assert settings["weight"] in lm.mix.ngram.WEIGHTS  # a 40-step model gains from the counts
     assert settings["valid_perplexity_with_ngram"] < config["cache"]["valid_perplexity_with_cache"]
-    ngram = load_ngram(word_run)
-    model, tokenizer = load(word_run)
+    ngram = load(word_run).ngram
+    loaded = lm.load(word_run)
     # The saved n-gram is the training text's: "the clouds are in the" is always followed by "sky".
+    model, tokenizer = loaded.model, loaded.tokenizer
     context = tokenizer.encode("the clouds are in the")
     assert int(np.argmax(ngram.probs(context))) == tokenizer.encode("sky")[0]
     # Char models get none.
-    char_run = train_tiny(corpus_file, tmp_path / "char", kind="char", max_steps=5)
+    char_run = train_tiny(corpus_file, tmp_path / "char", kind="char", max_steps=5, tune_cache=True)
     assert "ngram" not in json.loads((char_run.checkpoint / "config.json").read_text())
     assert not (char_run.checkpoint / "ngram.safetensors").exists()
 
 
 def test_suggestions_mix_the_ngram_into_the_models_next_word_distribution(word_run):
-    model, tokenizer = load(word_run)
-    ngram = load_ngram(word_run)
+    loaded = lm.load(word_run)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ngram = load(word_run).ngram
     ngram.weight = 0.5
     text = "the birds want a small house near the road .\nour teacher wants the "
     shown = Suggester(model, tokenizer, ngram=ngram).suggest(text, k=3)
@@ -137,15 +139,16 @@ def test_suggestions_mix_the_ngram_into_the_models_next_word_distribution(word_r
 
 def test_lm_suggest_uses_the_saved_ngram_unless_told_not_to(word_run):
     text = "our teacher wants the "
-    model, tokenizer = load(word_run)
-    cache = lm.checkpoint.store.cache_config(word_run)
+    loaded = lm.load(word_run)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    cache = load(word_run).cache
 
     def run(*flags):
         result = CliRunner().invoke(cli, ["suggest", text, "-c", str(word_run), "--json", "--fp32", *flags])
         assert result.exit_code == 0, result.output
         return json.loads(result.output)
 
-    with_ngram = Suggester(model, tokenizer, cache=cache, ngram=load_ngram(word_run)).suggest(text)
+    with_ngram = Suggester(model, tokenizer, cache=cache, ngram=load(word_run).ngram).suggest(text)
     assert run() == [s.to_dict() for s in with_ngram]
     assert run("--no-ngram") == [s.to_dict() for s in Suggester(model, tokenizer, cache=cache).suggest(text)]
     assert run() != run("--no-ngram")
@@ -161,8 +164,9 @@ def test_eval_reports_perplexity_with_the_ngram_as_mixed_by_hand(word_run, tmp_p
                                       "--fp32", "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)["ngram"]
-    model, tokenizer = load(folder)
-    ngram = load_ngram(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ngram = load(folder).ngram
     ids = tokenizer.encode(START_TEXT) + tokenizer.encode(test_file.read_text())
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]]), None)

@@ -11,7 +11,9 @@ import lm
 from cli import cli
 from conftest import TINY_MODEL, TINY_TRAIN, make_text, train_tiny
 from lm.model.config import CELLS, ModelConfig
-from lm.model.network import CELL_MODULES, LanguageModel, locked_dropout, quantize_int8
+from lm.model.int8 import quantize_int8
+from lm.model.loss import mean_loss, token_nll, training_loss
+from lm.model.network import CELL_MODULES, LanguageModel, locked_dropout
 
 ALL_ON = dict(dropout=0.3, locked_dropout=True, embedding_dropout=0.3, weight_drop=0.5, ar=2.0, tar=1.0)
 
@@ -32,7 +34,7 @@ def test_inference_ignores_the_regularizers(cell, time):
         second, _ = regularized(ids)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
-    nll, _ = regularized.token_nll(ids, ids)
+    nll, _ = token_nll(regularized, ids, ids)
     torch.testing.assert_close(nll, F.cross_entropy(first.flatten(0, 1), ids.flatten(), reduction="none").view(3, time))
 
 
@@ -104,7 +106,7 @@ def test_weight_drop_masks_the_recurrent_weights_of_the_fused_kernel(cell, monke
 def test_embedding_dropout_drops_whole_word_types():
     model = tiny(dropout=0.0, embedding_dropout=0.5).train()
     ids = torch.arange(40).repeat(4, 3)  # [4, 120]: every word type 12 times
-    rows = model._embed(ids)  # [batch, time, emb]
+    rows = model.embed(ids)  # [batch, time, emb]
     weight = model.embedding.weight[ids]
     kept = rows.ne(0).any(-1)  # [batch, time]
     for word in range(40):
@@ -119,9 +121,9 @@ def test_ar_and_tar_add_their_penalties_to_the_objective(softmax):
     model = tiny(layers=1, dropout=0.0, ar=2.0, tar=3.0, softmax=softmax,
                  cutoffs=[10, 20] if softmax == "adaptive" else None).train()
     ids, targets = torch.randint(0, 40, (3, 10)), torch.randint(0, 40, (3, 10))
-    objective, loss, _ = model.training_loss(ids, targets)
+    objective, loss, _ = training_loss(model, ids, targets)
     h = model.rnn(model.embedding(ids))[0]  # [batch, time, hidden]: the last layer's output
-    torch.testing.assert_close(loss, model.loss(ids, targets)[0])
+    torch.testing.assert_close(loss, mean_loss(model, ids, targets)[0])
     ar = 2.0 * h.pow(2).mean()
     tar = 3.0 * (h[:, 1:] - h[:, :-1]).pow(2).mean()
     torch.testing.assert_close(objective, loss + ar + tar)
@@ -132,7 +134,7 @@ def test_ar_reads_the_dropped_output_and_tar_the_raw_one():
     model = tiny(layers=1, hidden=16, emb=16, dropout=0.5, locked_dropout=True, ar=2.0, tar=3.0).train()
     ids, targets = torch.randint(0, 40, (3, 10)), torch.randint(0, 40, (3, 10))
     torch.manual_seed(1)
-    objective, loss, _ = model.training_loss(ids, targets)
+    objective, loss, _ = training_loss(model, ids, targets)
     torch.manual_seed(1)
     masks = [torch.empty(3, 1, 16).bernoulli_(0.5) / 0.5 for _ in range(2)]
     h = model.rnn(model.embedding(ids) * masks[0])[0]
@@ -173,7 +175,7 @@ def test_training_with_every_regularizer_saves_them_and_unmasked_weights(tmp_pat
     result = train_tiny(corpus_file, out, max_steps=20, eval_every=10, **ALL_ON)
     saved = json.loads((out / "config.json").read_text())["model"]
     assert {k: saved[k] for k in ALL_ON} == ALL_ON
-    model, _ = lm.load(out, int8=False)
+    model = lm.load(out, int8=False).model
     assert {k: getattr(model.config, k) for k in ALL_ON} == ALL_ON
     latest = load_file(str(out / "resume.safetensors"))["model.rnn.weight_hh_l0"]
     assert (latest != 0).all()  # a weight-drop mask never reaches the checkpoint (p=0.5 would zero half)
@@ -192,7 +194,7 @@ def test_a_checkpoint_from_before_the_regularizers_loads(tmp_path, corpus_file):
     for name in ("locked_dropout", "embedding_dropout", "weight_drop", "ar", "tar"):
         del config["model"][name]
     (old / "config.json").write_text(json.dumps(config))
-    model, _ = lm.load(old, int8=False)
+    model = lm.load(old, int8=False).model
     assert model.config == ModelConfig.from_dict({**config["model"]})
     assert (model.config.locked_dropout, model.config.embedding_dropout, model.config.weight_drop) == (False, 0.0, 0.0)
     assert (model.config.ar, model.config.tar) == (0.0, 0.0)
@@ -200,7 +202,7 @@ def test_a_checkpoint_from_before_the_regularizers_loads(tmp_path, corpus_file):
 
 def test_the_trainer_minimizes_the_objective_and_logs_the_plain_loss(tmp_path, corpus_file, monkeypatch):
     backward_calls, logged = [], []
-    objective_of = LanguageModel.training_loss
+    objective_of = lm.model.loss.training_loss
 
     def with_penalty(model, *args):
         objective, loss, state = objective_of(model, *args)
@@ -212,7 +214,7 @@ def test_the_trainer_minimizes_the_objective_and_logs_the_plain_loss(tmp_path, c
         def step(self, stats):
             logged.append(stats["loss"])
 
-    monkeypatch.setattr(LanguageModel, "training_loss", with_penalty)
+    monkeypatch.setattr(lm.model.loss, "training_loss", with_penalty)
     lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "m", lm.ModelConfig(**TINY_MODEL),
              config=lm.TrainConfig(**{**TINY_TRAIN, "max_steps": 10, "log_every": 5}), progress=Steps())
     assert len(backward_calls) == 10

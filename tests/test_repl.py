@@ -14,7 +14,8 @@ GREEDY = dict(temperature=0.0, repetition_penalty=1.0)
 
 @pytest.fixture(scope="module")
 def char_model(tiny_checkpoints):
-    return lm.load(tiny_checkpoints("char"))
+    loaded = lm.load(tiny_checkpoints("char"))
+    return loaded.model, loaded.tokenizer
 
 
 def reread(model, tokenizer, context: str) -> torch.Tensor:

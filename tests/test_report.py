@@ -114,7 +114,7 @@ def test_the_terminal_chart_puts_the_points_where_they_belong(shape):
 # lm info.
 
 def count_parameters(folder: Path) -> int:
-    model, _ = lm.load(folder)
+    model = lm.load(folder).model
     return sum(p.numel() for p in model.parameters())  # tied weights are one parameter
 
 
@@ -124,7 +124,7 @@ def test_info_reports_the_checkpoints_own_figures(tiny_checkpoints, kind):
     config = json.loads((folder / "config.json").read_text())
     records = read_jsonl(folder / "metrics.jsonl")
     best = min(records, key=lambda r: r["valid_loss"])
-    _, tokenizer = lm.load(folder)
+    tokenizer = lm.load(folder).tokenizer
 
     result = CliRunner().invoke(cli, ["info", "-c", str(folder)], terminal_width=120)
     assert result.exit_code == 0, result.output
@@ -151,10 +151,10 @@ def test_info_reports_the_checkpoints_own_figures(tiny_checkpoints, kind):
 
 def test_info_tells_a_resumed_and_a_fine_tuned_run(tmp_path, corpus_file):
     train_tiny(corpus_file, tmp_path / "run", hidden=32, emb=16, max_steps=10, eval_every=5)
-    lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "run", config=lm.TrainConfig(max_steps=15, device="cpu"),
+    lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "run", config=lm.TrainConfig(max_steps=15, device="cpu", tune_cache=False),
              resume=True)
     lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "tuned", init_from=tmp_path / "run",
-             config=lm.TrainConfig(max_steps=5, batch=8, bptt=32, device="cpu"))
+             config=lm.TrainConfig(max_steps=5, batch=8, bptt=32, device="cpu", tune_cache=False))
     resumed = json.loads(CliRunner().invoke(cli, ["info", "-c", str(tmp_path / "run"), "--json"]).output)
     assert resumed["resumed_at"] == [10] and resumed["trained"]["steps"] == 15
     tuned = json.loads(CliRunner().invoke(cli, ["info", "-c", str(tmp_path / "tuned"), "--json"]).output)
@@ -201,7 +201,8 @@ def test_tensorboard_events_hold_the_logged_values(tmp_path, corpus_file):
     corpus = lm.load_corpus([str(corpus_file)])
     lm.train(corpus, tmp_path / "m", model_config=lm.ModelConfig(layers=1, hidden=32, emb=16),
              tokenizer_config=lm.TokenizerConfig(kind="char"), progress=Tee(recorder, board),
-             config=lm.TrainConfig(batch=8, bptt=32, max_steps=40, eval_every=20, log_every=10, device="cpu"))
+             config=lm.TrainConfig(batch=8, bptt=32, max_steps=40, eval_every=20, log_every=10, device="cpu",
+                                             tune_cache=False))
     scalars = read_scalars(tmp_path / "tb")
     for name in ("loss", "lr", "tokens_per_s"):
         expected = [(s["step"], s[name]) for s in recorder.steps]
@@ -216,7 +217,7 @@ def test_tensorboard_events_hold_the_logged_values(tmp_path, corpus_file):
 def test_train_tensorboard_flag_writes_event_files(tmp_path, corpus_file):
     args = ["train", str(corpus_file), "--out", str(tmp_path / "m"), "--tokenizer", "char", "--layers", "1",
             "--hidden", "32", "--emb", "16", "--batch", "8", "--bptt", "32", "--max-steps", "30",
-            "--eval-every", "15", "--device", "cpu", "--quiet", "--tensorboard", str(tmp_path / "tb")]
+            "--eval-every", "15", "--device", "cpu", "--no-tune-cache", "--quiet", "--tensorboard", str(tmp_path / "tb")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

@@ -16,7 +16,7 @@ from lm.checkpoint.store import WEIGHTS_FILE, newest_checkpoint
 from conftest import TINY_MODEL, InterruptAt, make_text, train_tiny
 
 TINY = dict(layers=1, hidden=32, emb=16, dropout=0.0)
-SETTINGS = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, eval_every=10, patience=0, device="cpu")
+SETTINGS = dict(batch=4, bptt=16, lr=1e-2, warmup=0, log_every=5, eval_every=10, patience=0, device="cpu", tune_cache=False)
 
 
 @pytest.fixture
@@ -41,11 +41,12 @@ def test_resume_always_uses_the_checkpoint_tokenizer(tmp_path, two_texts):
     train_tiny(first, tmp_path / "m", "unigram", max_steps=10)
     vocabulary = (tmp_path / "m" / "tokenizer.model").read_bytes()
     result = lm.train(lm.load_corpus([str(second)]), tmp_path / "m", resume=True, new_corpus=True,
-                      config=lm.TrainConfig(max_steps=20))
+                      config=lm.TrainConfig(max_steps=20, tune_cache=False))
     assert result.step == 20
     # A unigram vocabulary trained on the second text would differ: the saved one must stay.
     assert (tmp_path / "m" / "tokenizer.model").read_bytes() == vocabulary
-    model, tokenizer = lm.load(tmp_path / "m")
+    loaded = lm.load(tmp_path / "m")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert tokenizer.model_proto == vocabulary
 
 
@@ -53,7 +54,7 @@ def test_library_resume_keeps_the_saved_settings_and_takes_the_ones_given(tmp_pa
     corpus = lm.load_corpus([str(corpus_file)])
     lm.train(corpus, tmp_path / "m", lm.ModelConfig(**TINY), lm.TokenizerConfig(kind="word", min_count=1),
              lm.TrainConfig(max_steps=10, **SETTINGS))
-    result = lm.train(corpus, tmp_path / "m", config=lm.TrainConfig(max_steps=20), resume=True)
+    result = lm.train(corpus, tmp_path / "m", config=lm.TrainConfig(max_steps=20, tune_cache=False), resume=True)
     assert result.step == 20
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["model"]["hidden"] == 32 and saved["tokenizer"]["kind"] == "word"  # not the defaults 512 and char
@@ -82,20 +83,22 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_optimizer(tmp_pa
     assert saved["init_from"] == str(tmp_path / "base")
     # The base's vocabulary: the second text's new words ("thy", "meadow") are <unk>.
     assert (tmp_path / "tuned" / "tokenizer.json").read_text() == (tmp_path / "base" / "tokenizer.json").read_text()
-    _, tokenizer = lm.load(tmp_path / "tuned")
+    tokenizer = lm.load(tmp_path / "tuned").tokenizer
     assert tokenizer.encode("thy meadow") == [tokenizer.unk_id] * 2
 
 
 def test_init_from_adapts_the_model_to_the_new_text(tmp_path, two_texts):
     first, second = two_texts
     train_tiny(first, tmp_path / "base", "char", max_steps=150)
-    model, tokenizer = lm.load(tmp_path / "base")
+    loaded = lm.load(tmp_path / "base")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert lm.Suggester(model, tokenizer).suggest("the clouds are in ")[0].word == "the"
     result = lm.train(lm.load_corpus([str(second)]), tmp_path / "tuned", init_from=tmp_path / "base",
                       config=lm.TrainConfig(max_steps=120, **{k: v for k, v in SETTINGS.items() if k != "lr"}))
-    model, tokenizer = lm.load(tmp_path / "tuned")
+    loaded = lm.load(tmp_path / "tuned")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert lm.Suggester(model, tokenizer).suggest("thy clouds are in ")[0].word == "thy"
-    before = lm.evaluate_text(*lm.load(tmp_path / "base"), second.read_text(), lm.EvalConfig(keyboard=False))
+    before = lm.evaluate_text(lm.load(tmp_path / "base").model, lm.load(tmp_path / "base").tokenizer, second.read_text(), lm.EvalConfig(keyboard=False))
     assert result.best["valid_loss"] < 0.9 * before.loss.loss
 
 
@@ -114,7 +117,7 @@ def test_init_from_on_the_command_line(tmp_path, corpus_file, monkeypatch):
     train_tiny(corpus_file, tmp_path / "base", max_steps=5)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["train", str(corpus_file), "--init-from", "base", "--max-steps", "5",
-                                      "--batch", "4", "--out", "tuned"])
+                                      "--batch", "4", "--no-tune-cache", "--out", "tuned"])
     assert result.exit_code == 0, result.output
     assert "Fine-tuning base: " in result.output
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["model"]["hidden"] == TINY_MODEL["hidden"]
@@ -128,7 +131,7 @@ def test_a_save_interrupted_between_its_renames_is_found_without_c(tmp_path, tin
     assert newest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "run"
     assert (tmp_path / "checkpoints" / "run" / WEIGHTS_FILE).read_bytes() == weights
     folder = tmp_path / "checkpoints" / "run"
-    expected = [s.word for s in lm.Suggester(*lm.load(folder), lexicon=lm.Lexicon.load(folder)).suggest("the clouds are in the ")]
+    expected = [s.word for s in lm.Suggester(lm.load(folder).model, lm.load(folder).tokenizer, lexicon=lm.Lexicon.load(folder)).suggest("the clouds are in the ")]
     os.replace(tmp_path / "checkpoints" / "run", tmp_path / "checkpoints" / "run.old")
     result = CliRunner().invoke(cli, ["suggest", "the clouds are in the ", "--plain", "--fp32"])
     assert result.exit_code == 0 and result.output.split() == expected, result.output

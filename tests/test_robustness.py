@@ -42,7 +42,8 @@ def save_forever(folder, model, tokenizer, ready):
 def test_sigkill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path, tiny_checkpoints, kills):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints("char"), folder)
-    model, tokenizer = lm.load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     context = multiprocessing.get_context("fork")
     rng = random.Random(0)
     good = 0
@@ -54,7 +55,7 @@ def test_sigkill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path, 
         time.sleep(rng.uniform(0.0, 0.3))
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        loaded, _ = lm.load(folder)
+        loaded = lm.load(folder).model
         bias = loaded.decoder.bias
         assert torch.all(bias == bias[0])  # one consistent save, never a mix
         good += 1
@@ -80,7 +81,7 @@ def test_loading_never_runs_pickled_code_planted_in_a_checkpoint(tmp_path, tiny_
         (folder / name).write_bytes(pickle.dumps(Exploit(str(marker))))
     lm.load(folder)
     lm.train(lm.load_corpus([str(corpus_file)]), folder, lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.0),
-             lm.TokenizerConfig(kind="char", min_count=1), lm.TrainConfig(max_steps=1, batch=8, bptt=32, device="cpu"),
+             lm.TokenizerConfig(kind="char", min_count=1), lm.TrainConfig(max_steps=1, batch=8, bptt=32, device="cpu", tune_cache=False),
              resume=True)
     assert not marker.exists()
 
@@ -98,7 +99,8 @@ def test_weights_replaced_by_a_pickle_are_refused_not_executed(tmp_path, tiny_ch
 def test_a_read_only_folder_gives_a_clear_error_and_keeps_the_checkpoint(tmp_path, tiny_checkpoints, monkeypatch):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints("char"), folder)
-    model, tokenizer = lm.load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     before = (folder / WEIGHTS_FILE).read_bytes()
     mkdir = Path.mkdir
 
@@ -118,7 +120,8 @@ def test_a_read_only_folder_gives_a_clear_error_and_keeps_the_checkpoint(tmp_pat
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoints, monkeypatch):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoints("char"), folder)
-    model, tokenizer = lm.load(folder)
+    loaded = lm.load(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     before = (folder / WEIGHTS_FILE).read_bytes()
 
     def disk_full(*args, **kwargs):
@@ -135,7 +138,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoints
 # Interrupted by a signal, `lm train` saves, says how to resume, and the resumed run goes on.
 
 TINY_FLAGS = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16", "--dropout", "0",
-              "--eval-every", "10", "-q"]
+              "--eval-every", "10", "--no-tune-cache", "-q"]
 
 
 def _python_sigint() -> None:
@@ -163,7 +166,8 @@ def test_a_signal_during_lm_train_saves_a_checkpoint_that_resumes(tmp_path, corp
     # Every argument of the run, quoted for a shell, in the command's own order, then --out and --resume.
     assert command == ["lm", "train", str(corpus), "--valid", str(valid), "--encoding", "latin-1", "--layers", "1",
                        "--hidden", "32", "--emb", "16", "--dropout", "0.0", "--batch", "4", "--bptt", "16",
-                       "--max-steps", "1000000", "--eval-every", "10", "--quiet", "--out", str(out), "--resume"]
+                       "--max-steps", "1000000", "--eval-every", "10", "--no-tune-cache", "--quiet", "--out", str(out),
+                       "--resume"]
     saved = json.loads((out / "resume.json").read_text())["step"]
     assert saved >= 10
     lm.load(out)
@@ -181,7 +185,8 @@ def models(tiny_checkpoints):
 
     def get(kind):
         if kind not in loaded:
-            loaded[kind] = lm.load(tiny_checkpoints(kind))
+            predictor = lm.load(tiny_checkpoints(kind))
+            loaded[kind] = predictor.model, predictor.tokenizer
         return loaded[kind]
 
     return get

@@ -41,11 +41,12 @@ def checkpoint(tiny_checkpoints) -> str:
 @pytest.fixture(scope="module")
 def reference(checkpoint) -> Suggester:
     """The library on its own copy of the model: what the server must answer."""
-    return Suggester(*lm.load(checkpoint), lexicon=lm.Lexicon.load(checkpoint))
+    return Suggester(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint))
 
 
 def serve(checkpoint: str, **settings) -> TestClient:
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     app = create_app(model, tokenizer, ServeSettings(**settings), lm.Lexicon.load(checkpoint))  # as lm serve loads it
     return TestClient(app, raise_server_exceptions=False)
 
@@ -82,7 +83,8 @@ def test_suggest_gives_the_library_suggestions(client, reference, text):
 
 def test_suggest_equals_lm_suggest_json(checkpoint):
     """The CLI's default int8 model, served: the same words, probabilities and completions."""
-    model, tokenizer = lm.load(checkpoint, int8=True)
+    loaded = lm.load(checkpoint, int8=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
     with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
         for text in (CLOUDS, CLOUDS + "s"):
             result = CliRunner().invoke(cli, ["suggest", text, "-c", checkpoint, "--json"])
@@ -114,7 +116,8 @@ def count_tokens_read(model) -> list[int]:
 
 def test_a_session_keystroke_reads_one_word_not_the_text(tiny_checkpoints):
     checkpoint = str(tiny_checkpoints("word"))
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     read = count_tokens_read(model)
     text = "the cat sees the ball in the garden .\n" * 20 + "the clouds are in"
     with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
@@ -122,7 +125,7 @@ def test_a_session_keystroke_reads_one_word_not_the_text(tiny_checkpoints):
             client.post("/suggest", json={"text": text, "session": session})
             read.clear()
             answer = client.post("/suggest", json={"text": text + " t", "session": session}).json()
-            assert answer["suggestions"] == as_dicts(Suggester(*lm.load(checkpoint), lexicon=lm.Lexicon.load(checkpoint)).suggest(text + " t"))
+            assert answer["suggestions"] == as_dicts(Suggester(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint)).suggest(text + " t"))
             if session:
                 assert sum(read) <= 2  # the word "in" and at most the start
             else:
@@ -161,7 +164,8 @@ def test_the_memory_budget_lowers_the_session_count(reference):
 
 
 def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, reference):
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     app = create_app(model, tokenizer, ServeSettings(processes=3, max_sessions=10))
     assert app.state.service.sessions.max_sessions == 4  # 10 over 3 processes, rounded up
     tight = ServeSettings(processes=2, max_sessions=1000, session_memory=1)  # 1 MB: half each
@@ -170,7 +174,7 @@ def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, referen
 
 
 def library_generation(checkpoint, prompt: str, **config):
-    generation = generate(*lm.load(checkpoint), prompt, GenerationConfig(**config))
+    generation = generate(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, prompt, GenerationConfig(**config))
     sample = generation.run()[0]
     return {"text": sample.text, "finish_reason": sample.stop_reason, "tokens": len(sample.ids), "seed": generation.seed}
 
@@ -312,7 +316,8 @@ def test_the_page_and_its_files_are_served_and_nothing_else(client):
 
 
 def test_bad_settings_are_one_line_errors(checkpoint):
-    model, tokenizer = lm.load(checkpoint)
+    loaded = lm.load(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     with pytest.raises(ConfigError, match=r"^--workers must be a positive integer, not 0$"):
         create_app(model, tokenizer, ServeSettings(workers=0))
     with pytest.raises(ConfigError, match=r"^--api-key must not be empty"):

@@ -63,7 +63,8 @@ def random_edits(n: int, seed: int = 0):
 @pytest.mark.soak
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_a_session_keeps_constant_memory_and_latency_over_100k_keystrokes(tiny_checkpoints, kind):
-    model, tokenizer = lm.load(tiny_checkpoints(kind), int8=True)
+    loaded = lm.load(tiny_checkpoints(kind), int8=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
     session = SuggestionSession(Suggester(model, tokenizer))
     latencies, rss = [], {}
     for i, (action, value) in enumerate(random_edits(KEYSTROKES)):

@@ -47,7 +47,7 @@ def suggesters(tmp_path_factory, corpus_file, tiny_checkpoints):
                 train_tiny(corpus_file, folder, kind, max_steps=STEPS[kind], eval_every=STEPS[kind])
             else:
                 folder = tiny_checkpoints(kind)
-            built[kind] = Suggester(*lm.load(folder))
+            built[kind] = Suggester(lm.load(folder).model, lm.load(folder).tokenizer)
         if config is None:
             return built[kind]
         return Suggester(built[kind].model, built[kind].tokenizer, config)

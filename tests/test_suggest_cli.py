@@ -25,8 +25,8 @@ def checkpoint(tiny_checkpoints) -> str:
 def expected(checkpoint):
     """What the library suggests with the command's defaults (int8 model, the checkpoint's cache and
     n-gram), for comparing with."""
-    suggester = Suggester(*lm.load(checkpoint, int8=True), cache=lm.cache_config(checkpoint),
-                          ngram=lm.checkpoint.store.load_ngram(checkpoint))
+    loaded = lm.load(checkpoint, int8=True)
+    suggester = Suggester(loaded.model, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram)
     return lambda text, k=3: suggester.suggest(text, k)
 
 
@@ -47,8 +47,8 @@ def test_table_shows_each_word_and_its_probability(checkpoint, expected):
 def test_fp32_flag_gives_the_exact_model(checkpoint):
     result = invoke(CLOUDS, "-c", checkpoint, "--fp32", "--json")
     assert result.exit_code == 0, result.output
-    exact = Suggester(*lm.load(checkpoint), cache=lm.cache_config(checkpoint),
-                      ngram=lm.checkpoint.store.load_ngram(checkpoint)).suggest(CLOUDS)
+    loaded = lm.load(checkpoint)
+    exact = Suggester(loaded.model, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram).suggest(CLOUDS)
     assert json.loads(result.stdout) == [s.to_dict() for s in exact]
 
 

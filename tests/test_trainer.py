@@ -41,7 +41,8 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bitwise(tmp_pa
     corpus = lm.load_corpus([str(corpus_file)])
     model_config = lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.2)
     tok_config = lm.TokenizerConfig(kind="char", min_count=1)
-    train_config = lm.TrainConfig(max_steps=80, eval_every=0, patience=0, log_every=5, batch=4, bptt=16, lr=1e-2, warmup=0, device="cpu")
+    train_config = lm.TrainConfig(max_steps=80, eval_every=0, patience=0, log_every=5, batch=4, bptt=16, lr=1e-2, warmup=0, device="cpu",
+                                  tune_cache=False)
     first = lm.train(corpus, tmp_path / "resumed", model_config, tok_config, train_config, progress=InterruptAt(35))
     assert first.interrupted and first.step == 35
     second = lm.train(corpus, tmp_path / "resumed", lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.2),
@@ -58,7 +59,8 @@ def test_interrupt_saves_a_loadable_checkpoint(tmp_path, corpus_file, default_si
     result = lm.train(corpus, tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16),
                       config=lm.TrainConfig(max_steps=500, batch=4, bptt=16, log_every=5), progress=InterruptAt(10))
     assert result.stop_reason == "interrupted" and result.step == 10
-    model, tokenizer = lm.load(tmp_path / "m")
+    loaded = lm.load(tmp_path / "m")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert tokenizer.kind == "char"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler from before training
 
@@ -96,7 +98,7 @@ def test_max_time_stops_the_run(tmp_path, corpus_file):
 def test_other_cells_train(tmp_path, corpus_file, cell):
     result = train_tiny(corpus_file, tmp_path / cell, cell=cell, max_steps=30)
     assert math.isfinite(result.best["valid_loss"])
-    model, _ = lm.load(tmp_path / cell)
+    model = lm.load(tmp_path / cell).model
     assert model.config.cell == cell
 
 
@@ -146,7 +148,7 @@ def test_batch_too_large_for_the_corpus(tmp_path):
 def nan_after(first_bad: int, last_bad: float):
     """A training loss that is NaN for calls first_bad..last_bad (1-based)."""
     calls = {"n": 0}
-    loss_of = lm.LanguageModel.training_loss
+    loss_of = lm.model.loss.training_loss
 
     def flaky(model, *args, **kwargs):
         calls["n"] += 1
@@ -166,10 +168,10 @@ class Messages(lm.Progress):
 
 
 def run_with_nans(tmp_path, corpus_file, monkeypatch, first_bad, last_bad):
-    monkeypatch.setattr(lm.LanguageModel, "training_loss", nan_after(first_bad, last_bad))
+    monkeypatch.setattr(lm.model.loss, "training_loss", nan_after(first_bad, last_bad))
     corpus = lm.load_corpus([str(corpus_file)])
     progress = Messages()
-    config = lm.TrainConfig(max_steps=60, eval_every=20, log_every=5, patience=0, batch=4, bptt=16, device="cpu")
+    config = lm.TrainConfig(max_steps=60, eval_every=20, log_every=5, patience=0, batch=4, bptt=16, device="cpu", tune_cache=False)
     result = lm.train(corpus, tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16), config=config, progress=progress)
     return result, progress.lines
 
@@ -185,7 +187,7 @@ def test_a_nan_loss_rolls_back_to_the_last_good_checkpoint_and_halves_the_lr(tmp
 def test_a_loss_that_stays_nan_stops_with_the_good_checkpoint_intact(tmp_path, corpus_file, monkeypatch):
     with pytest.raises(lm.LMError, match="NaN or infinite .* lower --lr .* intact"):
         run_with_nans(tmp_path, corpus_file, monkeypatch, 21, math.inf)
-    model, _ = lm.load(tmp_path / "m")
+    model = lm.load(tmp_path / "m").model
     assert all(torch.isfinite(p).all() for p in model.parameters())
     steps = [json.loads(x)["step"] for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [20]
@@ -193,7 +195,8 @@ def test_a_loss_that_stays_nan_stops_with_the_good_checkpoint_intact(tmp_path, c
 
 def test_an_adaptive_softmax_model_trains_reloads_and_suggests(tmp_path, corpus_file):
     result = train_tiny(corpus_file, tmp_path / "m", kind="word", softmax="adaptive", cutoffs=[8, 20], max_steps=150)
-    model, tokenizer = lm.load(tmp_path / "m")
+    loaded = lm.load(tmp_path / "m")
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert model.config.softmax == "adaptive" and model.config.cutoffs == [8, 20]
     assert result.best["valid_loss"] < 0.8 * math.log(tokenizer.vocab_size)
     assert lm.Suggester(model, tokenizer).suggest("the clouds are in the ")[0].word == "sky"
@@ -220,7 +223,8 @@ def test_tokens_per_s_after_an_evaluation_counts_training_only(tmp_path, corpus_
     monkeypatch.setattr(lm.training.trainer, "evaluate_loss", slow_evaluation)
     progress = Rates()
     lm.train(lm.load_corpus([str(corpus_file)]), tmp_path / "m", lm.ModelConfig(layers=1, hidden=32, emb=16),
-             config=lm.TrainConfig(max_steps=20, eval_every=10, log_every=5, batch=4, bptt=16, device="cpu"), progress=progress)
+             config=lm.TrainConfig(max_steps=20, eval_every=10, log_every=5, batch=4, bptt=16, device="cpu", tune_cache=False),
+             progress=progress)
     assert progress.events[2] == "evaluated"
     before, after = progress.events[1], progress.events[3]
     assert after > before / 4, progress.events

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .._util import first_line, pick_device
+from .._util import first_line
 from ..errors import CheckpointError, ConfigError, NoCheckpointError
-from ..model.network import LanguageModel, ModelConfig, quantize_int8
+from ..model.config import ModelConfig, expected_shapes
+from ..model.network import LanguageModel
 from ..data.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
@@ -169,21 +170,6 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     return Checkpoint(folder, model, tokenizer, config)
 
 
-def load(path: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False):
-    """Load a checkpoint and return (model, tokenizer), ready for inference.
-
-    Args:
-        device: "cpu", "cuda", or "auto" (a CUDA GPU when there is one, else the CPU).
-        int8: on the CPU, quantize the weights to int8 (several times faster per token, a
-            slightly different distribution: see bench/quantize_quality.py); a GPU runs the
-            trained weights.
-    """
-    device = pick_device(device) if isinstance(device, str) else device
-    ckpt = load_checkpoint(path, device)
-    model = quantize_int8(ckpt.model) if int8 and device.type == "cpu" else ckpt.model
-    return model, ckpt.tokenizer
-
-
 def read_resume(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The resume state saved beside the weights: (tensors, plain data)."""
     from safetensors.torch import load_file
@@ -276,7 +262,7 @@ def _check_weight_shapes(folder: Path, config: ModelConfig) -> None:
     """Compare the weight file's header with the config before allocating a model."""
     from safetensors import safe_open
 
-    expected = LanguageModel.expected_shapes(config)
+    expected = expected_shapes(config)
     try:
         with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -352,23 +338,6 @@ def update_config(folder: Path, **entries) -> None:
     except OSError as e:
         staging.unlink(missing_ok=True)
         raise CheckpointError(f"cannot update {folder}/{CONFIG_FILE}: {e.strerror or e} — is the folder writable?") from None
-
-
-def load_ngram(folder: Path):
-    """The n-gram a checkpoint mixes into suggestions (lm/mix/ngram.py), or None when it has none."""
-    from ..mix.ngram import FILE, Ngram, NgramConfig
-
-    settings = NgramConfig.from_dict(read_config(Path(folder)).get("ngram") or {})
-    if settings.weight <= 0 or not (Path(folder) / FILE).exists():
-        return None
-    return Ngram.load(folder, settings.weight)
-
-
-def cache_config(folder: Path):
-    """The continuous cache settings saved in a checkpoint (lm/mix/cache.py); off when it has none."""
-    from ..mix.cache import CacheConfig
-
-    return CacheConfig.from_dict(read_config(Path(folder)).get("cache") or {})
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -14,17 +14,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._util import ConfigBase, flag, pick_device
+from .._util import ConfigBase, flag
 from ..mix.adapt import AdaptConfig, adapted_read
 from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
-from ..checkpoint.store import load_checkpoint, load_ngram, update_config
+from ..checkpoint.loader import load
+from ..checkpoint.store import update_config
 from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from ..errors import ConfigError, CorpusError
 from .fast_keyboard import fast_keyboard_metrics
 from .keyboard import KeyboardMetrics, leading_words
-from ..data.lexicon import Lexicon
 from ..model.likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
-from ..model.network import quantize_int8
 from ..mix.ngram import fit as fit_ngram
 from ..suggest.engine import Suggester
 from ..data.text import START_TEXT
@@ -162,16 +161,16 @@ def evaluate_paths(
     config = config or EvalConfig()
     config.validate()
     text, sources = read_eval_text(paths, config.encoding, config.split)
-    ckpt = load_checkpoint(checkpoint, "cpu" if config.int8 else pick_device(config.device))
-    model = quantize_int8(ckpt.model) if config.int8 else ckpt.model
+    predictor = load(checkpoint, "cpu" if config.int8 else config.device, cache=config.cache, ngram=config.ngram)
     if config.tune_cache:
         progress.start("tuning the cache", 1)
-        ckpt.config["cache"] = tune_cache(ckpt)
+        tune_cache(predictor)
         progress.advance(1)
-    cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if config.cache else None
-    ngram = load_ngram(ckpt.path) if config.ngram else None
-    result = evaluate_text(model, ckpt.tokenizer, text, config, progress, Lexicon.load(ckpt.path), cache, ngram)
-    result.checkpoint, result.sources = str(ckpt.path), sources
+        predictor = load(predictor.path, predictor.device, cache=config.cache, ngram=config.ngram)  # as tuned
+    predictor = predictor.to_int8() if config.int8 else predictor
+    result = evaluate_text(predictor.model, predictor.tokenizer, text, config, progress, predictor.lexicon,
+                           predictor.cache, predictor.ngram)
+    result.checkpoint, result.sources = str(predictor.path), sources
     return result
 
 
@@ -207,7 +206,7 @@ def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None,
                   lexicon=None, cache: CacheConfig | None = None, ngram=None) -> EvalResult:
     """Likelihood metrics over the whole text (or its first max_words words) and keyboard metrics on a sample.
 
-    lexicon: what the suggester may offer (lm.Lexicon.load(checkpoint)), as `lm suggest` runs it.
+    lexicon: what the suggester may offer (lm.load(checkpoint).lexicon), as `lm suggest` runs it.
     cache: a continuous cache (lm.mix.cache); when on, the text is also read as one stream without
         and with it, and typed again with it.
     ngram: a word model's lm.mix.ngram.Ngram; when given, that stream is scored and the text typed

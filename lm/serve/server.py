@@ -16,11 +16,9 @@ import torch
 from fastapi import FastAPI
 
 from .._util import pick_device
-from ..mix.cache import CacheConfig
-from ..checkpoint.store import load_checkpoint, load_ngram
+from ..checkpoint.loader import load
 from ..errors import ConfigError
-from ..data.lexicon import Lexicon
-from ..model.network import count_parameters, quantize_int8
+from ..model.network import count_parameters
 from .app import create_app
 from .settings import ServeSettings
 
@@ -59,21 +57,17 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
                           "(a GPU's context cannot be shared by forked processes) — use --processes 1")
     # Before any model work: a process that forks must not have started torch's thread pool.
     torch.set_num_threads(max(1, _cores() // (settings.processes * settings.workers)))
-    ckpt = load_checkpoint(checkpoint, device)
-    int8 = int8 and ckpt.model.embedding.weight.device.type == "cpu"
-    model = quantize_int8(ckpt.model) if int8 else ckpt.model
+    predictor = load(checkpoint, device, int8=int8, cache=settings.cache, ngram=settings.ngram)
     if settings.name == ServeSettings.name:
-        settings.name = ckpt.path.name
+        settings.name = predictor.path.name
     settings.about = {
-        "parameters": ckpt.config.get("parameters", count_parameters(ckpt.model)),
-        "weights": "int8" if int8 else str(ckpt.model.embedding.weight.dtype).removeprefix("torch."),
-        "train_tokens": ckpt.config.get("corpus", {}).get("train_tokens"),
-        "metrics": ckpt.metrics,
+        "parameters": predictor.config.get("parameters", count_parameters(predictor.model)),
+        "weights": "int8" if predictor.int8 else str(predictor.model.embedding.weight.dtype).removeprefix("torch."),
+        "train_tokens": predictor.config.get("corpus", {}).get("train_tokens"),
+        "metrics": predictor.metrics,
         **settings.about,
     }
-    cache = CacheConfig.from_dict(ckpt.config.get("cache") or {}) if settings.cache else None
-    ngram = load_ngram(ckpt.path) if settings.ngram else None
-    return create_app(model, ckpt.tokenizer, settings, Lexicon.load(ckpt.path), cache, ngram)
+    return create_app(predictor.model, predictor.tokenizer, settings, predictor.lexicon, predictor.cache, predictor.ngram)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000, processes: int = 1) -> socket.socket:

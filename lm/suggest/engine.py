@@ -34,7 +34,8 @@ from .._util import flag
 from ..errors import ConfigError
 from ..data.lexicon import WORD, Lexicon, continuations
 from ..mix.cache import CacheConfig, CacheMemory, mix
-from ..model.network import read_chunk, read_features, read_ids, select_state
+from ..model.reading import read_chunk, read_features, read_ids
+from ..model.state import select_state
 from ..data.text import LETTER, PUNCT, SENTENCE_END, SPACE, START_TEXT, char_class
 
 GROUP_WORDS = 32  # whole groups of this many words are read in one model call
@@ -295,16 +296,15 @@ class Suggester:
                  cache: CacheConfig | None = None, ngram=None):
         """
         Args:
-            lexicon: the words char and subword models may offer (lm.Lexicon.load(checkpoint));
+            lexicon: the words char and subword models may offer (a checkpoint's: lm.load(path).lexicon);
                 None, or config.any_word, lets them spell anything. Word models offer their
                 vocabulary.
             cache: a continuous cache over the text typed so far (lm/mix/cache.py; the checkpoint's
-                tuned settings: lm.cache_config(checkpoint)); None or a weight of 0: off.
+                tuned settings: lm.load(path).cache); None or a weight of 0: off.
                 Its memory holds the text's tokens up to the last word boundary; the pieces
                 of the word being typed are not in it.
             ngram: an lm.mix.ngram.Ngram mixed into a word model's next-word distribution at its
-                weight (lm.checkpoint.store.load_ngram(checkpoint)); None: off. Char and subword
-                models leave it out.
+                weight (lm.load(path).ngram); None: off. Char and subword models leave it out.
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -324,6 +324,11 @@ class Suggester:
         self._start: _Mark | None = None
         self.cache = cache if cache is not None and cache.enabled else None
         self.ngram = ngram if ngram is not None and ngram.weight > 0 and tokenizer.word_level else None
+
+    @classmethod
+    def load(cls, predictor, config: SuggestConfig | None = None) -> "Suggester":
+        """The suggester over a loaded checkpoint (lm.load): its model, lexicon, cache and n-gram."""
+        return cls(predictor.model, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
 
     def with_model(self, model) -> "Suggester":
         """The same suggester over another model (a session's own copy that adapts to its text)."""
@@ -784,26 +789,14 @@ def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = Non
     ngram: mix in the checkpoint's n-gram (word models, when it has one).
     adapt: an lm.mix.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
     """
-    from ..checkpoint.store import cache_config, load, load_ngram, resolve_checkpoint
-    from ..model.network import quantize_int8
+    from ..checkpoint.loader import load
 
     config = config or SuggestConfig()
     config.validate()
-    folder = resolve_checkpoint(checkpoint)
-    model, tokenizer = load(folder, device, int8=int8 and adapt is None)
+    predictor = load(checkpoint, device, int8=int8 and adapt is None, cache=cache, ngram=ngram, words=words)
     if adapt is not None:
         from ..mix.adapt import adapt_to
 
-        adapt_to(model, tokenizer.encode(START_TEXT + text), adapt)
-        model = quantize_int8(model) if int8 and next(model.parameters()).device.type == "cpu" else model
-    cache_settings = cache_config(folder) if cache else None
-    return Suggester(model, tokenizer, config, load_lexicon(folder, words), cache_settings,
-                     load_ngram(folder) if ngram else None).suggest(text)
-
-
-def load_lexicon(folder, words: list[str] = ()) -> Lexicon | None:
-    """The lexicon saved in a checkpoint folder plus a user's words; None when it has none."""
-    lexicon = Lexicon.load(folder)
-    if lexicon is not None and words:
-        lexicon.add(list(words))
-    return lexicon
+        adapt_to(predictor.model, predictor.tokenizer.encode(START_TEXT + text), adapt)
+        predictor = predictor.to_int8() if int8 else predictor
+    return Suggester.load(predictor, config).suggest(text)

@@ -94,8 +94,7 @@ class Repl:
     """
 
     def __init__(self, model, tokenizer, config: GenerationConfig | None = None, lexicon=None, cache=None, ngram=None):
-        """lexicon, cache and ngram: what `:suggest` uses (lm.Lexicon.load, lm.checkpoint.store.cache_config and
-        lm.checkpoint.store.load_ngram of the checkpoint)."""
+        """lexicon, cache and ngram: what `:suggest` uses (a checkpoint's: lm.load(path) has them)."""
         self.model, self.tokenizer, self.lexicon, self.cache, self.ngram = model, tokenizer, lexicon, cache, ngram
         self.config = config or ReplConfig()
         self.config.validate()
@@ -106,6 +105,11 @@ class Repl:
         self._undo: list[tuple[str, Sampler]] = []
         self._turn: Iterator[str] | None = None
         self._suggester = None
+
+    @classmethod
+    def load(cls, predictor, config: GenerationConfig | None = None) -> "Repl":
+        """A REPL over a loaded checkpoint (lm.load): its model, and for :suggest its lexicon, cache and n-gram."""
+        return cls(predictor.model, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
 
     def _fresh_sampler(self) -> Sampler:
         sampler = Sampler(self.model, self.tokenizer)
