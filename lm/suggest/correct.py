@@ -189,8 +189,7 @@ class Decoder:
         if not prefix or self.protection(prefix) not in (None, "user word"):
             return []
         scores = self._channel_scores(prefix, touches, prefix=True)
-        scores.pop(prefix.casefold(), None)
-        return self._rank(prefix, scores, prior, with_typed=False)[:k] if scores else []
+        return self._rank(prefix, scores, prior, with_typed=False)[:k]
 
     def protection(self, typed: str) -> str | None:
         """Why a typed word must not be changed, or None when it may be."""
@@ -257,6 +256,8 @@ class Decoder:
         asked = shortlist + [folded] if known else shortlist
         priors = dict(zip(asked, prior(asked))) if asked else {}
         candidates = [Candidate(present(w, typed), scores[w], priors[w]) for w in shortlist]
+        if not candidates and not with_typed:
+            return []
         if with_typed:
             own = self.channel.log_prob(typed, folded)
             candidates.append(Candidate(typed, own, priors[folded] if known else self.config.unknown_prior, typed=True))

@@ -40,6 +40,7 @@ class GestureConfig:
     points: int = 32  # both paths are resampled to this many points
     location_sigma: float = 0.35  # key widths: how far a stroke strays from the ideal path
     shape_sigma: float = 0.08  # the same, on paths scaled to a unit box
+    end_sigma: float = 0.35  # key widths: how far a stroke starts (ends) from its first (last) key's centre
     end_radius: float = 1.2  # key widths: a word's first (last) key centre lies this near the swipe's first (last) point
     length_ratio: float = 2.5  # a word's path is at most this many times longer, or shorter, than the swipe
     shortlist: int = 24  # candidates, best by gesture and frequency, that the prior scores
@@ -48,7 +49,7 @@ class GestureConfig:
     def validate(self) -> None:
         if not isinstance(self.points, int) or self.points < 2:
             raise ConfigError(f"a gesture needs at least 2 resampled points, not {self.points!r}")
-        for name in ("location_sigma", "shape_sigma", "end_radius", "prior_weight"):
+        for name in ("location_sigma", "shape_sigma", "end_sigma", "end_radius", "prior_weight"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"the gesture's {name} must be positive, not {getattr(self, name)!r}")
         if not self.length_ratio >= 1:
@@ -96,12 +97,15 @@ class GestureDecoder:
 
     def log_likelihoods(self, swipe: np.ndarray, paths: np.ndarray) -> np.ndarray:
         """log P(swipe | w) for each word's ideal path [words, points, 2], up to a constant:
-        Gaussian in location and in shape distance."""
+        Gaussian in location and in shape distance, and in where the stroke starts and ends
+        (a finger lands and lifts on a key more precisely than it travels between keys)."""
         c = self.config
         stroke = resample(swipe, c.points)  # [points, 2]
         location = np.linalg.norm(paths - stroke, axis=-1).mean(-1)  # [words]
         shape = np.linalg.norm(normalise(paths) - normalise(stroke), axis=-1).mean(-1)  # [words]
-        return -0.5 * (location / c.location_sigma) ** 2 - 0.5 * (shape / c.shape_sigma) ** 2
+        ends = np.linalg.norm(paths[:, [0, -1]] - stroke[[0, -1]], axis=-1)  # [words, 2]
+        return (-0.5 * (location / c.location_sigma) ** 2 - 0.5 * (shape / c.shape_sigma) ** 2
+                - 0.5 * ((ends / c.end_sigma) ** 2).sum(-1))
 
     def ideal_path(self, word: str) -> np.ndarray:
         """The straight lines through the word's key centres (a doubled letter once), resampled: [points, 2]."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -93,7 +92,6 @@ def load_layout(source: str | Path | None = None) -> Layout:
     return _read_layout(path.resolve())
 
 
-@lru_cache(maxsize=8)
 def _read_layout(path: Path) -> Layout:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
