@@ -25,7 +25,7 @@ import lm.suggest.engine
 from lm.serve.settings import LOOPBACK, ServeSettings
 from lm.model.config import CELLS
 from lm.data.tokenizer import KINDS
-from lm.training.trainer import DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES
+from lm.training.config import AVERAGES, DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)  # log lines and commands are never cut
@@ -138,7 +138,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
 @field_option(lm.TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
               "ema (moving average), asgd (from the first evaluation without improvement), none.",
-              type=click.Choice(lm.training.trainer.AVERAGES))
+              type=click.Choice(AVERAGES))
 @field_option(lm.TrainConfig, "ema_decay", "With --average ema: the average keeps this share of itself each step.")
 @field_option(lm.TrainConfig, "vary_bptt", "Draw each window's length around --bptt (and scale the rate to it).",
               flag="--vary-bptt/--fixed-bptt")
@@ -153,7 +153,7 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(lm.TrainConfig, "seed", "Random seed.")
 @field_option(lm.TrainConfig, "device", "auto, cpu or cuda.")
 @field_option(lm.TrainConfig, "precision", "Matrix products in bf16 (auto: on GPUs and CPUs with native bf16) or fp32.",
-              type=click.Choice(lm.training.trainer.PRECISIONS))
+              type=click.Choice(PRECISIONS))
 @click.option("--out", "-o", type=click.Path(), help="Checkpoint folder (default: a new one under checkpoints/).")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out (or the newest checkpoint) with its tokenizer and settings.")
 @click.option("--new-corpus", is_flag=True, help="With --resume: go on although the corpus differs from the one the run started on.")

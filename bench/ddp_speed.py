@@ -69,7 +69,7 @@ def decision_cost(args) -> None:
     import torch
 
     import lm.training.distributed as d
-    from lm.training.trainer import Stop
+    from lm.training.config import Stop
 
     torch.set_num_threads(1)
     with d.session():

@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--bptt", type=int, default=lm.TrainConfig.bptt)
     parser.add_argument("--optimizer", default=lm.TrainConfig.optimizer)
     parser.add_argument("--dropout", type=float, default=lm.ModelConfig.dropout)
-    parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.training.trainer.PRECISIONS)
+    parser.add_argument("--precision", default=lm.TrainConfig.precision, choices=lm.training.config.PRECISIONS)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     parser.add_argument("--reference", action="store_true",
                         help="the classic word-level PyTorch example: WikiText-2 cut to 10k words, 2×200 tied LSTM, "

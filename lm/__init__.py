@@ -36,7 +36,9 @@ _EXPORTS = {
     "suggest.sampler": ["GenerationConfig", "Sampler", "generate"],
     "suggest.engine": ["SuggestConfig", "Suggester", "Suggestion", "SuggestionSession", "suggest_words"],
     "data.tokenizer": ["Tokenizer", "TokenizerConfig", "load_tokenizer", "train_tokenizer"],
-    "training.trainer": ["Progress", "Stop", "TrainConfig", "TrainResult", "train"],
+    "training.config": ["Stop", "TrainConfig"],
+    "training.progress": ["Progress", "TrainResult"],
+    "training.trainer": ["train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

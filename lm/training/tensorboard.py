@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .trainer import Progress
+from .progress import Progress
 
 INSTALL_HINT = "pip install 'lm[tensorboard]'"
 
