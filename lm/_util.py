@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, fields
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def hash_text(text: str) -> str:
@@ -43,6 +45,8 @@ def flag(name: str) -> str:
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (or asked for), else CPU."""
+    import torch  # here, not at the top: the config modules import this file and must not load torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
