@@ -24,7 +24,7 @@ import lm.suggest.repl  # also loads lm.suggest.sampler, for the generate and re
 import lm.suggest.engine
 from lm.serve.settings import LOOPBACK, ServeSettings
 from lm.model.config import CELLS
-from lm.data.tokenizer import KINDS
+from lm.data.config import KINDS
 from lm.training.config import AVERAGES, DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS, SCHEDULES
 
 stdout = Console()

@@ -12,46 +12,23 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from .._util import ConfigBase, hash_text
+from .._util import hash_text
+from .config import DEFAULT_SUBWORD_VOCAB, TokenizerConfig
 from ..errors import TokenizerError
 
-KINDS = ("char", "unigram", "bpe", "word")
 UNK = "<unk>"
 EOS = "<eos>"
 SPM_SPACE = "\u2581"  # sentencepiece's visible space, "▁"
-DEFAULT_SUBWORD_VOCAB = 4000
 COUNT_CHUNK_CHARS = 1 << 22
 # sentencepiece needs ~30 bytes of memory per character it trains on; 20 MB of text is plenty
 # for any vocabulary here and keeps a 100 MB corpus's first run under 2 GB (bench/NOTES.md).
 SPM_SAMPLE_CHARS = 20_000_000
 SPM_SAMPLE_BLOCKS = 256  # a larger text is sampled as this many blocks spread over all of it
-
-
-@dataclass
-class TokenizerConfig(ConfigBase):
-    """Which vocabulary to build. vocab_size=None picks a size that suits the kind."""
-
-    kind: str = "char"
-    vocab_size: int | None = None
-    # word kind: rarer words become <unk>. None: 1 when the text already marks unknown words
-    # with <unk> (its vocabulary is closed, as in WikiText), else 2.
-    min_count: int | None = None
-
-    def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise TokenizerError(f"unknown tokenizer {self.kind!r} — use one of {', '.join(KINDS)}")
-        if self.vocab_size is not None and self.vocab_size <= 1:
-            raise TokenizerError(
-                f"--vocab-size must be at least 2, not {self.vocab_size} — pick a larger vocabulary"
-            )
-        if self.min_count is not None and self.min_count < 1:
-            raise TokenizerError(f"--min-count must be at least 1, not {self.min_count} — pass 1 or more")
 
 
 class Tokenizer:
