@@ -1,0 +1,425 @@
+"""The typing benchmark: a simulated typist types held-out text; keyboards predict, complete,
+correct and decode swipes, side by side.
+
+The typist (bench/typing_noise.py, a noise model that is not the decoder's own) types each
+word of the held-out sentences once by taps (with slips: neighbouring keys, letters left out
+or doubled, swaps, missed spaces) and once by a swipe. Before each word, and while it is
+typed, three keyboards answer:
+
+  (a) none: a plain keyboard. Completes a prefix with the most frequent words that start with
+      it exactly; never corrects; no next-word strip, no swipes.
+  (b) spell checker: (a), plus pyspellchecker's context-free correction of every finished word
+      it does not know (its best candidate within two edits, ranked by frequency), over the
+      same word counts.
+  (c) lm: the noisy-channel decoder (lm/suggest/correct.py, gesture.py) with the touch points,
+      and a prior: word frequency by default (context-free), or with -c a checkpoint's
+      log P(w | context) through the engine's SuggestionSession.score_words.
+
+Measured, over the words made of letters the layout has keys for (WikiText's <unk> and
+punctuation are context only; the context is the true text before the word):
+  - next-word top-1 / top-3: the word is on the strip before its first letter;
+  - completion top-3 from clean and from noisy prefixes: for words of 4 letters or more,
+    after the first half of the word (the typist's letters, slips included, for noisy);
+  - auto-correction: precision (of the words changed, the share changed to the right word),
+    recall (of the words typed wrong, the share that end right), F(beta=0.9) of the two, and
+    the share of clean words wrongly changed;
+  - swipe top-1 / top-3 for words of 2 letters or more;
+  - ms per call, p50 / p99: a finished word's decision, a completion, a swipe (prior included).
+
+    python bench/typing.py                             # WikiText-2, frequency prior
+    python bench/typing.py -c checkpoints/wiki --int8  # lm's prior from a word checkpoint
+    python bench/typing.py --words 500 --threshold 0.8
+
+Prints a table and JSON (also written to bench/results/typing.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# This file shares its name with the standard library's typing: its folder goes to the end of the
+# path, or `import typing` anywhere after this point would load this script again.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+sys.path.insert(0, str(ROOT))
+from typing_noise import NoiseConfig, Typist
+
+from lm.data.lexicon import Lexicon
+from lm.suggest.channel import Channel, ChannelConfig
+from lm.suggest.correct import CorrectConfig, Correction, Decoder, frequency_prior
+from lm.suggest.gesture import GestureConfig, GestureDecoder
+from lm.suggest.index import CandidateIndex
+from lm.suggest.layout import Layout, load_layout
+
+WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2"
+BETA = 0.9  # F-beta: precision weighs a little more than recall
+K = 3  # strip slots
+SWEEP_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+SWEEP_UNKNOWN = (-10.0, -12.0, -14.0, -16.0, -18.0, -20.0, -24.0)
+SWEEP_WEIGHTS = (0.6, 0.8, 1.0, 1.2, 1.5)
+
+
+class Plain:
+    """(a) A keyboard without correction: exact-prefix completion by frequency."""
+
+    name = "none"
+    swipes = False
+
+    def __init__(self, index: CandidateIndex):
+        self.index = index
+
+    def next_words(self, context: str) -> list[str]:
+        return []
+
+    def complete(self, context: str, prefix: str, touches) -> list[str]:
+        folded = prefix.casefold()
+        return [w for w in self.index.most_frequent(folded, K + 1) if w != folded][:K]
+
+    def finish(self, context: str, typed: str, touches) -> str:
+        return typed
+
+    def swipe(self, context: str, points) -> list[str]:
+        return []
+
+    def record(self, truth: str) -> None:
+        """The true word of the last finished one (the decoder keeps its evidence for `sweep`)."""
+
+
+class SpellChecker(Plain):
+    """(b) pyspellchecker over the same counts: an unknown word becomes its most frequent
+    candidate within two edits."""
+
+    name = "spell checker"
+
+    def __init__(self, index: CandidateIndex):
+        from spellchecker import SpellChecker as Checker
+
+        super().__init__(index)
+        self.checker = Checker(language=None, distance=2)
+        self.checker.word_frequency.load_json(dict(index.counts))
+
+    def finish(self, context: str, typed: str, touches) -> str:
+        if typed.casefold() in self.index:
+            return typed
+        return self.checker.correction(typed.casefold()) or typed
+
+
+class NoisyChannel(Plain):
+    """(c) lm's decoder: channel with touch points, candidates from the index, a prior."""
+
+    swipes = True
+
+    def __init__(self, index: CandidateIndex, layout: Layout, correct: CorrectConfig, channel: ChannelConfig,
+                 gesture: GestureConfig, prior_source):
+        super().__init__(index)
+        self.decoder = Decoder(index, Channel(channel, layout), correct)
+        self.gestures = GestureDecoder(index, layout, gesture)
+        self.prior_source = prior_source
+        self.name = f"lm ({prior_source.name})"
+        self.records: list[tuple[str, Correction, bool]] = []  # (truth, decision, typed word known)
+        self._last: Correction | None = None
+
+    def next_words(self, context: str) -> list[str]:
+        return self.prior_source.next_words(context)
+
+    def complete(self, context: str, prefix: str, touches) -> list[str]:
+        prior = self.prior_source.prior(context, prefix)
+        return [c.word for c in self.decoder.complete(prefix, prior, K, touches)]
+
+    def finish(self, context: str, typed: str, touches) -> str:
+        self._last = self.decoder.correct(typed, self.prior_source.prior(context, typed), touches)
+        return self._last.word
+
+    def record(self, truth: str) -> None:
+        self.records.append((truth, self._last, self._last.typed.casefold() in self.index))
+
+    def swipe(self, context: str, points) -> list[str]:
+        return [c.word for c in self.gestures.decode(points, self.prior_source.prior(context, ""), K)]
+
+
+class FrequencyPrior:
+    """log P(w) from the word counts, whatever the context."""
+
+    name = "frequency prior"
+
+    def __init__(self, index: CandidateIndex):
+        self.score = frequency_prior(index)
+        self.top = [w for w, _ in index.counts.most_common(50) if w.isalpha()][:K]
+
+    def prior(self, context: str, typed: str):
+        return self.score
+
+    def next_words(self, context: str) -> list[str]:
+        return self.top
+
+
+class ModelPrior:
+    """log P(w | context) from a checkpoint, through the engine's session (cache and n-gram mixed in)."""
+
+    def __init__(self, checkpoint: str, int8: bool):
+        import lm
+        from lm.suggest.engine import Suggester, SuggestionSession
+
+        if not hasattr(SuggestionSession, "score_words"):
+            raise SystemExit("this engine has no SuggestionSession.score_words: the lm prior needs it")
+        self.suggester = Suggester.load(lm.load(checkpoint, int8=int8))
+        self.session = SuggestionSession(self.suggester)
+        self.name = f"prior of {Path(checkpoint).name}{' int8' if int8 else ''}"
+
+    def prior(self, context: str, typed: str):
+        text = f"{context} {typed}" if context else typed
+
+        def score(words: list[str]) -> list[float]:
+            self.session.set_text(text)
+            return self.session.score_words(words)
+
+        return score
+
+    def next_words(self, context: str) -> list[str]:
+        self.session.set_text(f"{context} " if context else "")
+        return [s.word for s in self.session.suggestions(K)]
+
+
+@dataclass
+class Tally:
+    """Counts and timings of one keyboard."""
+
+    next1: int = 0
+    next3: int = 0
+    words: int = 0
+    clean_hits: int = 0
+    noisy_hits: int = 0
+    completions: int = 0
+    changed: int = 0
+    changed_right: int = 0
+    typos: int = 0
+    typos_fixed: int = 0
+    clean: int = 0
+    clean_changed: int = 0
+    swipe1: int = 0
+    swipe3: int = 0
+    swipes: int = 0
+    ms: dict = field(default_factory=lambda: {"finish": [], "complete": [], "swipe": []})
+
+    def summary(self) -> dict:
+        precision = _share(self.changed_right, self.changed)
+        recall = _share(self.typos_fixed, self.typos)
+        f = (1 + BETA**2) * precision * recall / (BETA**2 * precision + recall) if precision + recall else 0.0
+        return {"next_top1": _share(self.next1, self.words), "next_top3": _share(self.next3, self.words),
+                "completion_top3_clean": _share(self.clean_hits, self.completions),
+                "completion_top3_noisy": _share(self.noisy_hits, self.completions),
+                "correction_precision": precision, "correction_recall": recall, "correction_f": f,
+                "clean_changed": _share(self.clean_changed, self.clean),
+                "swipe_top1": _share(self.swipe1, self.swipes) if self.swipes else None,
+                "swipe_top3": _share(self.swipe3, self.swipes) if self.swipes else None,
+                "ms": {k: _percentiles(v) for k, v in self.ms.items() if v}}
+
+
+def _share(n: int, total: int) -> float:
+    return n / total if total else 0.0
+
+
+def _percentiles(ms: list[float]) -> dict:
+    ordered = sorted(ms)
+    return {"p50": ordered[len(ordered) // 2], "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def timed(tally: Tally, kind: str, call, *args):
+    start = time.perf_counter()
+    result = call(*args)
+    tally.ms[kind].append((time.perf_counter() - start) * 1000)
+    return result
+
+
+def held_out_lines(text: str) -> list[list[str]]:
+    """The tokens of each line of the held-out text (WikiText's headings left out)."""
+    return [line.split() for line in text.splitlines() if line.strip() and not line.strip().startswith("=")]
+
+
+def typeable(token: str, layout: Layout) -> bool:
+    return token.isalpha() and all(layout.key(ch) is not None and ch != " " for ch in token)
+
+
+def simulate(keyboards: list, lines: list[list[str]], typist: Typist, layout: Layout, max_words: int) -> dict:
+    """Type the lines word by word through every keyboard; return the tallies and the typist's error rates."""
+    tallies = {kb.name: Tally() for kb in keyboards}
+    typed_wrong = letters = 0
+    done = 0
+    for tokens in lines:
+        i = 0
+        while i < len(tokens) and done < max_words:
+            word = tokens[i]
+            context = " ".join(tokens[:i])
+            if not typeable(word, layout):
+                i += 1
+                continue
+            truth, typed, touches = word, *typist.tap(word)
+            if i + 1 < len(tokens) and typeable(tokens[i + 1], layout) and typist.misses_space():
+                second, more = typist.tap(tokens[i + 1])
+                truth, typed, touches = f"{word} {tokens[i + 1]}", typed + second, touches + more
+            points = typist.swipe(word)
+            typed_wrong += typed != truth
+            letters += len(truth)
+            for kb in keyboards:
+                _score_word(kb, tallies[kb.name], context, word, truth, typed, touches, points)
+            done += 1
+            i += 1 + truth.count(" ")
+        if done >= max_words:
+            break
+    return {"tallies": tallies, "words": done, "typed_wrong": _share(typed_wrong, done)}
+
+
+def _score_word(kb, tally: Tally, context: str, word: str, truth: str, typed: str, touches, points) -> None:
+    tally.words += 1
+    strip = [w.casefold() for w in kb.next_words(context)]
+    tally.next1 += strip[:1] == [word.casefold()]
+    tally.next3 += word.casefold() in strip[:K]
+    if len(word) >= 4:
+        half = len(word) // 2
+        tally.completions += 1
+        clean = timed(tally, "complete", kb.complete, context, word[:half], None)
+        noisy = timed(tally, "complete", kb.complete, context, typed[:half], touches[:half])
+        tally.clean_hits += word.casefold() in [w.casefold() for w in clean]
+        tally.noisy_hits += word.casefold() in [w.casefold() for w in noisy]
+    result = timed(tally, "finish", kb.finish, context, typed, touches)
+    kb.record(truth)
+    _tally_correction(tally, truth, typed, result)
+    if kb.swipes and len(word) >= 2:
+        decoded = [w.casefold() for w in timed(tally, "swipe", kb.swipe, context, points)]
+        tally.swipes += 1
+        tally.swipe1 += decoded[:1] == [word.casefold()]
+        tally.swipe3 += word.casefold() in decoded[:K]
+
+
+def sweep(records: list[tuple[str, Correction, bool]], thresholds, unknown_priors, prior_weights) -> list[dict]:
+    """The decisions again under other settings, from the evidence kept (channel and prior of
+    each candidate do not depend on them): precision, recall, F and clean words changed."""
+    results = []
+    for weight in prior_weights:
+        for unknown in unknown_priors:
+            decided = [(truth, result.typed, *_best(result, known, unknown, weight)) for truth, result, known in records]
+            for threshold in thresholds:
+                tally = Tally()
+                for truth, typed, word, posterior in decided:
+                    out = word if word is not None and posterior >= threshold else typed
+                    _tally_correction(tally, truth, typed, out)
+                summary = tally.summary()
+                results.append({"prior_weight": weight, "unknown_prior": unknown, "threshold": threshold,
+                                **{k: summary[k] for k in ("correction_precision", "correction_recall", "correction_f",
+                                                           "clean_changed")}})
+    return results
+
+
+def _best(result: Correction, known: bool, unknown: float, weight: float) -> tuple[str | None, float]:
+    """The best candidate other than the typed word, and its posterior (None when the typed word wins)."""
+    if not result.candidates:
+        return None, 0.0
+    totals = [c.channel + weight * (unknown if c.typed and not known else c.prior) for c in result.candidates]
+    top = max(totals)
+    norm = top + math.log(sum(math.exp(t - top) for t in totals))
+    best = max(range(len(totals)), key=lambda i: (totals[i], result.candidates[i].typed))
+    chosen = result.candidates[best]
+    return (None, 0.0) if chosen.typed else (chosen.word, math.exp(totals[best] - norm))
+
+
+def _tally_correction(tally: Tally, truth: str, typed: str, result: str) -> None:
+    changed, right = result.casefold() != typed.casefold(), result.casefold() == truth.casefold()
+    tally.changed += changed
+    tally.changed_right += changed and right
+    if typed.casefold() != truth.casefold():
+        tally.typos += 1
+        tally.typos_fixed += right
+    else:
+        tally.clean += 1
+        tally.clean_changed += changed
+
+
+def run(train_text: str, test_text: str, max_words: int = 2000, seed: int = 0, checkpoint: str | None = None,
+        int8: bool = False, correct: CorrectConfig | None = None, channel: ChannelConfig | None = None,
+        gesture: GestureConfig | None = None, noise: NoiseConfig | None = None, spell_checker: bool = True) -> dict:
+    """The benchmark over a training text (the word counts) and a held-out text (the lines typed)."""
+    layout = load_layout()
+    index = CandidateIndex.from_lexicon(Lexicon.from_text(train_text))
+    source = ModelPrior(checkpoint, int8) if checkpoint else FrequencyPrior(index)
+    keyboards = [Plain(index)] + ([SpellChecker(index)] if spell_checker else [])
+    keyboards.append(NoisyChannel(index, layout, correct or CorrectConfig(), channel or ChannelConfig(),
+                                  gesture or GestureConfig(), source))
+    lines = held_out_lines(test_text)
+    start = time.perf_counter()
+    out = simulate(keyboards, lines, Typist(layout, noise, seed), layout, max_words)
+    seconds = time.perf_counter() - start
+    return {"words": out["words"], "typed_wrong": out["typed_wrong"], "words_per_s": out["words"] / max(seconds, 1e-9),
+            "seed": seed, "correct": asdict(correct or CorrectConfig()), "prior": source.name,
+            "keyboards": {name: t.summary() for name, t in out["tallies"].items()},
+            "records": keyboards[-1].records}
+
+
+def table(result: dict) -> str:
+    rows = [("next-word top-1", "next_top1"), ("next-word top-3", "next_top3"),
+            ("completion top-3, clean prefix", "completion_top3_clean"),
+            ("completion top-3, noisy prefix", "completion_top3_noisy"),
+            ("auto-correction precision", "correction_precision"), ("auto-correction recall", "correction_recall"),
+            (f"auto-correction F({BETA})", "correction_f"), ("clean words wrongly changed", "clean_changed"),
+            ("swipe top-1", "swipe_top1"), ("swipe top-3", "swipe_top3")]
+    names = list(result["keyboards"])
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, key in rows:
+        cells = [result["keyboards"][n][key] for n in names]
+        lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells) + " |")
+    for kind in ("finish", "complete", "swipe"):
+        cells = [result["keyboards"][n]["ms"].get(kind) for n in names]
+        lines.append(f"| ms per {kind}, p50 / p99 | " + " | ".join(
+            "—" if v is None else f"{v['p50']:.2f} / {v['p99']:.2f}" for v in cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_table(results: list[dict], most_changed: float = 0.02, rows: int = 12) -> str:
+    """The best settings by F among those that change at most `most_changed` of the clean words."""
+    fit = sorted((r for r in results if r["clean_changed"] <= most_changed), key=lambda r: -r["correction_f"])
+    lines = [f"Best settings with clean words changed <= {most_changed:.0%}:",
+             "| threshold | unknown prior | prior weight | precision | recall | F | clean changed |", "|---" * 7 + "|"]
+    lines += [f"| {r['threshold']} | {r['unknown_prior']} | {r['prior_weight']} | {r['correction_precision']:.3f} | "
+              f"{r['correction_recall']:.3f} | {r['correction_f']:.3f} | {r['clean_changed']:.3f} |" for r in fit[:rows]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", type=Path, default=WIKITEXT / "train.txt", help="text whose words are the lexicon")
+    parser.add_argument("--test", type=Path, default=WIKITEXT / "test.txt", help="held-out text to type")
+    parser.add_argument("-c", "--checkpoint", help="lm's prior from this checkpoint (default: word frequency)")
+    parser.add_argument("--int8", action="store_true", help="the checkpoint with int8 weights")
+    parser.add_argument("--words", type=int, default=2000, help="words to type")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=CorrectConfig.threshold)
+    parser.add_argument("--unknown-prior", type=float, default=CorrectConfig.unknown_prior)
+    parser.add_argument("--max-edits", type=int, default=CorrectConfig.max_edits)
+    parser.add_argument("--prior-weight", type=float, default=CorrectConfig.prior_weight)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also re-decide the finished words over a grid of threshold, unknown prior and prior weight")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "typing.json")
+    args = parser.parse_args(argv)
+    correct = CorrectConfig(threshold=args.threshold, unknown_prior=args.unknown_prior, max_edits=args.max_edits,
+                            prior_weight=args.prior_weight)
+    result = run(args.train.read_text(encoding="utf-8"), args.test.read_text(encoding="utf-8"), args.words,
+                 args.seed, args.checkpoint, args.int8, correct)
+    print(f"{result['words']} words typed, {result['typed_wrong']:.1%} of them with a slip; "
+          f"prior: {result['prior']}; {result['words_per_s']:.0f} words/s")
+    print(table(result))
+    records = result.pop("records")
+    if args.sweep:
+        result["sweep"] = sweep(records, SWEEP_THRESHOLDS, SWEEP_UNKNOWN, SWEEP_WEIGHTS)
+        print(sweep_table(result["sweep"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
