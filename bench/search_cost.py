@@ -47,9 +47,9 @@ class Counting(Suggester):
 
     counts: Counter
 
-    def _search(self, *args, **kwargs):
+    def _find(self, *args, **kwargs):
         self.counts["searches"] += 1
-        return super()._search(*args, **kwargs)
+        return super()._find(*args, **kwargs)
 
     def _step(self, ids, state, mark):
         self.counts["model steps"] += 1

@@ -84,14 +84,14 @@ def test_the_search_spells_only_beginnings_of_lexicon_words(loaded, kind, monkey
     model, tokenizer, lexicon = loaded(kind)
     suggester = Suggester(model, tokenizer, lexicon=lexicon)
     spelled = []  # (text, mode) of every hypothesis the beam kept
-    original = suggester._extend
+    original = suggester._pieces._extend
 
     def extend(*args):
         extended = original(*args)
         spelled.extend(zip(extended[2], extended[3]))
         return extended
 
-    monkeypatch.setattr(suggester, "_extend", extend)
+    monkeypatch.setattr(suggester._pieces, "_extend", extend)
     for text in ["the cat sees p", "the cat sees th", "the ", "The c", "my friend likes a re", "the birds want some b"]:
         suggester.suggest(text, 3)
     letters = [text for text, mode in spelled if mode == LETTER]

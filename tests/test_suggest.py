@@ -8,8 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lm
-import lm.suggest.engine as suggest_module
-from lm.suggest.engine import SuggestConfig, Suggester, SuggestionSession, split_typed
+import lm.suggest.search as search_module
+import lm.suggest.session as session_module
+from lm.suggest.engine import SuggestConfig, Suggester
+from lm.suggest.session import SuggestionSession
+from lm.suggest.typed import split_typed
 from lm.data.tokenizer import Tokenizer
 
 from conftest import make_text, train_tiny
@@ -156,8 +159,8 @@ def test_no_unk_or_blank_suggestions(suggesters, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_session_keystroke_by_keystroke_equals_whole_text(suggesters, kind, monkeypatch):
     # Small groups and few kept marks make the test cross group boundaries and drop old marks.
-    monkeypatch.setattr(suggest_module, "GROUP_WORDS", 3)
-    monkeypatch.setattr(suggest_module, "MAX_MARKS", 8)
+    monkeypatch.setattr(session_module, "GROUP_WORDS", 3)
+    monkeypatch.setattr(session_module, "MAX_MARKS", 8)
     suggester = suggesters(kind)
     session = SuggestionSession(suggester)
     for ch in SESSION_TEXT:
@@ -168,8 +171,8 @@ def test_session_keystroke_by_keystroke_equals_whole_text(suggesters, kind, monk
 
 @pytest.mark.parametrize("kind", ["char", "bpe", "word"])
 def test_session_with_deletions_equals_whole_text(suggesters, kind, monkeypatch):
-    monkeypatch.setattr(suggest_module, "GROUP_WORDS", 3)
-    monkeypatch.setattr(suggest_module, "MAX_MARKS", 8)
+    monkeypatch.setattr(session_module, "GROUP_WORDS", 3)
+    monkeypatch.setattr(session_module, "MAX_MARKS", 8)
     suggester = suggesters(kind)
     session = SuggestionSession(suggester, SESSION_TEXT[:60])
     # Delete within a word, across word boundaries, across a line, then back past dropped marks.
@@ -221,7 +224,7 @@ def test_a_keystroke_inside_a_word_retakes_no_step_of_the_typed_prefix(suggester
 
 def test_kept_search_steps_stay_bounded(suggesters, monkeypatch):
     suggester = suggesters("char")
-    monkeypatch.setattr(suggest_module, "ALONE_FLOATS", 5 * suggester.tokenizer.vocab_size)
+    monkeypatch.setattr(search_module, "ALONE_FLOATS", 5 * suggester.tokenizer.vocab_size)
     session = SuggestionSession(suggester, "the clouds are in ")
     for ch in "theirselves":
         session.type(ch)

@@ -31,7 +31,8 @@ from torch import nn
 
 from .keyboard import STRIP_SLOTS, WORD, KeyboardMetrics, keyboard_metrics
 from ..model.network import read_ids, select_state
-from ..suggest.engine import Suggestion, SuggestionSession, Typed, split_typed
+from ..suggest.session import SuggestionSession
+from ..suggest.typed import Suggestion, Typed, split_typed
 from ..data.text import START_TEXT
 
 CHUNK_FLOATS = 2**24  # floats of [time, vocab] probabilities one chunk may hold (64 MB)

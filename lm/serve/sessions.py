@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 from ..mix.cache import CacheMemory
 from ..model.network import map_state
-from ..suggest.engine import MAX_MARKS, Suggester, Suggestion, SuggestionSession
+from ..suggest.engine import Suggester
+from ..suggest.session import MAX_MARKS, SuggestionSession
+from ..suggest.typed import Suggestion
 
 
 @dataclass
