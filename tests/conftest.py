@@ -32,7 +32,10 @@ def make_text(sentences: int = 600, seed: int = 0) -> str:
 
 
 TINY_MODEL = dict(layers=1, hidden=64, emb=32, dropout=0.0)
-TINY_TRAIN = dict(batch=8, bptt=32, max_steps=150, eval_every=75, lr=1e-2, warmup=0, log_every=25, device="cpu")
+# tune_cache=False: the end-of-run tuning of the cache (and a word model's n-gram) and the second save
+# it makes cost about a second a run, for figures only test_cache.py and test_ngram.py read; they ask for it.
+TINY_TRAIN = dict(batch=8, bptt=32, max_steps=150, eval_every=75, lr=1e-2, warmup=0, log_every=25, device="cpu",
+                  tune_cache=False)
 TINY_VOCAB = {"char": None, "unigram": 300, "bpe": 300, "word": None}
 
 

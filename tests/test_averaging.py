@@ -86,7 +86,8 @@ def test_plateau_divides_the_rate_by_four_and_asgd_starts_averaging_when_validat
     rates = Rates()
     corpus = lm.load_corpus([str(corpus_file)])
     config = lm.TrainConfig(batch=4, bptt=16, lr=0.5, optimizer="sgd", schedule="plateau", average="asgd", warmup=0,
-                            max_steps=30, eval_every=10, patience=0, log_every=10, device="cpu")
+                            max_steps=30, eval_every=10, patience=0, log_every=10, device="cpu",
+                            tune_cache=False)
     lm.train(corpus, tmp_path / "run", lm.ModelConfig(layers=1, hidden=32, emb=16, dropout=0.0),
              lm.TokenizerConfig(kind="char"), config, progress=rates)
     # Evaluations at steps 10 (the first: an improvement), 20 and 30 (none); the rate logged at a
@@ -121,7 +122,7 @@ def test_variable_windows_cover_each_epoch_once_and_scale_the_rate(tmp_path, cor
 
 def test_resume_restores_the_average_and_the_windows_bit_for_bit(tmp_path, corpus_file, default_sigint):
     settings = dict(max_steps=60, eval_every=20, patience=0, log_every=5, dropout=0.2, batch=4, bptt=16,
-                    average="ema", ema_decay=0.9, vary_bptt=True)
+                    average="ema", ema_decay=0.9, vary_bptt=True, tune_cache=False)
     train_tiny(corpus_file, tmp_path / "straight", **settings)
     corpus = lm.load_corpus([str(corpus_file)])
     model_config = lm.ModelConfig(layers=1, hidden=64, emb=32, dropout=0.2)

@@ -166,7 +166,7 @@ def test_a_signal_during_lm_train_saves_a_checkpoint_that_resumes(tmp_path, corp
     # Every argument of the run, quoted for a shell, in the command's own order, then --out and --resume.
     assert command == ["lm", "train", str(corpus), "--valid", str(valid), "--encoding", "latin-1", "--layers", "1",
                        "--hidden", "32", "--emb", "16", "--dropout", "0.0", "--batch", "4", "--bptt", "16",
-                       "--max-steps", "1000000", "--eval-every", "10", "--no-tune-cache", "--quiet", "--out", str(out),
+                       "--no-tune-cache", "--max-steps", "1000000", "--eval-every", "10", "--quiet", "--out", str(out),
                        "--resume"]
     saved = json.loads((out / "resume.json").read_text())["step"]
     assert saved >= 10

@@ -9,7 +9,8 @@ from cli import cli
 
 from conftest import make_text
 
-TINY = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16", "--max-steps", "20"]
+TINY = ["--layers", "1", "--hidden", "32", "--emb", "16", "--batch", "4", "--bptt", "16", "--max-steps", "20",
+        "--no-tune-cache"]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_progress_lines_when_not_a_terminal_and_silence_with_quiet(runner):
 
 def test_resume_continues_the_saved_run(runner):
     assert runner.invoke(cli, ["train", "corpus.txt", *TINY, "--out", "m", "-q"]).exit_code == 0
-    more = runner.invoke(cli, ["train", "corpus.txt", "--out", "m", "--resume", "--max-steps", "30", "-q"])
+    more = runner.invoke(cli, ["train", "corpus.txt", "--out", "m", "--resume", "--max-steps", "30", "--no-tune-cache", "-q"])
     assert more.exit_code == 0, more.output
     steps = [json.loads(x)["step"] for x in Path("m/metrics.jsonl").read_text().splitlines()]
     assert steps == [20, 30]
