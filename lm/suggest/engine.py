@@ -10,11 +10,13 @@ it ("sky") compete with its completions, weighted by that probability.
 
 The `Suggester` reads the context and mixes the continuous cache and the n-gram into the
 model's distribution; a `SuggestionSession` (lm/suggest/session.py) keeps what it has read
-as the text is typed..
+as the text is typed. `score_after` gives the noisy-channel decoder its prior: log P(w |
+context) for given words, by the same definition as the strip's probabilities.
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
@@ -29,6 +31,7 @@ from ..model.reading import read_chunk, read_features, read_ids
 from .pieces import Allowed
 from .search import PieceSearch
 from .session import Mark, SuggestionSession
+from .spelling import spelling_log_probs
 from .typed import Suggestion, Typed
 from .vocabulary import Vocabulary
 
@@ -111,6 +114,11 @@ class Suggester:
             Up to k suggestions, most likely first; empty when nothing fits the typed prefix.
         """
         return SuggestionSession(self, text).suggestions(k)
+
+    def score_words(self, text: str, words: list[str]) -> list[float]:
+        """log P(word | context) for candidates of the word being typed at the end of `text`
+        (`SuggestionSession.score_words` over a fresh session; see `score_after`)."""
+        return SuggestionSession(self, text).score_words(words)
 
     # --- reading the context: the model, mixed with the cache and the n-gram
 
@@ -261,6 +269,44 @@ class Suggester:
             shown[typed.present(word)] += p
         best = sorted(shown.items(), key=lambda wp: (-wp[1], wp[0]))
         return [Suggestion(w, min(p, 1.0), typed.prefix + w[len(typed.partial):]) for w, p in best]
+
+    # --- the prior of the noisy-channel decoder
+
+    def score_after(self, mark: Mark, lead: str, words: list[str], view: tuple | None = None) -> list[float]:
+        """log P(word | context) for each candidate word after a context mark, as the strip weighs it.
+
+        The context is the text read up to the mark and `lead`, the whitespace the word starts
+        with (`split_typed(text).lead`). A word model gives its next-word row (cache and n-gram
+        mixed in), normalised like the strip over the words of its vocabulary; a word outside
+        the vocabulary gets the <unk> row, the share of all the words the model does not know.
+        A char or subword model spells each candidate piece by piece (lm/suggest/spelling.py),
+        so a word's score is its probability on the next-word strip when the search finds it;
+        a word it cannot spell (empty, or letters and punctuation mixed) gets -inf. Neither
+        looks at the lexicon. Candidates of several words ("in the": a missed space) get the
+        first word's score plus each next word's after it, the word before taken as finished.
+
+        Args:
+            view: with a cache, the mark's memory (keys, values) from the session.
+        Returns:
+            One log-probability per word, in order.
+        """
+        mark = self._with_view(mark, view)
+        scores = self._score_words(mark, lead, [w.split(" ")[0] for w in words])
+        for j, word in enumerate(words):
+            parts = word.split(" ")
+            at, text = mark, lead + parts[0]
+            for part in parts[1:]:
+                if scores[j] == -math.inf:
+                    break
+                at = self._mark_after(at, text)
+                scores[j] += self._score_words(at, self._next_lead, [part])[0]
+                text = self._next_lead + part
+        return scores
+
+    def _score_words(self, mark: Mark, lead: str, words: list[str]) -> list[float]:
+        if self._vocabulary is not None:
+            return self._vocabulary.log_probs(mark, words)
+        return spelling_log_probs(self._pieces, mark, lead, words, self._step)
 
 
 def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",

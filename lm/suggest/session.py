@@ -9,6 +9,7 @@ fresh session). The CLI, the REPL, the server and the keyboard simulation all ty
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,6 +107,19 @@ class SuggestionSession:
             return []
         mark = self._sync(typed.context_end)
         return self.suggester.suggest_after(mark, typed, k, self.learned(), self._view(mark))
+
+    def score_words(self, words: list[str]) -> list[float]:
+        """log P(word | context) for candidates of the word being typed, as the strip weighs them.
+
+        The candidates stand in for the word at the end of the text (what `suggestions` would
+        complete; nothing after whitespace), so to weigh corrections of a finished word, ask
+        with the text up to the word's last letter. See `Suggester.score_after`.
+        """
+        typed = split_typed(self._text, self.suggester.by_whitespace)
+        if typed.too_long:  # no word is being typed: nothing stands in for it
+            return [-math.inf] * len(words)
+        mark = self._sync(typed.context_end)
+        return self.suggester.score_after(mark, typed.lead, words, self._view(mark))
 
     def learned(self) -> frozenset:
         """Words outside the lexicon typed and finished often enough to be offered (case-folded)."""
