@@ -41,6 +41,7 @@ def test_every_keyboard_is_measured_on_the_same_words(result):
     assert none["correction_precision"] == none["correction_recall"] == none["clean_changed"] == 0.0
     assert none["next_top3"] == 0.0 and none["swipe_top1"] is None
     assert 0.0 < result["typed_wrong"] < 0.5  # the typist slips, but not on every word
+    assert result["keyboards"]["spell checker"]["correction_recall"] > 0.5
     assert "| auto-correction F(0.9) |" in bench.table(result)
 
 
