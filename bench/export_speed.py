@@ -4,7 +4,7 @@ For each model: the per-token latency of one stream stepping one token at a time
 state carried (p50 / p99 of single calls after a warm-up, one thread), and the size of the
 weights on disk, for
   - PyTorch fp32: the checkpoint's model, its model.safetensors;
-  - PyTorch int8: lm's dynamic quantization (`lm.model.network.quantize_int8`, what suggest, generate
+  - PyTorch int8: lm's dynamic quantization (`lm.model.int8.quantize_int8`, what suggest, generate
     and repl run by default), its state_dict as torch.save writes it;
   - ONNX Runtime fp32 and int8: `lm export` and `lm export --int8`, model.onnx, driven through
     the export's own runtime.py (`Model.step`, numpy in and out).
@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
 from lm.checkpoint.store import WEIGHTS_FILE, load_checkpoint, save_checkpoint  # noqa: E402
 from lm.export.onnx import export_checkpoint  # noqa: E402
-from lm.model.network import count_parameters, quantize_int8  # noqa: E402
+from lm.model.int8 import quantize_int8  # noqa: E402
+from lm.model.network import count_parameters  # noqa: E402
 from lm.data.tokenizer import WordTokenizer  # noqa: E402
 
 SIZES = {  # name -> ModelConfig fields

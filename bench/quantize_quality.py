@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
 from lm.evaluate.evaluation import EvalConfig, evaluate_text, read_eval_text  # noqa: E402
-from lm.model.network import quantize_int8  # noqa: E402
+from lm.model.int8 import quantize_int8  # noqa: E402
 from lm.suggest.sampler import GenerationConfig, generate  # noqa: E402
 
 TINY_SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import lm  # noqa: E402
 from lm.data.batching import batchify, windows  # noqa: E402
+from lm.model.loss import mean_loss  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare" / "input.txt"
 # The AWD-LSTM regularizers of the large preset, for --regularize.
@@ -72,7 +73,7 @@ def bare_lstm_tokens_per_s(config: lm.ModelConfig, streams, bptt: int, steps: in
         sync(device)
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss, state = model.loss(inputs, targets, state)
+            loss, state = mean_loss(model, inputs, targets, state)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

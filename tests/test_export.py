@@ -25,7 +25,8 @@ from cli import cli  # noqa: E402
 from conftest import make_text  # noqa: E402
 from lm.checkpoint.store import load_checkpoint, save_checkpoint  # noqa: E402
 from lm.export.onnx import export_checkpoint  # noqa: E402
-from lm.model.network import LanguageModel, ModelConfig  # noqa: E402
+from lm.model.config import ModelConfig  # noqa: E402
+from lm.model.network import LanguageModel  # noqa: E402
 
 KINDS = ["char", "word", "unigram", "bpe"]
 TOLERANCE = 1e-4

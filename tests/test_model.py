@@ -1,8 +1,13 @@
 import lm
 import pytest
 import torch
+import torch.nn.functional as F
 
-from lm.model.network import LanguageModel, ModelConfig, count_parameters, detach_state, quantize_int8, map_state
+from lm.model.config import ModelConfig, expected_shapes
+from lm.model.int8 import quantize_int8
+from lm.model.loss import mean_loss, token_nll
+from lm.model.network import LanguageModel, count_parameters
+from lm.model.state import detach_state, map_state
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -58,7 +63,7 @@ def test_invalid_config_is_refused(bad):
 def test_expected_shapes_match_the_built_model(cell, hidden):
     config = ModelConfig(vocab_size=40, cell=cell, layers=3, hidden=hidden, emb=16)
     built = {k: tuple(v.shape) for k, v in LanguageModel(config).state_dict().items()}
-    assert LanguageModel.expected_shapes(config) == built
+    assert expected_shapes(config) == built
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -75,6 +80,65 @@ def test_inference_step_loop_equals_the_whole_rnn(cell, monkeypatch):
     torch.testing.assert_close(torch.cat([stepped, stepped2], 1), whole)
     for a, b in zip(map_state(stepped_state, lambda t: t), map_state(whole_state, lambda t: t)):
         torch.testing.assert_close(a, b)
+
+
+def plain_torch_stack(model: LanguageModel) -> torch.nn.Module:
+    """The model's recurrent weights copied into a fresh torch.nn.LSTM / GRU / RNN: an independent computation."""
+    config = model.config
+    rnn = getattr(torch.nn, config.cell.upper())(config.emb, config.hidden, config.layers, batch_first=True,
+                                                 dropout=config.dropout)
+    rnn.load_state_dict(model.rnn.state_dict())
+    return rnn.train(model.training)
+
+
+def plain_torch_logits(model: LanguageModel, rnn: torch.nn.Module, ids: torch.Tensor, state, p: float = 0.0):
+    """Logits and state by hand: embedding rows, dropout p, the stack, dropout p, projection, tied decoder."""
+    x = F.dropout(model.embedding.weight[ids], p)  # [batch, time, emb]
+    out, state = rnn(x, state)  # [batch, time, hidden]
+    features = F.dropout(out, p) @ model.projection.weight.T  # [batch, time, emb]
+    return features @ model.embedding.weight.T + model.decoder.bias, state  # [batch, time, vocab]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inference_logits_equal_a_plain_torch_stack_for_short_and_long_windows(cell):
+    """Windows of 1 and 3 tokens run the cells step by step, 12 tokens one nn.LSTM call: all are nn.LSTM's maths."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=3, hidden=24, emb=16, dropout=0.3)).eval()
+    rnn = plain_torch_stack(model)
+    ids = torch.randint(0, 50, (2, 16))
+    state = expected_state = None
+    with torch.no_grad():
+        for window in (ids[:, :1], ids[:, 1:4], ids[:, 4:]):
+            logits, state = model(window, state)
+            expected, expected_state = plain_torch_logits(model, rnn, window, expected_state)
+            torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)
+            for got, want in zip(map_state(state, lambda t: t), map_state(expected_state, lambda t: t)):
+                torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_logits_equal_a_plain_torch_stack_with_the_same_dropout_masks(cell, monkeypatch):
+    """In training the whole stack runs as one nn.LSTM call, and the layer loop the regularizers
+    need gives the same logits, dropout masks and gradients from the same seed."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=50, cell=cell, layers=3, hidden=24, emb=16, dropout=0.3)).train()
+    rnn = plain_torch_stack(model)
+    ids = torch.randint(0, 50, (2, 9))
+    torch.manual_seed(5)
+    expected, _ = plain_torch_logits(model, rnn, ids, None, p=0.3)
+    torch.manual_seed(5)
+    whole, _ = model(ids)
+    torch.testing.assert_close(whole, expected, atol=1e-6, rtol=0)
+    whole.pow(2).mean().backward()
+    whole_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.setattr(LanguageModel, "_whole_stack_at_once", lambda self, x: False)
+    torch.manual_seed(5)
+    by_layer, _ = model(ids)
+    torch.testing.assert_close(by_layer, expected, atol=1e-6, rtol=0)
+    by_layer.pow(2).mean().backward()
+    for got, want in zip([p.grad for p in model.parameters()], whole_grads):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -111,13 +175,13 @@ def test_loss_is_the_cross_entropy_of_the_logits(softmax):
                                       cutoffs=[20, 100] if softmax == "adaptive" else None)).eval()
     ids, targets = torch.randint(0, 300, (3, 6)), torch.randint(0, 300, (3, 6))
     logits, state = model(ids)
-    loss, loss_state = model.loss(ids, targets)
+    loss, loss_state = mean_loss(model, ids, targets)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
-    nll, _ = model.token_nll(ids, targets)  # [batch, time]: each target's own term
+    nll, _ = token_nll(model, ids, targets)  # [batch, time]: each target's own term
     torch.testing.assert_close(nll, -logits.log_softmax(-1).gather(2, targets[..., None])[..., 0])
     torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(3, 6), atol=1e-5, rtol=0) if softmax == "adaptive" else None
     torch.testing.assert_close(state, loss_state)
-    assert LanguageModel.expected_shapes(model.config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert expected_shapes(model.config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def test_adaptive_model_quantizes_and_stays_close():

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from .keyboard import STRIP_SLOTS, WORD, KeyboardMetrics, keyboard_metrics
-from ..model.network import read_ids, select_state
+from ..model.reading import read_ids
+from ..model.state import select_state
 from ..suggest.session import SuggestionSession
 from ..suggest.typed import Suggestion, Typed, split_typed
 from ..data.text import START_TEXT

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .._util import ConfigBase, flag
 from ..errors import ConfigError
-from ..model.network import detach_state
+from ..model.state import detach_state
 
 SQUARE_DECAY = 0.99  # running mean of g²: about the last hundred segments
 EPSILON = 1e-8

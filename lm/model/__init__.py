@@ -1,7 +1,13 @@
 """The model stage: embedding -> stacked RNN -> tied output layer, and the one contract.
 
-Every other stage calls `model(ids, state) -> (logits, state)`. Beside the network live the
-loss over a text (likelihood), the int8 conversion and the state helpers.
+Every other stage calls `model(ids, state) -> (logits, state)`.
+- config.py: ModelConfig and the names the CLI offers (imports no torch)
+- network.py: LanguageModel, its forward stage by stage over one recurrent path
+- state.py: zero state, detach, select, map: the carried state in any of its forms
+- loss.py: token NLL and the training objective, functions of the model
+- likelihood.py: the NLL of a whole text read in primed streams, in comparable units
+- reading.py: reading a prompt through the model in bounded chunks
+- int8.py: int8 dynamic quantization for CPU inference
 
 May import: lm.errors, lm._util. Nothing else of the project, like nanoGPT's model.py.
 """

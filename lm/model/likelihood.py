@@ -32,9 +32,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .network import detach_state
+from .loss import token_nll
+from .state import detach_state
 
 DEFAULT_OVERLAP = 256  # priming tokens per stream; an LSTM's memory of its start state is shorter
 
@@ -112,17 +112,6 @@ def total_nll(
             advance(int(scored.sum()))
     model.train(was_training)
     return total, int((end - score).sum())
-
-
-def token_nll(model, inputs: torch.Tensor, targets: torch.Tensor, state):
-    """NLL of each target [batch, time] and the new state, through the model's own `token_nll`
-    where it has one (an adaptive softmax scores targets without the full distribution), else
-    from the logits of `model(ids, state)`, so any model with that contract can be evaluated."""
-    if hasattr(model, "token_nll"):
-        return model.token_nll(inputs, targets, state)
-    logits, state = model(inputs, state)  # [batch, time, vocab]
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return nll.view(targets.shape), state
 
 
 LOGITS_BUDGET_BYTES = 64 * 2**20

@@ -1,8 +1,9 @@
 """The language model: embedding -> stacked RNN -> tied output layer.
 
-Every other stage talks to it through one call, `model(ids, state) -> (logits, state)`;
-`read_ids` below reads a text through that call. This module imports nothing else from the
-project but its errors and config helpers.
+Every other stage talks to it through one call, `model(ids, state) -> (logits, state)`. The
+forward reads top to bottom: embed, recur (the stacked cells, one path), project, output.
+Beside the network, not inside it: the loss (loss.py), int8 weights (int8.py), the state
+helpers (state.py) and reading a text through the model (reading.py).
 """
 from __future__ import annotations
 
@@ -10,23 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .config import ADAPTIVE_DIV, ModelConfig, expected_shapes
+from .config import ADAPTIVE_DIV, ModelConfig
+from .state import layer_state, stack_layers, zero_state
 
 CELL_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # config.CELLS, as torch modules
-STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
-# The fused kernels behind nn.LSTM / nn.GRU / nn.RNN, called with a weight list of our own.
+# One layer of each cell, with weights of our own: the fused kernel behind nn.LSTM / GRU / RNN
+# for a whole window, and the single-step cell.
 FUSED_CELLS = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
+STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
-# Inference over at most this many time steps runs the cells one step at a time: on CPU a
-# whole nn.LSTM call costs milliseconds of set-up (oneDNN), a cell step a tenth of that.
+# Inference over at most this many time steps runs each layer's cell step by step: on CPU a
+# whole nn.LSTM call costs milliseconds of set-up (oneDNN), a cell step a fraction of that.
+# Measured (2x512 LSTM, one stream, one CPU thread, medians of 9; a busy two-core machine):
+# one step 2.0 ms by cell steps against 7.0 ms for one nn.LSTM call; four steps 8.5 against 12.2 ms.
 STEP_LOOP_MAX_TIME = 4
-
-READ_LOGITS_BUDGET = 2**22  # floats of [1, time, vocab] logits one call of read_ids may build (16 MB)
-
-# LSTM state is a pair (h, c); GRU and RNN state is h alone. Each is [layers, batch, hidden],
-# even with batch_first=True.
-State = "torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None"
 
 
 class LanguageModel(nn.Module):
@@ -62,17 +60,19 @@ class LanguageModel(nn.Module):
         if self.config.softmax == "full":
             nn.init.zeros_(self.decoder.bias)
 
+    # The forward, stage by stage.
+
     def forward(self, ids: torch.Tensor, state=None):
         """Raw next-token logits for every position, and the state after the last one.
 
         Args:
             ids: [batch, time] token ids.
-            state: what the cell carries, or None for zeros.
+            state: what the cells carry (see state.py), or None for zeros.
         Returns:
             logits [batch, time, vocab] (log-probabilities with the adaptive softmax) and the new state.
         """
-        out, _, state = self._features(ids, state)  # [batch, time, emb]
-        return self.output(out), state
+        features, state = self.features(ids, state)  # [batch, time, emb]
+        return self.output(features), state
 
     def features(self, ids: torch.Tensor, state=None):
         """What the output layer reads at every position [batch, time, emb], and the new state.
@@ -80,78 +80,14 @@ class LanguageModel(nn.Module):
         `output(features(ids, state)[0])` equals `forward`'s logits; the continuous cache
         (lm/mix/cache.py) keeps these vectors as its memory of the text.
         """
-        out, _, state = self._features(ids, state)
-        return out, state
+        hidden, state = self.rnn_output(ids, state)  # [batch, time, hidden]
+        return self.project(self.drop(hidden)), state
 
-    def output(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, time, vocab] from features (log-probabilities with the adaptive softmax)."""
-        if self.config.softmax == "adaptive":
-            with _full_precision(features):
-                return self.adaptive.log_prob(features.flatten(0, 1).float()).view(*features.shape[:2], -1)
-        return self.decoder(features)  # [batch, time, vocab]
+    def rnn_output(self, ids: torch.Tensor, state=None):
+        """The last layer's output before its dropout [batch, time, hidden], and the new state."""
+        return self.recur(self.drop(self.embed(ids)), state)
 
-    def token_nll(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
-        """Next-token negative log-likelihood of each of `targets` after `ids`, and the new state.
-
-        Args:
-            ids, targets: [batch, time] token ids (targets are ids shifted by one).
-        Returns:
-            nll [batch, time] in nats (fp32) and the new state. The same numbers as
-            cross-entropy over `self(ids, state)`'s logits; with the adaptive softmax they are
-            computed without the full [batch, time, vocab] distribution.
-        """
-        if self.config.softmax == "adaptive":
-            nll, _, state = self._nll(ids, targets, state)
-            return nll, state
-        logits, state = self(ids, state)  # through forward, which wrappers of the model may watch
-        return _cross_entropy(logits, targets), state
-
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
-        """Mean next-token cross-entropy of `targets` [batch, time] after `ids`, and the new state."""
-        nll, state = self.token_nll(ids, targets, state)
-        return nll.mean(), state
-
-    def training_loss(self, ids: torch.Tensor, targets: torch.Tensor, state=None):
-        """What training minimizes and what it reports: (objective, mean cross-entropy, new state).
-
-        The objective adds to the cross-entropy activation regularization, ar * mean(h^2) of
-        the last layer's dropped-out output, and temporal activation regularization,
-        tar * mean((h_t - h_{t-1})^2) of that output before dropout (Merity et al. 2017, 4.6):
-        they keep the activations small and slowly changing.
-        """
-        nll, (raw, dropped), state = self._nll(ids, targets, state)
-        loss = nll.mean()
-        objective = loss
-        if self.config.ar:
-            objective = objective + self.config.ar * dropped.float().pow(2).mean()
-        if self.config.tar:
-            objective = objective + self.config.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        return objective, loss, state
-
-    def _nll(self, ids: torch.Tensor, targets: torch.Tensor, state):
-        """nll [batch, time], the last layer's output before and after dropout, and the new state."""
-        out, activations, state = self._features(ids, state)
-        if self.config.softmax == "adaptive":
-            with _full_precision(out):
-                logp = self.adaptive(out.flatten(0, 1).float(), targets.flatten()).output  # [batch * time]
-            return -logp.view(targets.shape), activations, state
-        return _cross_entropy(self.decoder(out), targets), activations, state
-
-    def _features(self, ids: torch.Tensor, state):
-        """What the output layer reads [batch, time, emb]; the last layer's output before and
-        after its dropout, ([batch, time, hidden], [batch, time, hidden]); the new state."""
-        x = self._drop(self._embed(ids))  # [batch, time, emb]
-        if self.training and self._needs_layer_loop():
-            raw, state = self._layer_loop(x, state)
-        elif not self.training and ids.shape[1] <= STEP_LOOP_MAX_TIME and self._has_plain_weights():
-            raw, state = self._step_loop(x, state)
-        else:
-            raw, state = self.rnn(x, state)  # [batch, time, hidden]
-        dropped = self._drop(raw)
-        out = self.projection(dropped) if self.projection is not None else dropped  # [batch, time, emb]
-        return out, (raw, dropped), state
-
-    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """The embedding rows of `ids` [batch, time, emb]; in training, with embedding dropout."""
         x = self.embedding(ids)
         p = self.config.embedding_dropout
@@ -163,90 +99,98 @@ class LanguageModel(nn.Module):
             x = x * keep[ids].unsqueeze(-1)  # [batch, time, emb]
         return x
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
         """Dropout at --dropout: a mask per element, or with locked_dropout in training one per sequence."""
         if self.training and self.config.locked_dropout:
             return locked_dropout(x, self.config.dropout)
         return self.dropout(x)
 
-    def _needs_layer_loop(self) -> bool:
-        """nn.LSTM can neither mask its recurrent weights nor share a dropout mask across time."""
-        locked_between_layers = self.config.locked_dropout and self.config.layers > 1 and self.config.dropout > 0
-        return (locked_between_layers or self.config.weight_drop > 0) and self._has_plain_weights()
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden -> emb [batch, time, emb], the width of the tied output layer (identity without a projection)."""
+        return self.projection(hidden) if self.projection is not None else hidden
 
-    def _layer_loop(self, x: torch.Tensor, state):
-        """Training through the fused kernel, one layer at a time: weight drop and locked dropout
-        between the layers; the same maths as self.rnn when both are off."""
+    def output(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, time, vocab] from features (log-probabilities with the adaptive softmax)."""
+        if self.config.softmax == "adaptive":
+            with full_precision(features):
+                return self.adaptive.log_prob(features.flatten(0, 1).float()).view(*features.shape[:2], -1)
+        return self.decoder(features)  # [batch, time, vocab]
+
+    # The stacked cells: one path, layer by layer.
+
+    def recur(self, x: torch.Tensor, state=None):
+        """The stacked cells over x [batch, time, emb]: the last layer's output [batch, time,
+        hidden] and the new state.
+
+        Layer by layer, with --dropout between the layers, as nn.LSTM defines it. When nothing
+        asks for a layer of its own, one nn.LSTM call runs the whole stack instead: the same
+        numbers and dropout masks (tests/test_model.py checks both against a plain nn.LSTM), with
+        the layers fused by cuDNN on a GPU. On CPU the two cost about the same: a training
+        window of 32x64 on a 2x512 LSTM took 1.24 s forward and backward as one call, 1.30 s by
+        layers (one thread, medians of 5, a busy two-core machine).
+        """
+        if self._whole_stack_at_once(x):
+            return self.rnn(x, state)  # [batch, time, hidden]
         if state is None:
             state = self.init_state(x.shape[0])
-        lstm = self.config.cell == "lstm"
-        h, c = (state[0], state[1]) if lstm else (state, None)  # [layers, batch, hidden]
-        fused = FUSED_CELLS[self.config.cell]
-        new_h, new_c = [], []
+        layer_states = []
         for layer in range(self.config.layers):
             if layer > 0:
-                x = self._drop(x)  # between layers, as nn.LSTM's own dropout
-            w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, f"{name}_l{layer}")
-                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                x = self.drop(x)  # between layers, as nn.LSTM's own dropout
+            x, new = self._run_layer(x, layer_state(state, layer), layer)  # [batch, time, hidden]
+            layer_states.append(new)
+        return x, stack_layers(layer_states)
+
+    def _whole_stack_at_once(self, x: torch.Tensor) -> bool:
+        """True when the loop over layers would compute what one nn.LSTM call does.
+
+        The loop is needed in training for what nn.LSTM cannot do: weight drop, and a dropout
+        mask shared across time between the layers; in inference for short windows, which run
+        cell by cell (STEP_LOOP_MAX_TIME). An int8 RNN has no float weights to loop over.
+        """
+        if not isinstance(getattr(self.rnn, "weight_ih_l0", None), torch.Tensor):
+            return True  # int8 (quantized) or otherwise swapped: the module runs itself
+        if self.training:
+            locked_between_layers = self.config.locked_dropout and self.config.layers > 1 and self.config.dropout > 0
+            return not (locked_between_layers or self.config.weight_drop > 0)
+        return x.shape[1] > STEP_LOOP_MAX_TIME
+
+    def _run_layer(self, x: torch.Tensor, state, layer: int):
+        """One layer over x [batch, time, inputs] from its state (every tensor [1, batch, hidden]):
+        its output [batch, time, hidden] and new state."""
+        weights = self._layer_weights(layer)
+        if not self.training:
+            return _cell_steps(self.config.cell, x, state, weights)
+        # Arguments: has_biases, num_layers, dropout, train, bidirectional, batch_first.
+        out, *new = FUSED_CELLS[self.config.cell](x, state, weights, True, 1, 0.0, True, False, True)
+        return out, (tuple(new) if self.config.cell == "lstm" else new[0])
+
+    def _layer_weights(self, layer: int) -> list[torch.Tensor]:
+        """[w_ih, w_hh, b_ih, b_hh] of one layer; in training, the hidden-to-hidden matrix weight-dropped."""
+        w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        if self.training and self.config.weight_drop > 0:
             # Weight drop (Merity et al. 2017): DropConnect on the hidden-to-hidden matrix, one
             # mask per window for every step, so the whole window is still one fused kernel call.
             # The parameter itself stays unmasked: inference and checkpoints never see a mask.
             w_hh = F.dropout(w_hh, self.config.weight_drop, training=True)
-            weights = [w_ih, w_hh, b_ih, b_hh]
-            # Arguments: has_biases, num_layers, dropout, train, bidirectional, batch_first.
-            if lstm:
-                x, h_l, c_l = fused(x, (h[layer: layer + 1], c[layer: layer + 1]), weights, True, 1, 0.0, True, False, True)
-                new_c.append(c_l)
-            else:
-                x, h_l = fused(x, h[layer: layer + 1], weights, True, 1, 0.0, True, False, True)
-            new_h.append(h_l)  # [1, batch, hidden]
-        h = torch.cat(new_h)  # [layers, batch, hidden]
-        return x, ((h, torch.cat(new_c)) if lstm else h)
-
-    def _has_plain_weights(self) -> bool:
-        """False once the RNN has been swapped for a quantized or compiled one."""
-        return isinstance(getattr(self.rnn, "weight_ih_l0", None), torch.Tensor)
-
-    def _step_loop(self, x: torch.Tensor, state):
-        """The stacked cells one time step at a time: same maths as self.rnn, less overhead."""
-        batch, time, _ = x.shape
-        if state is None:
-            state = self.init_state(batch)
-        lstm = self.config.cell == "lstm"
-        h = list(state[0].unbind(0)) if lstm else list(state.unbind(0))
-        c = list(state[1].unbind(0)) if lstm else None
-        step = STEP_CELLS[self.config.cell]
-        weights = [
-            [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            for layer in range(self.config.layers)
-        ]
-        outputs = []
-        for t in range(time):
-            layer_input = x[:, t]
-            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-                if lstm:
-                    h[layer], c[layer] = step(layer_input, (h[layer], c[layer]), w_ih, w_hh, b_ih, b_hh)
-                else:
-                    h[layer] = step(layer_input, h[layer], w_ih, w_hh, b_ih, b_hh)
-                layer_input = h[layer]  # no inter-layer dropout: this path is inference only
-            outputs.append(layer_input)
-        out = torch.stack(outputs, dim=1)  # [batch, time, hidden]
-        new_h = torch.stack(h)
-        return out, ((new_h, torch.stack(c)) if lstm else new_h)
-
-    @staticmethod
-    def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-        """Shape of every weight a config implies (lm.model.config.expected_shapes)."""
-        return expected_shapes(config)
+        return [w_ih, w_hh, b_ih, b_hh]
 
     def init_state(self, batch: int):
         """Zero state for `batch` streams, on the weights' device and dtype."""
-        weight = self.embedding.weight
-        shape = (self.config.layers, batch, self.config.hidden)
-        h = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        if self.config.cell == "lstm":
-            return (h, torch.zeros_like(h))
-        return h
+        return zero_state(self.config, batch, self.embedding.weight)
+
+
+def _cell_steps(cell: str, x: torch.Tensor, state, weights: list[torch.Tensor]):
+    """One layer's cell, one time step at a time over x [batch, time, inputs]: the fused
+    kernel's maths, for inference windows too short to pay for its set-up."""
+    step = STEP_CELLS[cell]
+    state = tuple(t[0] for t in state) if cell == "lstm" else state[0]  # [batch, hidden]
+    outputs = []
+    for t in range(x.shape[1]):
+        state = step(x[:, t], state, *weights)
+        outputs.append(state[0] if cell == "lstm" else state)  # h [batch, hidden]
+    new = tuple(t.unsqueeze(0) for t in state) if cell == "lstm" else state.unsqueeze(0)  # [1, batch, hidden]
+    return torch.stack(outputs, dim=1), new  # [batch, time, hidden]
 
 
 def locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -258,91 +202,9 @@ def locked_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * mask
 
 
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """nll [batch, time] of targets under logits [batch, time, vocab], in fp32."""
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return nll.view(targets.shape)
-
-
-def _full_precision(tensor: torch.Tensor):
+def full_precision(tensor: torch.Tensor):
     """No autocast: the adaptive softmax mixes dtypes in place, and its layers are small."""
     return torch.autocast(tensor.device.type, enabled=False)
-
-
-def quantize_int8(model: LanguageModel) -> LanguageModel:
-    """int8 dynamic quantization of the RNN, projection and output layer, for CPU inference.
-
-    Weights become int8 (a quarter of the memory traffic that bounds one-stream decoding);
-    activations stay float and are quantized on the fly. The embedding stays float, so
-    the tied matrix is stored twice. Inference only: the result cannot be trained or saved.
-    """
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    if model.embedding.weight.device.type != "cpu":
-        raise ConfigError("int8 weights run on the CPU only — load the model with device='cpu', or use --fp32")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao points users at torchao; the eager API still works
-        quantized = quantize_dynamic(model.eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8, inplace=False)
-    quantized.config = model.config
-    return quantized
-
-
-def read_chunk(vocab_size: int) -> int:
-    """Tokens per model call when reading a text: keeps the logits within READ_LOGITS_BUDGET."""
-    return max(16, min(2048, READ_LOGITS_BUDGET // vocab_size))
-
-
-@torch.inference_mode()
-def read_ids(model, ids: list[int], state, chunk: int):
-    """Advance the state over token ids, `chunk` tokens per model call (see read_chunk).
-
-    Only the last position's logits are kept, so a text of megabytes costs time, not memory.
-    Returns (state, [vocab] next-token logits as fp32, or None when `ids` is empty).
-    """
-    device = next(model.parameters()).device
-    logits = None
-    for at in range(0, len(ids), chunk):
-        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
-        out, state = model(x, state)  # [1, time, vocab]
-        logits = out[0, -1].to(torch.float32, copy=True)  # a copy: a view would keep the chunk's logits alive
-    return state, logits
-
-
-@torch.inference_mode()
-def read_features(model, ids: list[int], state, chunk: int):
-    """Like `read_ids`, also keeping what the output layer read at every position.
-
-    Returns (state, features [len(ids), emb] fp32, [vocab] next-token logits fp32); ids must not be empty.
-    """
-    device = next(model.parameters()).device
-    features = []
-    for at in range(0, len(ids), chunk):
-        x = torch.tensor([ids[at: at + chunk]], dtype=torch.long, device=device)  # [1, time]
-        h, state = model.features(x, state)  # [1, time, emb]
-        features.append(h[0].float())
-    logits = model.output(h[:, -1:])[0, -1].float()  # [vocab]
-    return state, torch.cat(features), logits
-
-
-def map_state(state, fn):
-    """Apply `fn` to every tensor of a state (tensor, tuple of tensors or None)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return fn(state)
-    return tuple(map_state(s, fn) for s in state)
-
-
-def detach_state(state):
-    """Cut the graph at a window boundary (truncated BPTT) while keeping the values."""
-    return map_state(state, lambda t: t.detach())
-
-
-def select_state(state, index: torch.Tensor):
-    """Pick streams (dim 1 of every tensor) from a state, e.g. to branch a beam."""
-    return map_state(state, lambda t: t.index_select(1, index))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..mix.cache import CacheMemory
-from ..model.network import map_state
+from ..model.state import map_state
 from ..suggest.engine import Suggester
 from ..suggest.session import MAX_MARKS, SuggestionSession
 from ..suggest.typed import Suggestion

@@ -17,7 +17,8 @@ import torch
 
 from .._util import flag
 from ..errors import ConfigError
-from ..model.network import map_state, read_chunk, read_ids, select_state
+from ..model.reading import read_chunk, read_ids
+from ..model.state import map_state, select_state
 from ..data.text import START_TEXT, count_word_starts
 
 DEFAULT_MAX_TOKENS = 200  # when neither max_tokens nor max_words is given

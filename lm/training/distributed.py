@@ -22,6 +22,7 @@ tensors, so on GPUs they never wait on the device.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from torch import nn
 
 from ..errors import ConfigError, DistributedError
 from ..model.likelihood import DEFAULT_OVERLAP, LossMetrics, evaluate_loss as evaluate_loss_alone, total_nll
+from ..model import loss as model_loss
 
 WORKER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # A dead worker closes its sockets and the others fail at once; the timeout bounds a worker
@@ -205,18 +207,19 @@ class _TrainingLoss(nn.Module):
         self.model = model
 
     def forward(self, inputs, targets, state):
-        return self.model.training_loss(inputs, targets, state)
+        return model_loss.training_loss(self.model, inputs, targets, state)
 
 
 def training_loss(model: nn.Module):
-    """`model.training_loss`, wrapped in DistributedDataParallel when several workers run.
+    """The model's training loss (lm.model.loss.training_loss) as a function of (inputs, targets,
+    state), wrapped in DistributedDataParallel when several workers run.
 
     The wrapper broadcasts the first worker's weights at once, so every worker starts equal.
     Only the adaptive softmax can leave parameters without a gradient (a tail cluster no
     target fell in), and only then does DDP search for them (that search costs every step).
     """
     if not active():
-        return model.training_loss
+        return functools.partial(model_loss.training_loss, model)
     device = next(model.parameters()).device
     adaptive = getattr(model, "config", None) is not None and model.config.softmax == "adaptive"
     return nn.parallel.DistributedDataParallel(

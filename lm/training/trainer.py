@@ -33,7 +33,9 @@ from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..data.lexicon import Lexicon
 from ..model.likelihood import evaluate_loss
 from ..model.config import REGULARIZERS, ModelConfig
-from ..model.network import LanguageModel, count_parameters, detach_state
+from ..model.loss import training_loss
+from ..model.network import LanguageModel, count_parameters
+from ..model.state import detach_state
 from .config import (AVERAGES, DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS, SCHEDULES,
                      Stop, TrainConfig)
 from .presets import AUTO_SIZES, apply_size, choose_size, recurrent_weights
@@ -560,7 +562,7 @@ def measure_speed(model_config: ModelConfig, config: TrainConfig, ids: np.ndarra
         inputs, targets = window_at(streams, step * config.bptt, config.bptt, device)
         started = time.perf_counter()
         with autocast:
-            objective, _, state = model.training_loss(inputs, targets, state)
+            objective, _, state = training_loss(model, inputs, targets, state)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if config.clip_norm > 0:
