@@ -22,6 +22,8 @@ import lm.checkpoint.curves
 import lm.checkpoint.report
 import lm.suggest.repl  # also loads lm.suggest.sampler, for the generate and repl commands
 import lm.suggest.engine
+import lm.suggest.config
+import lm.evaluate.config
 from lm.serve.settings import LOOPBACK, ServeSettings
 from lm.model.config import CELLS
 from lm.data.config import KINDS
@@ -334,27 +336,27 @@ def summary_table(result: lm.TrainResult) -> Table:
 @cli.command("eval")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.evaluate.evaluation.EvalConfig, "batch", "Parallel streams (1: one stream, the exact reference).")
-@field_option(lm.evaluate.evaluation.EvalConfig, "bptt", "Tokens per window.")
-@field_option(lm.evaluate.evaluation.EvalConfig, "overlap", "Tokens each stream after the first reads unscored before its cut (0: zero-state cuts).")
-@field_option(lm.evaluate.evaluation.EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
-@field_option(lm.evaluate.evaluation.EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
-@field_option(lm.evaluate.evaluation.EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
-@field_option(lm.evaluate.evaluation.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.evaluation.SPLITS))
-@field_option(lm.evaluate.evaluation.EvalConfig, "encoding", "Text encoding of the files.")
-@field_option(lm.evaluate.evaluation.EvalConfig, "device", "auto, cpu or cuda.")
-@field_option(lm.evaluate.evaluation.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
+@field_option(lm.evaluate.config.EvalConfig, "batch", "Parallel streams (1: one stream, the exact reference).")
+@field_option(lm.evaluate.config.EvalConfig, "bptt", "Tokens per window.")
+@field_option(lm.evaluate.config.EvalConfig, "overlap", "Tokens each stream after the first reads unscored before its cut (0: zero-state cuts).")
+@field_option(lm.evaluate.config.EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
+@field_option(lm.evaluate.config.EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
+@field_option(lm.evaluate.config.EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
+@field_option(lm.evaluate.config.EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(lm.evaluate.config.SPLITS))
+@field_option(lm.evaluate.config.EvalConfig, "encoding", "Text encoding of the files.")
+@field_option(lm.evaluate.config.EvalConfig, "device", "auto, cpu or cuda.")
+@field_option(lm.evaluate.config.EvalConfig, "cache", "Also report the figures with the checkpoint's continuous cache.",
               flag="--cache/--no-cache")
-@field_option(lm.evaluate.evaluation.EvalConfig, "ngram", "Also report the figures with the word model's n-gram mixed in.",
+@field_option(lm.evaluate.config.EvalConfig, "ngram", "Also report the figures with the word model's n-gram mixed in.",
               flag="--ngram/--no-ngram")
-@field_option(lm.evaluate.evaluation.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
+@field_option(lm.evaluate.config.EvalConfig, "adapt", "Also read the text with dynamic evaluation: a small gradient step "
               "every 20 tokens on the text already read (slow).", is_flag=True, show_default=False)
-@field_option(lm.evaluate.evaluation.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
-@field_option(lm.evaluate.evaluation.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
-@field_option(lm.evaluate.evaluation.EvalConfig, "tune_cache", "First tune the cache (and count a word model's n-gram) on the "
+@field_option(lm.evaluate.config.EvalConfig, "adapt_lr", "Dynamic evaluation: step size (RMS-normalised).")
+@field_option(lm.evaluate.config.EvalConfig, "adapt_decay", "Dynamic evaluation: pull back toward the trained weights per step.")
+@field_option(lm.evaluate.config.EvalConfig, "tune_cache", "First tune the cache (and count a word model's n-gram) on the "
               "checkpoint's own training and validation text, and save them in the checkpoint.", is_flag=True,
               show_default=False)
-@field_option(lm.evaluate.evaluation.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
+@field_option(lm.evaluate.config.EvalConfig, "int8", "Evaluate the int8 model that suggest, generate and repl run by default.",
               flag="--int8/--fp32")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -369,7 +371,7 @@ def eval_(paths, checkpoint, as_json, quiet, **options):
 
         lm eval wikitext-2/test.txt -c checkpoints/wiki --max-words 50000
     """
-    config = lm.evaluate.evaluation.EvalConfig(**options)
+    config = lm.evaluate.config.EvalConfig(**options)
     with EvalBar(stderr, show=not quiet and stderr.is_terminal) as bar:
         result = lm.evaluate.evaluation.evaluate_paths(list(paths), checkpoint, config, bar)
     if as_json:
@@ -462,17 +464,17 @@ def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard)
 @cli.command()
 @click.argument("prompt", required=False, default="")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.suggest.sampler.GenerationConfig, "n", "Samples drawn at once, as one batch.")
-@field_option(lm.suggest.sampler.GenerationConfig, "max_tokens", f"Most tokens per sample (default: {lm.suggest.sampler.DEFAULT_MAX_TOKENS} unless --max-words is given).", type=int)
-@field_option(lm.suggest.sampler.GenerationConfig, "max_words", "Most words per sample.", type=int)
-@field_option(lm.suggest.sampler.GenerationConfig, "stop_at", "End a sample with its sentence or paragraph.", type=click.Choice(lm.suggest.sampler.STOP_AT))
-@field_option(lm.suggest.sampler.GenerationConfig, "stop", "End a sample after this text (repeatable).", type=str, multiple=True, show_default=False)
-@field_option(lm.suggest.sampler.GenerationConfig, "temperature", "Sampling temperature (0: greedy).")
-@field_option(lm.suggest.sampler.GenerationConfig, "top_k", "Draw from the k most likely tokens (0: all).")
-@field_option(lm.suggest.sampler.GenerationConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all).")
-@field_option(lm.suggest.sampler.GenerationConfig, "repetition_penalty", "Make tokens seen in the last --repetition-window tokens less likely (1: off).")
-@field_option(lm.suggest.sampler.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
-@field_option(lm.suggest.sampler.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
+@field_option(lm.suggest.config.GenerationConfig, "n", "Samples drawn at once, as one batch.")
+@field_option(lm.suggest.config.GenerationConfig, "max_tokens", f"Most tokens per sample (default: {lm.suggest.config.DEFAULT_MAX_TOKENS} unless --max-words is given).", type=int)
+@field_option(lm.suggest.config.GenerationConfig, "max_words", "Most words per sample.", type=int)
+@field_option(lm.suggest.config.GenerationConfig, "stop_at", "End a sample with its sentence or paragraph.", type=click.Choice(lm.suggest.config.STOP_AT))
+@field_option(lm.suggest.config.GenerationConfig, "stop", "End a sample after this text (repeatable).", type=str, multiple=True, show_default=False)
+@field_option(lm.suggest.config.GenerationConfig, "temperature", "Sampling temperature (0: greedy).")
+@field_option(lm.suggest.config.GenerationConfig, "top_k", "Draw from the k most likely tokens (0: all).")
+@field_option(lm.suggest.config.GenerationConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all).")
+@field_option(lm.suggest.config.GenerationConfig, "repetition_penalty", "Make tokens seen in the last --repetition-window tokens less likely (1: off).")
+@field_option(lm.suggest.config.GenerationConfig, "repetition_window", "Tokens the repetition guard looks back over.")
+@field_option(lm.suggest.config.GenerationConfig, "seed", "Random seed (default: a fresh one; --json shows it).", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
 @int8_option
 @device_option
@@ -486,7 +488,7 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
 
         lm generate "The old man" --max-words 40 --temperature 0.7 --n 3
     """
-    config = lm.suggest.sampler.GenerationConfig(**options)
+    config = lm.suggest.config.GenerationConfig(**options)
     config.validate()
     shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
     prompt = read_text_argument(prompt, "PROMPT")
@@ -550,14 +552,14 @@ def show_samples(prompt: str, generation) -> None:
 
 @cli.command()
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.suggest.repl.ReplConfig, "temperature", "Sampling temperature (0: greedy); :temp changes it.")
-@field_option(lm.suggest.repl.ReplConfig, "top_k", "Draw from the k most likely tokens (0: all); :topk changes it.")
-@field_option(lm.suggest.repl.ReplConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all); :topp changes it.")
-@field_option(lm.suggest.repl.ReplConfig, "max_words", "Most words the model writes per turn; :len changes it.")
-@field_option(lm.suggest.repl.ReplConfig, "stop_at", "End a turn with the sentence, the paragraph or none; :until changes it.",
-              type=click.Choice([*lm.suggest.sampler.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
-@field_option(lm.suggest.repl.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
-@field_option(lm.suggest.repl.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
+@field_option(lm.suggest.config.ReplConfig, "temperature", "Sampling temperature (0: greedy); :temp changes it.")
+@field_option(lm.suggest.config.ReplConfig, "top_k", "Draw from the k most likely tokens (0: all); :topk changes it.")
+@field_option(lm.suggest.config.ReplConfig, "top_p", "Draw from the most likely tokens holding this probability (1: all); :topp changes it.")
+@field_option(lm.suggest.config.ReplConfig, "max_words", "Most words the model writes per turn; :len changes it.")
+@field_option(lm.suggest.config.ReplConfig, "stop_at", "End a turn with the sentence, the paragraph or none; :until changes it.",
+              type=click.Choice([*lm.suggest.config.STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
+@field_option(lm.suggest.config.ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
+@field_option(lm.suggest.config.ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
 @int8_option
 @device_option
 def repl(checkpoint, int8, device, **options):
@@ -573,7 +575,7 @@ def repl(checkpoint, int8, device, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    session = lm.suggest.repl.Repl.load(lm.load(checkpoint, device=device, int8=int8), lm.suggest.repl.ReplConfig(**options))
+    session = lm.suggest.repl.Repl.load(lm.load(checkpoint, device=device, int8=int8), lm.suggest.config.ReplConfig(**options))
     interactive = sys.stdin.isatty()
     if interactive:
         enable_line_editing()
@@ -676,13 +678,13 @@ def serve(checkpoint, host, port, device, int8, **options):
 @cli.command()
 @click.argument("text", required=False, default="")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Checkpoint folder (default: the newest under checkpoints/).")
-@field_option(lm.suggest.engine.SuggestConfig, "k", "How many suggestions.", flag="-k")
-@field_option(lm.suggest.engine.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
-@field_option(lm.suggest.engine.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
-@field_option(lm.suggest.engine.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
+@field_option(lm.suggest.config.SuggestConfig, "k", "How many suggestions.", flag="-k")
+@field_option(lm.suggest.config.SuggestConfig, "beam_width", "Piece sequences kept per search step (char and subword models).")
+@field_option(lm.suggest.config.SuggestConfig, "max_depth", "Search steps after the typed prefix (char models: the longest word offered).")
+@field_option(lm.suggest.config.SuggestConfig, "punctuation_min", "Offer punctuation only when at least this likely.")
 @click.option("--words", "words_file", type=click.Path(), help="A user dictionary, one word a line: char and subword "
               "models may offer its words besides those of the training text.")
-@field_option(lm.suggest.engine.SuggestConfig, "any_word", "Char and subword models: offer any spelling, not only words of "
+@field_option(lm.suggest.config.SuggestConfig, "any_word", "Char and subword models: offer any spelling, not only words of "
               "the training text and --words.", is_flag=True, show_default=False)
 @click.option("--json", "output", flag_value="json", help="Print a JSON list of {word, probability, completion}.")
 @click.option("--plain", "output", flag_value="plain", help="Print one word per line.")
@@ -709,7 +711,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
     """
     text = read_text_argument(text, "TEXT")
     words = lm.data.lexicon.read_words_file(words_file) if words_file else ()
-    suggestions = lm.suggest.engine.suggest_words(text, checkpoint, lm.suggest.engine.SuggestConfig(**options), device=device,
+    suggestions = lm.suggest.engine.suggest_words(text, checkpoint, lm.suggest.config.SuggestConfig(**options), device=device,
                                            int8=int8, words=words, cache=cache, ngram=ngram,
                                            adapt=lm.AdaptConfig() if adapt else None)
     if output == "json":

@@ -14,62 +14,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._util import ConfigBase, flag
 from ..mix.adapt import AdaptConfig, adapted_read
 from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
 from ..checkpoint.loader import load
 from ..checkpoint.store import update_config
 from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from ..errors import ConfigError, CorpusError
+from .config import EvalConfig
 from .fast_keyboard import fast_keyboard_metrics
 from .keyboard import KeyboardMetrics, leading_words
-from ..model.likelihood import DEFAULT_OVERLAP, LossMetrics, total_nll
+from ..model.likelihood import LossMetrics, total_nll
 from ..mix.ngram import fit as fit_ngram
 from ..suggest.engine import Suggester
 from ..data.text import START_TEXT
 from ..data.tokenizer import UNK
-
-SPLITS = ("test", "valid", "train")
-
-
-@dataclass
-class EvalConfig(ConfigBase):
-    """How to evaluate. CLI flags share these names; the defaults live only here."""
-
-    batch: int = 16  # parallel streams (1: the exact single stream)
-    bptt: int = 256  # tokens per window
-    overlap: int = DEFAULT_OVERLAP  # priming tokens per stream after the first
-    max_words: int | None = None  # evaluate only the first N whitespace words
-    keyboard: bool = True  # also measure top-k accuracy and keystroke savings
-    keyboard_words: int = 2000  # keyboard metrics on the first N words (they are slow)
-    split: str = "test"  # which split of an hf: dataset
-    encoding: str = "utf-8"
-    device: str = "auto"
-    int8: bool = False  # int8 weights on the CPU, as lm suggest, generate and repl run them
-    cache: bool = True  # also report the figures with the checkpoint's continuous cache (when tuned)
-    tune_cache: bool = False  # first tune the cache (and a word model's n-gram) on the checkpoint's validation text
-    ngram: bool = True  # also report the figures with the checkpoint's n-gram (word models, when it has one)
-    adapt: bool = False  # also read the text with dynamic evaluation (lm/mix/adapt.py)
-    adapt_lr: float = AdaptConfig.lr
-    adapt_decay: float = AdaptConfig.decay
-
-    def validate(self) -> None:
-        for name in ("batch", "bptt", "keyboard_words"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{flag(name)} must be positive, not {getattr(self, name)} — pass 1 or more")
-        if self.overlap < 0:
-            raise ConfigError(f"--overlap must be 0 or more, not {self.overlap} — 0 cuts streams at zero state")
-        if self.max_words is not None and self.max_words <= 0:
-            raise ConfigError(f"--max-words must be positive, not {self.max_words} — leave it out to evaluate everything")
-        if self.split not in SPLITS:
-            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r} — pick one of those")
-        if self.adapt:
-            AdaptConfig(self.adapt_lr, self.adapt_decay).validate()
-            if self.int8:
-                raise ConfigError("--adapt takes gradient steps, which int8 weights cannot — drop --int8")
-        if self.int8 and self.device not in ("auto", "cpu"):
-            raise ConfigError(f"--int8 runs on the CPU, not --device {self.device} — drop one of the two")
-
 
 @dataclass
 class EvalResult:

@@ -15,35 +15,17 @@ Scoring always precedes the step on the same tokens, so the figures are fair.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._util import ConfigBase, flag
 from ..errors import ConfigError
+from .config import AdaptConfig
 from ..model.state import detach_state
 
 SQUARE_DECAY = 0.99  # running mean of g²: about the last hundred segments
 EPSILON = 1e-8
-
-
-@dataclass
-class AdaptConfig(ConfigBase):
-    """Settings of dynamic evaluation (bench/NOTES.md has the runs behind them)."""
-
-    lr: float = 1e-4
-    decay: float = 0.001  # share of the way back to the trained weights after each segment
-    segment: int = 20  # tokens per gradient step (the paper's 20)
-
-    def validate(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"{flag('adapt_lr')} must be positive, not {self.lr}")
-        if not 0 <= self.decay < 1:
-            raise ConfigError(f"{flag('adapt_decay')} must be at least 0 and below 1, not {self.decay}")
-        if self.segment < 1:
-            raise ConfigError(f"{flag('adapt_segment')} must be at least 1, not {self.segment}")
 
 
 def adapt_to(model, ids, config: AdaptConfig | None = None) -> torch.Tensor:

@@ -16,14 +16,12 @@ checkpoint's config.json under "cache". Nothing is trained; the model is unchang
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._util import ConfigBase, flag
-from ..errors import ConfigError
+from .config import CacheConfig
 
 WINDOWS = (100, 500, 2000)  # positions remembered, tried by `tune` (Grave et al. used 100 to 2,000)
 SHARPNESS_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # θ tried by `tune`, times 1 / the median of |h|²
@@ -31,27 +29,6 @@ WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)  # λ tried by `tune` (0: the ca
 TUNE_TOKENS = 50_000  # validation tokens `tune` reads at most: a minute on a CPU
 QUERY_BLOCK = 512  # positions scored together in `target_probs`
 RAMP = 100  # entries from which the cache has its full weight
-
-
-@dataclass
-class CacheConfig(ConfigBase):
-    """The cache's settings; window 0 switches it off."""
-
-    window: int = 0
-    sharpness: float = 1.0
-    weight: float = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.window > 0 and self.weight > 0
-
-    def validate(self) -> None:
-        if not isinstance(self.window, int) or self.window < 0:
-            raise ConfigError(f"{flag('cache_window')} must be 0 (off) or a positive number of tokens, not {self.window!r}")
-        if not 0 <= self.weight < 1:
-            raise ConfigError(f"{flag('cache_weight')} must be at least 0 and below 1, not {self.weight}")
-        if self.sharpness <= 0:
-            raise ConfigError(f"{flag('cache_sharpness')} must be positive, not {self.sharpness}")
 
 
 def mix(logits: torch.Tensor, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._util import ConfigBase
+from .config import NgramConfig
 from ..errors import CheckpointError
 
 FILE = "ngram.safetensors"
@@ -46,15 +46,6 @@ WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # λ tried on the validation t
 MAX_TOKENS = 20_000_000  # the n-gram counts at most this many training tokens (memory: ~40 bytes each)
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # hashing a context: odd 64-bit constants
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
-
-
-@dataclass
-class NgramConfig(ConfigBase):
-    """config.json's "ngram": how it was built and how much of it suggestions mix in."""
-
-    order: int = 5
-    min_count: int = 2
-    weight: float = 0.0  # λ; 0 means off
 
 
 def fit(train_ids, vocab_size: int, nll: torch.Tensor, valid_ids, config: NgramConfig | None = None) -> tuple["Ngram", dict]:

@@ -21,6 +21,10 @@ ADAPTIVE_MIN_VOCAB = 16_384
 ADAPTIVE_CUTOFFS = (2_000, 10_000, 50_000)  # frequency-sorted word ids where clusters start
 ADAPTIVE_DIV = 4.0  # each tail cluster works in a space this many times smaller than the last
 
+# Evaluation's priming tokens per stream after the first (lm eval --overlap); an LSTM's memory of
+# its start state is shorter.
+DEFAULT_OVERLAP = 256
+
 # Fields that change only training, not the weights: a resumed or fine-tuned run may change them.
 REGULARIZERS = ("dropout", "locked_dropout", "embedding_dropout", "weight_drop", "ar", "tar")
 

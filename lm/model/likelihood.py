@@ -33,10 +33,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .config import DEFAULT_OVERLAP
 from .loss import token_nll
 from .state import detach_state
-
-DEFAULT_OVERLAP = 256  # priming tokens per stream; an LSTM's memory of its start state is shorter
 
 
 @dataclass

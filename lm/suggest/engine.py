@@ -18,42 +18,22 @@ from __future__ import annotations
 import copy
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
-from .._util import flag
 from ..errors import ConfigError
 from ..data.lexicon import Lexicon
 from ..data.text import PUNCT, START_TEXT, char_class
 from ..mix.cache import CacheConfig, CacheMemory, mix
 from ..model.reading import read_chunk, read_features, read_ids
+from .config import SuggestConfig
 from .pieces import Allowed
 from .search import PieceSearch
 from .session import Mark, SuggestionSession
 from .spelling import spelling_log_probs
 from .typed import Suggestion, Typed
 from .vocabulary import Vocabulary
-
-
-@dataclass
-class SuggestConfig:
-    """How many suggestions and how hard to search for them."""
-
-    k: int = 3
-    beam_width: int = 8  # live piece sequences per search step
-    max_depth: int = 16  # search steps after the typed prefix (char models: longest word)
-    punctuation_min: float = 0.3  # punctuation is offered only when at least this likely
-    any_word: bool = False  # char and subword models: offer spellings outside the lexicon too
-    learn_after: int = 2  # a word typed and finished this often in a session joins its lexicon
-
-    def validate(self) -> None:
-        for name in ("k", "beam_width", "max_depth", "learn_after"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{flag(name)} must be a positive integer, not {value!r} — pass 1 or more")
-        if not 0.0 <= self.punctuation_min <= 1.0:
-            raise ConfigError(f"--punctuation-min must be in [0, 1], not {self.punctuation_min!r} — 0 offers all punctuation")
 
 
 class Suggester:
