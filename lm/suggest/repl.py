@@ -11,11 +11,18 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..errors import ConfigError
-from .config import STOP_AT, GenerationConfig, ReplConfig
-from .sampler import Sampler
+from .sampler import STOP_AT, GenerationConfig, Sampler
 from ..data.text import START_TEXT
 
 SUGGESTIONS = 3
+
+
+@dataclass
+class ReplConfig(GenerationConfig):
+    """Generation settings for a turn: by default the model finishes the sentence."""
+
+    max_words: int | None = 30
+    stop_at: str | None = "sentence"
 
 
 @dataclass
@@ -97,7 +104,7 @@ class Repl:
         self.sampler = self._fresh_sampler()
         self._undo: list[tuple[str, Sampler]] = []
         self._turn: Iterator[str] | None = None
-        self._suggester = None
+        self._session = None  # a SuggestionSession, made when suggestions are first asked for
 
     @classmethod
     def load(cls, predictor, config: GenerationConfig | None = None) -> "Repl":
@@ -195,11 +202,14 @@ class Repl:
         The next line typed is joined with a space, so the suggestions are for a new word.
         """
         from .engine import Suggester  # the suggester is only loaded when asked for
+        from .session import SuggestionSession
 
-        if self._suggester is None:
-            self._suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache, ngram=self.ngram)
-        text = self.context + (" " if self.context and not self.context[-1].isspace() else "")
-        return self._suggester.suggest(text, k)
+        if self._session is None:
+            suggester = Suggester(self.model, self.tokenizer, lexicon=self.lexicon, cache=self.cache, ngram=self.ngram)
+            self._session = SuggestionSession(suggester)
+        # The session keeps the model's state at each word boundary: a turn reads only the new text.
+        self._session.set_text(self.context + (" " if self.context and not self.context[-1].isspace() else ""))
+        return self._session.suggestions(k)
 
     def _do_reset(self, value: str) -> str:
         self.reset()
