@@ -11,18 +11,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..errors import ConfigError
-from .sampler import STOP_AT, GenerationConfig, Sampler
+from .config import STOP_AT, GenerationConfig, ReplConfig
+from .sampler import Sampler
 from ..data.text import START_TEXT
 
 SUGGESTIONS = 3
-
-
-@dataclass
-class ReplConfig(GenerationConfig):
-    """Generation settings for a turn: by default the model finishes the sentence."""
-
-    max_words: int | None = 30
-    stop_at: str | None = "sentence"
 
 
 @dataclass
