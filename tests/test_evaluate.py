@@ -1,4 +1,6 @@
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -7,7 +9,9 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lm
+from lm.data.corpus import token_ids
 from lm.evaluate.evaluation import EvalConfig, EvalProgress, evaluate_text, read_eval_text
+from lm.mix.cache import tune_on
 from lm.model.likelihood import stream_plan, total_nll
 from lm.data.tokenizer import CharTokenizer, WordTokenizer
 
@@ -186,3 +190,17 @@ def test_progress_hears_each_phase_with_its_total(tiny_checkpoints):
     progress = Recording()
     result = evaluate_text(model, tokenizer, make_text(20, seed=2), EvalConfig(keyboard_words=25), progress)
     assert progress.totals == progress.done == {"loss": result.loss.tokens, "keyboard": 25}
+
+
+def test_evaluate_paths_tunes_the_cache_without_a_progress_object(tiny_checkpoints, corpus_file, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_checkpoints("char"), folder)  # tuning writes into the checkpoint
+    text = tmp_path / "test.txt"
+    text.write_text(make_text(20, seed=3))
+    result = lm.evaluate_paths([str(text)], folder, EvalConfig(tune_cache=True, keyboard=False))  # no progress given
+    # The reference: the cache tuned by hand on the checkpoint's own validation text.
+    loaded = lm.load(folder, cache=False)
+    expected, _ = tune_on(loaded.model.eval(), token_ids(lm.load_corpus([str(corpus_file)]).valid, loaded.tokenizer))
+    saved = json.loads((folder / "config.json").read_text())["cache"]
+    assert {name: saved[name] for name in ("window", "sharpness", "weight")} == expected.to_dict()
+    assert result.cache == (expected if expected.enabled else None)  # the figures use the cache just tuned

@@ -118,6 +118,7 @@ def evaluate_paths(
     """
     config = config or EvalConfig()
     config.validate()
+    progress = progress or EvalProgress()  # the quiet one: the steps below never ask whether there is one
     text, sources = read_eval_text(paths, config.encoding, config.split)
     predictor = load(checkpoint, "cpu" if config.int8 else config.device, cache=config.cache, ngram=config.ngram)
     if config.tune_cache:
