@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..mix.adapt import AdaptConfig, adapted_read
-from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs, tune_on
+from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs
 from ..checkpoint.loader import load
 from ..checkpoint.store import update_config
 from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
@@ -24,7 +24,7 @@ from .config import EvalConfig
 from .fast_keyboard import fast_keyboard_metrics
 from .keyboard import KeyboardMetrics, leading_words
 from ..model.likelihood import LossMetrics, total_nll
-from ..mix.ngram import fit as fit_ngram
+from ..mix.tune import tune
 from ..suggest.engine import Suggester
 from ..data.text import START_TEXT
 from ..data.tokenizer import UNK
@@ -134,31 +134,22 @@ def evaluate_paths(
 
 
 def tune_cache(ckpt) -> dict:
-    """Tune a checkpoint's continuous cache on its own validation text; saves and returns the settings."""
+    """Tune a checkpoint's continuous cache (and a word model's n-gram) on its own validation text
+    (lm/mix/tune.py, as `lm train` does at its end); saves them and returns the cache's settings."""
     sources = ckpt.config.get("corpus", {}).get("sources")
     if not sources:
         raise ConfigError(f"{ckpt.path} does not record its training corpus, so it has no validation text to tune "
                           "the cache on — train it again with this lm, or evaluate without --tune-cache")
     corpus = load_corpus(sources)
-    valid = token_ids(corpus.valid, ckpt.tokenizer)
-    cache, report = tune_on(ckpt.model.eval(), valid)
-    settings = {**cache.to_dict(), "valid_perplexity": float(np.exp(report["model_nll"])),
-                "valid_perplexity_with_cache": float(np.exp(report["cache_nll"]))}
-    update_config(ckpt.path, cache=settings)
-    if ckpt.tokenizer.word_level:
-        tune_ngram(ckpt, token_ids(corpus.train, ckpt.tokenizer), report["nll"], valid[: len(report["nll"]) + 1])
-    return settings
-
-
-def tune_ngram(ckpt, train_ids, nll, valid_ids) -> dict:
-    """Count a word checkpoint's training text into an n-gram and weigh it against the model (with
-    its cache: nll per position of valid_ids[1:]); saves the n-gram when it helps."""
-    ngram, settings = fit_ngram(train_ids, ckpt.tokenizer.vocab_size, nll, valid_ids)
-    if ngram.weight > 0:
-        ngram.save(ckpt.path)
-    update_config(ckpt.path, ngram=settings)
-    ckpt.config["ngram"] = settings
-    return settings
+    tuned = tune(ckpt.model.eval(), ckpt.tokenizer, token_ids(corpus.valid, ckpt.tokenizer),
+                 lambda: token_ids(corpus.train, ckpt.tokenizer))
+    update_config(ckpt.path, cache=tuned.cache_settings)
+    if tuned.ngram_settings is not None:  # a word model
+        if tuned.ngram is not None:
+            tuned.ngram.save(ckpt.path)
+        update_config(ckpt.path, ngram=tuned.ngram_settings)
+        ckpt.config["ngram"] = tuned.ngram_settings
+    return tuned.cache_settings
 
 
 def evaluate_text(model, tokenizer, text: str, config: EvalConfig | None = None, progress: EvalProgress | None = None,

@@ -2,7 +2,8 @@
 
 The continuous cache (cache), the training text's n-gram (ngram) and dynamic evaluation
 (adapt): each is a mixture or a wrapper over the model's output through the one contract, so
-the trainer never knows them.
+the trainer never knows them. tune fits the cache and the n-gram to validation text, for the
+end of `lm train` and `lm eval --tune-cache` alike.
 
 May import: lm.model, lm.data, lm.errors, lm._util.
 """
