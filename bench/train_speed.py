@@ -145,7 +145,7 @@ def main() -> None:
                                   precision=args.precision,
                                   eval_every=0, patience=0, log_every=max(args.steps // 8, 5), device=args.device)
 
-    device = lm.training.trainer.pick_device(args.device)
+    device = lm._util.pick_device(args.device)
     gflops = matmul_gflops(device)
     runs = [lm_train_tokens_per_s(corpus, model_config, tokenizer_config, train_config) for _ in range(args.repeats)]
     rate = statistics.median(r[0] for r in runs)

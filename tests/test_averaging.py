@@ -52,7 +52,7 @@ def test_a_run_with_the_defaults_keeps_an_ema_of_the_last_200_steps_or_so(tmp_pa
 
 def _fake_validation(average_loss: float, raw_loss: float):
     def validate(run, model, autocast):
-        loss = average_loss if run.average is not None and model is run.average.module else raw_loss
+        loss = average_loss if model is run.average.module else raw_loss
         return LossMetrics(loss=loss, tokens=100, chars=100, words=20)
     return validate
 
@@ -111,8 +111,8 @@ def test_variable_windows_cover_each_epoch_once_and_scale_the_rate(tmp_path, cor
     # Within an epoch each window starts where the last one ended; a new epoch starts at 0.
     epochs = [0] + [i for i, (s, _) in enumerate(starts) if s == 0 and i > 0]
     assert len(epochs) >= 2
-    stream = trainer.batchify(lm.data.corpus.token_ids(lm.load_corpus([str(corpus_file)]).train,
-                                                  lm.checkpoint.store.load(run.checkpoint)[1]), 4).shape[1]
+    stream = lm.data.batching.batchify(lm.data.corpus.token_ids(lm.load_corpus([str(corpus_file)]).train,
+                                                  lm.load(run.checkpoint).tokenizer), 4).shape[1]
     for i in range(epochs[1]):
         start, length = starts[i]
         assert start == sum(n for _, n in starts[:i])

@@ -79,7 +79,7 @@ def test_a_run_of_few_epochs_gets_less_dropout():
 
 def test_auto_size_lowers_the_dropout_of_a_short_run_unless_it_is_given(tmp_path, monkeypatch):
     # A fixed speed, not this machine's: a slower CI machine timed tiny and the test read no rule.
-    monkeypatch.setattr(lm.training.trainer, "measure_speed", lambda *args, **kwargs: 160_000.0)
+    monkeypatch.setattr(lm.training.setup, "measure_speed", lambda *args, **kwargs: 160_000.0)
     words = "the cat sees a dog in our garden and my friend likes it very much".split()
     rng = random.Random(0)
     corpus = tmp_path / "long.txt"

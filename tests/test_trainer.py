@@ -110,7 +110,7 @@ def test_other_optimizers_train(tmp_path, corpus_file, optimizer):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_both_precisions_train_and_are_recorded(tmp_path, corpus_file, precision, monkeypatch):
-    monkeypatch.setattr(lm.training.trainer, "cpu_has_fast_bf16", lambda: True)  # bf16 autocast runs on any CPU, slowly
+    monkeypatch.setattr(lm.training.step, "cpu_has_fast_bf16", lambda: True)  # bf16 autocast runs on any CPU, slowly
     result = train_tiny(corpus_file, tmp_path / precision, precision=precision, max_steps=30)
     assert math.isfinite(result.best["valid_loss"])
     saved = json.loads((tmp_path / precision / "config.json").read_text())
@@ -119,14 +119,14 @@ def test_both_precisions_train_and_are_recorded(tmp_path, corpus_file, precision
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(lm.training.trainer, "cpu_has_fast_bf16", lambda: False)
-    assert lm.training.trainer.pick_precision("auto", cpu) == "fp32"
-    assert lm.training.trainer.pick_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(lm.training.step, "cpu_has_fast_bf16", lambda: False)
+    assert lm.training.step.pick_precision("auto", cpu) == "fp32"
+    assert lm.training.step.pick_precision("auto", cuda) == "bf16"
     with pytest.raises(lm.ConfigError, match="no fast bf16 — use --precision fp32"):
-        lm.training.trainer.pick_precision("bf16", cpu)
-    monkeypatch.setattr(lm.training.trainer, "cpu_has_fast_bf16", lambda: True)
-    assert lm.training.trainer.pick_precision("auto", cpu) == "bf16"
-    assert lm.training.trainer.pick_precision("fp32", cuda) == "fp32"
+        lm.training.step.pick_precision("bf16", cpu)
+    monkeypatch.setattr(lm.training.step, "cpu_has_fast_bf16", lambda: True)
+    assert lm.training.step.pick_precision("auto", cpu) == "bf16"
+    assert lm.training.step.pick_precision("fp32", cuda) == "fp32"
 
 
 @pytest.mark.parametrize(
@@ -234,11 +234,11 @@ def test_plain_sgd_takes_the_classic_settings_no_weight_decay_and_a_tight_clip()
     model = lm.model.network.LanguageModel(lm.ModelConfig(vocab_size=12, layers=1, hidden=8, emb=8))
     before = [p.detach().clone() for p in model.parameters()]
     config = lm.TrainConfig(optimizer="sgd")  # lr 20
-    optimizer = lm.training.trainer._make_optimizer(model, config)
+    optimizer = lm.training.step.make_optimizer(model, config)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()  # no gradient: only weight decay could move a weight (by lr × decay = 20 % at 0.01)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert config.clip_norm == 0.25 and lm.TrainConfig(optimizer="sgd", clip=2.0).clip_norm == 2.0
-    adamw = lm.training.trainer._make_optimizer(model, lm.TrainConfig())
+    adamw = lm.training.step.make_optimizer(model, lm.TrainConfig())
     assert adamw.param_groups[0]["weight_decay"] == 0.01 and lm.TrainConfig().clip_norm == 1.0
