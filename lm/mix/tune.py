@@ -12,8 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from .cache import CacheConfig, tune_on
-from .ngram import Ngram, NgramConfig, fit as fit_ngram
+from .cache import tune_on
+from .config import CacheConfig, NgramConfig
+from .ngram import Ngram, fit as fit_ngram
 
 
 @dataclass
