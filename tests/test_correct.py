@@ -37,7 +37,8 @@ def test_the_posterior_is_channel_plus_prior_normalised(decoder, prior):
     assert the.channel == pytest.approx(decoder.channel.log_prob("teh", "the"))
     assert the.prior == pytest.approx(math.log((5000 + 1) / (sum(COUNTS.values()) + len(COUNTS) + 1)))
     assert typed.prior == CorrectConfig().unknown_prior  # "teh" is no word of the index
-    ratio = math.exp(the.channel + the.prior - typed.channel - typed.prior)
+    weight = CorrectConfig().prior_weight
+    ratio = math.exp(the.channel + weight * the.prior - typed.channel - weight * typed.prior)
     assert the.posterior / typed.posterior == pytest.approx(ratio)
 
 
