@@ -49,6 +49,23 @@ def token_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One torch thread here and in the processes the tests start (OMP_NUM_THREADS). The tiny models
+    gain nothing from a second thread, and where other jobs hold the cores the two spin waiting for
+    each other: a 60-step run of the tiny char model took 2 s on one thread and 330 s on two, on
+    this two-core machine under a load of 19."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")
+    yield
+    mp.undo()
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
