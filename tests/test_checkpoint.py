@@ -31,15 +31,17 @@ def test_round_trip_gives_identical_logits(tmp_path, checkpoint):
     assert model2.decoder.weight is model2.embedding.weight
 
 
-def test_folder_holds_config_weights_tokenizer_metrics_and_resume_state(checkpoint):
+def test_folder_holds_config_weights_tokenizer_metrics_and_resume_state(checkpoint, corpus_file):
     names = set(os.listdir(checkpoint))
     assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "resume.safetensors", "resume.json"} <= names
     config = json.loads((checkpoint / CONFIG_FILE).read_text())
     assert config["format_version"] == 1
     assert {"model", "tokenizer", "training", "corpus", "metrics"} <= set(config)
-    assert config["corpus"]["fingerprint"]
-    lines = (checkpoint / "metrics.jsonl").read_text().splitlines()
-    assert lines and "valid_loss" in json.loads(lines[-1])
+    assert config["corpus"]["fingerprint"] == lm.load_corpus([str(corpus_file)]).fingerprint()
+    records = [json.loads(line) for line in (checkpoint / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]  # TINY_TRAIN: 150 steps, an evaluation every 75 and at an epoch's end
+    assert steps == sorted(set(steps)) and 75 in steps and steps[-1] == 150
+    assert config["metrics"]["valid_loss"] == min(r["valid_loss"] for r in records)  # the saved weights are the best
 
 
 def test_newest_checkpoint_is_the_default(tmp_path, checkpoint, monkeypatch):
