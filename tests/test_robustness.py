@@ -44,9 +44,10 @@ def test_sigkill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path, 
     shutil.copytree(tiny_checkpoints("char"), folder)
     loaded = lm.load(folder)
     model, tokenizer = loaded.model, loaded.tokenizer
+    original = model.decoder.bias.detach().clone()
     context = multiprocessing.get_context("fork")
     rng = random.Random(0)
-    good = 0
+    saves_seen = 0
     for _ in range(kills):
         ready = context.Event()
         child = context.Process(target=save_forever, args=(folder, model, tokenizer, ready))
@@ -55,12 +56,15 @@ def test_sigkill_at_any_moment_of_a_save_leaves_a_loadable_checkpoint(tmp_path, 
         time.sleep(rng.uniform(0.0, 0.3))
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        loaded = lm.load(folder).model
-        bias = loaded.decoder.bias
-        assert torch.all(bias == bias[0])  # one consistent save, never a mix
-        good += 1
-    print(f"\n{kills} SIGKILLs at random moments of a save: {good} checkpoints loaded, every one whole")
-    assert good == kills
+        bias = lm.load(folder).model.decoder.bias
+        step = json.loads((folder / "config.json").read_text()).get("step")
+        if step is None:  # killed before its first save finished: the copied checkpoint, untouched
+            assert torch.equal(bias, original)
+        else:  # one whole save: the weights and the config.json of the same step, never a mix
+            assert torch.all(bias == step), (step, bias[:3])
+            saves_seen += 1
+    print(f"\n{kills} SIGKILLs at random moments of a save: every checkpoint loaded whole, {saves_seen} of them the child's")
+    assert saves_seen > 0  # the kills fell among the child's saves, not all before its first
 
 
 class Exploit:
@@ -198,7 +202,7 @@ def models(tiny_checkpoints):
 def test_generation_never_raises_on_any_unicode(models, kind, prompt):
     model, tokenizer = models(kind)
     sample = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=5, seed=0)).run()[0]
-    assert isinstance(sample.text, str) and 1 <= len(sample.ids) <= 5
+    assert (len(sample.ids), sample.stop_reason) == (5, "max_tokens")  # nothing else may end it
 
 
 @pytest.mark.parametrize("kind", ["char", "word"])
@@ -208,8 +212,11 @@ def test_a_megabyte_prompt_of_unseen_and_control_characters_generates_and_sugges
     alphabet = "the clouds are in sky .\n\t\r\x00\x07\x1b\u200b\u2028日本😀é"
     prompt = "".join(rng.choice(alphabet) for _ in range(1_000_000)) + " the clouds are in the "
     sample = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=5, seed=0)).run()[0]
-    assert len(sample.ids) == 5
-    assert all(s.word.strip() == s.word and s.word for s in Suggester(model, tokenizer).suggest(prompt))
+    assert (len(sample.ids), sample.stop_reason) == (5, "max_tokens")
+    strip = Suggester(model, tokenizer).suggest(prompt)
+    assert len(strip) == 3 and all(s.word.strip() == s.word and s.word for s in strip), strip
+    if kind == "word":  # a word model finds its way back within the last five words
+        assert strip[0].word == "sky", strip
 
 
 @pytest.mark.parametrize("kind", ["char", "unigram", "word"])
