@@ -130,9 +130,12 @@ def test_capitalisation_follows_the_typed_prefix(suggesters, kind):
 
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_capitalisation_follows_a_sentence_start(suggesters, kind):
-    assert suggesters(kind).suggest("")[0].word in ("The", "My", "A", "Our", "Her")
-    assert all(s.word[0].isupper() for s in suggesters(kind).suggest("the clouds are in the sky . "))
-    assert all(s.word.islower() for s in suggesters(kind).suggest("the cat sees "))
+    # "the" starts 4 lines in 7 of the corpus; "a", "my", "her" and "our" one in 7 each.
+    assert suggesters(kind).suggest("")[0].word == "The"
+    after_a_sentence = suggesters(kind).suggest("the clouds are in the sky . ")
+    assert len(after_a_sentence) == 3 and all(s.word[0].isupper() for s in after_a_sentence), after_a_sentence
+    inside_one = suggesters(kind).suggest("the cat sees ")
+    assert len(inside_one) == 3 and all(s.word.islower() for s in inside_one), inside_one
 
 
 @pytest.mark.parametrize("kind", ["char", "unigram", "word"])

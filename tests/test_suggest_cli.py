@@ -82,10 +82,11 @@ def test_no_match_prints_a_note_and_empty_json(checkpoint):
     assert as_json.exit_code == 0 and as_json.stdout == "[]\n"
 
 
-def test_empty_text_suggests_words_that_start_a_text(checkpoint):
+def test_empty_text_suggests_words_that_start_a_text(checkpoint, expected):
     result = invoke("-c", checkpoint, "--plain")
     assert result.exit_code == 0, result.output
-    assert all(word[0].isupper() for word in result.stdout.split())
+    assert result.stdout == "".join(s.word + "\n" for s in expected(""))
+    assert result.stdout.startswith("The\n")  # "the" starts 4 lines in 7 of the corpus
 
 
 def test_missing_checkpoint_is_one_error_line(tmp_path, monkeypatch):
