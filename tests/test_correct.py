@@ -119,6 +119,9 @@ def test_completions_tolerate_a_slip_in_the_prefix(decoder, prior):
     assert [c.word for c in decoder.complete("Becau", prior)] == ["Because"]
     assert all(c.word != "the" for c in decoder.complete("the", prior))  # the typed word itself takes no slot
     assert decoder.complete("hello", prior) == []  # nothing but the typed word starts like it
+    # Three letters are taken as typed; from four on, one slip is allowed.
+    assert decoder.complete("thw", prior) == []
+    assert [c.word for c in decoder.complete("thwn", prior)] == ["then"]
 
 
 def test_bad_settings_are_refused():

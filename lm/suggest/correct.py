@@ -66,6 +66,7 @@ class CorrectConfig:
     prior_weight: float = 1.2  # weight of log P(w | context) against the channel's log P(t | w)
     max_edits: int = 2  # edits a candidate may be from the typed word
     short_word: int = 4  # words (and prefixes) of up to this many letters: one edit; a single letter: none
+    short_prefix: int = 3  # completions: prefixes of up to this many letters are taken as typed (bench/NOTES.md)
     shortlist: int = 24  # candidates, best by channel and frequency, that the prior scores
     per_prefix: int = 8  # completions: the most frequent words under each matching start
     unknown_prior: float = -20.0  # log P(w | context) of a typed word outside the lexicon (a new name, say)
@@ -75,15 +76,15 @@ class CorrectConfig:
     def validate(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"the correction threshold must be in (0, 1], not {self.threshold!r} — 1.0 never corrects")
-        for name in ("max_edits", "short_word", "shortlist", "per_prefix"):
+        for name in ("max_edits", "short_word", "short_prefix", "shortlist", "per_prefix"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0 or name in ("shortlist", "per_prefix") and value < 1:
                 raise ConfigError(f"the decoder's {name} must be a non-negative integer (shortlist and "
                                   f"per_prefix at least 1), not {value!r}")
 
-    def edits_for(self, letters: int) -> int:
-        """The edit bound for a typed word or prefix of this many letters."""
-        if letters <= 1:
+    def edits_for(self, letters: int, prefix: bool = False) -> int:
+        """The edit bound for a typed word, or a typed prefix, of this many letters."""
+        if letters <= (self.short_prefix if prefix else 1):
             return 0
         return min(1, self.max_edits) if letters <= self.short_word else self.max_edits
 
@@ -217,7 +218,7 @@ class Decoder:
         """log P(typed | w) for the index's words near the typed string (case-folded)."""
         keys = typed if touches is None else self.channel.keys_of(touches)
         folded = keys.casefold()
-        edits = self.config.edits_for(len(folded.replace(" ", "")))
+        edits = self.config.edits_for(len(folded.replace(" ", "")), prefix)
         if touches is None:
             score = self.channel.log_prob_prefix if prefix else self.channel.log_prob
         else:
