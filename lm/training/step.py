@@ -44,8 +44,8 @@ def pick_precision(name: str, device: torch.device) -> str:
 def autocast_for(device: torch.device, precision: str):
     """Matrix products in bf16, weights, optimizer state and the loss in fp32."""
     if precision != "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
