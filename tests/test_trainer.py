@@ -120,6 +120,14 @@ def test_both_precisions_train_and_are_recorded(tmp_path, corpus_file, monkeypat
     assert losses["bf16"] != losses["fp32"]  # the same seed and steps: only bf16 rounding can move the loss
 
 
+def test_autocast_is_on_for_bf16_only():
+    cpu = torch.device("cpu")
+    with lm.training.step.autocast_for(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with lm.training.step.autocast_for(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def test_auto_precision_follows_the_hardware(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(lm.training.step, "cpu_has_fast_bf16", lambda: False)
