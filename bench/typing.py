@@ -171,7 +171,13 @@ class FrequencyPrior:
 
 
 class ModelPrior:
-    """log P(w | context) from a checkpoint, through the engine's session (cache and n-gram mixed in)."""
+    """log P(w | context) from a checkpoint, through the engine's session (cache and n-gram mixed in).
+
+    The decoder asks for case-folded words; a word model's vocabulary keeps case ("Robert",
+    "The"), and the engine gives a word outside it the share of <unk>. So each folded word is
+    scored as the sum of its case variants in the vocabulary (only the word itself when it has
+    none): without that, "robert" would get <unk>'s share, likelier than most real words.
+    """
 
     def __init__(self, checkpoint: str, int8: bool):
         import lm
@@ -180,19 +186,45 @@ class ModelPrior:
         self.suggester = Suggester.load(lm.load(checkpoint, int8=int8))
         self.session = SuggestionSession(self.suggester)
         self.name = f"prior of {Path(checkpoint).name}{' int8' if int8 else ''}"
+        self.variants: dict[str, list[str]] = {}
+        if self.suggester.tokenizer.word_level:
+            for piece in self.suggester.tokenizer.pieces:
+                self.variants.setdefault(piece.casefold(), []).append(piece)
 
     def prior(self, context: str, typed: str):
         text = f"{context} {typed}" if context else typed
 
         def score(words: list[str]) -> list[float]:
             self.session.set_text(text)
-            return self.session.score_words(words)
+            spelled = [self._spellings(w) for w in words]
+            flat = self.session.score_words([v for variants in spelled for v in variants])
+            scores, at = [], 0
+            for variants in spelled:
+                scores.append(_logsumexp(flat[at: at + len(variants)]))
+                at += len(variants)
+            return scores
 
         return score
+
+    def _spellings(self, word: str) -> list[str]:
+        """The vocabulary's case variants of a folded word (of each part of "in the")."""
+        if not self.variants:
+            return [word]
+        parts = [self.variants.get(p, [p]) for p in word.split(" ")]
+        if len(parts) == 1:
+            return parts[0]
+        return [f"{a} {b}" for a in parts[0] for b in parts[1]] if len(parts) == 2 else [word]
 
     def next_words(self, context: str) -> list[str]:
         self.session.set_text(f"{context} " if context else "")
         return [s.word for s in self.session.suggestions(K)]
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 @dataclass
@@ -434,6 +466,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also re-decide the finished words over a grid of threshold, unknown prior and prior weight")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "typing.json")
     args = parser.parse_args(argv)
+    for path in (args.train, args.test):
+        if not path.is_file():
+            parser.error(f"{path} does not exist — give --train and --test, or put the shared corpora beside the repository")
     correct = CorrectConfig(threshold=args.threshold, unknown_prior=args.unknown_prior, max_edits=args.max_edits,
                             prior_weight=args.prior_weight)
     result = run(args.train.read_text(encoding="utf-8"), args.test.read_text(encoding="utf-8"), args.words,

@@ -108,6 +108,8 @@ def test_touches_decide_between_neighbours(decoder):
     touches = [(keys["s"].x, keys["s"].y), (keys["k"].x, keys["k"].y), (keys["t"].x + 0.45, keys["t"].y)]
     assert decoder.channel.keys_of(touches) == "skt"
     assert decoder.correct("skt", flat, touches=touches).word == "sky"
+    typed = [c for c in decoder.correct("skt", flat, touches=touches).candidates if c.typed][0]
+    assert typed.channel == pytest.approx(decoder.channel.log_prob_touches(touches, "skt"))
     centred = touches[:2] + [(keys["t"].x, keys["t"].y)]
     assert decoder.correct("skt", flat, touches=centred).candidates[0].posterior < \
         decoder.correct("skt", flat, touches=touches).candidates[0].posterior

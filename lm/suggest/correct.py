@@ -62,7 +62,7 @@ class CorrectConfig:
 
     # The three below were tuned on WikiText-2's raw valid split typed by bench/typing.py (its
     # sweep; bench/NOTES.md): the best F with at most 2 % of clean words changed on valid and test.
-    threshold: float = 0.8  # posterior the best candidate needs to replace the typed word
+    threshold: float = 0.9  # posterior the best candidate needs to replace the typed word
     prior_weight: float = 1.2  # weight of log P(w | context) against the channel's log P(t | w)
     max_edits: int = 2  # edits a candidate may be from the typed word
     short_word: int = 4  # words (and prefixes) of up to this many letters: one edit; a single letter: none
@@ -178,7 +178,7 @@ class Decoder:
         if reason:
             return Correction(typed, Action.KEEP, reason)
         scores = self._channel_scores(typed, touches, prefix=False)
-        candidates = self._rank(typed, scores, prior, with_typed=True)
+        candidates = self._rank(typed, scores, prior, with_typed=True, touches=touches)
         best = candidates[0]
         if best.typed:
             return Correction(typed, Action.KEEP, "typed word likeliest", candidates)
@@ -248,9 +248,10 @@ class Decoder:
         return [f"{folded[:i]} {folded[i:]}" for i in range(1, len(folded))
                 if folded[:i] in self.index and folded[i:] in self.index]
 
-    def _rank(self, typed: str, scores: dict[str, float], prior: Prior, with_typed: bool) -> list[Candidate]:
+    def _rank(self, typed: str, scores: dict[str, float], prior: Prior, with_typed: bool,
+              touches: Sequence[Point] | None = None) -> list[Candidate]:
         """The shortlist weighed by the prior, best first, with posteriors (the typed word included
-        when `with_typed`)."""
+        when `with_typed`, weighed by the same channel: the touches when there are some)."""
         folded = typed.casefold()
         counts = self.index.count
         ranked = sorted(scores, key=lambda w: -(scores[w] + sum(math.log(counts(p) + 1) for p in w.split())))
@@ -262,7 +263,8 @@ class Decoder:
         if not candidates and not with_typed:
             return []
         if with_typed:
-            own = self.channel.log_prob(typed, folded)
+            own = self.channel.log_prob(typed, folded) if touches is None else \
+                self.channel.log_prob_touches(touches, folded)
             candidates.append(Candidate(typed, own, priors[folded] if known else self.config.unknown_prior, typed=True))
         weight = self.config.prior_weight
         totals = [c.channel + weight * c.prior for c in candidates]
