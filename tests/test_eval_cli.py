@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from lm.evaluate.keyboard import KeyboardMetrics
 
 from conftest import make_text
 
@@ -44,6 +45,9 @@ def test_keyboard_metrics_on_a_bounded_sample(runner, tiny_checkpoints, kind):
         assert row in table.output
     keyboard = json.loads(runner.invoke(cli, [*args, "--json"]).output)["keyboard"]
     assert keyboard["words"] + keyboard["unknown_words"] == 30
+    pressed, baseline = keyboard["keystrokes"], keyboard["baseline_keystrokes"]
+    line = f"{1 - pressed / baseline:.1%} saved ({baseline - pressed:,} of {baseline:,} keys; {pressed:,} pressed)"
+    assert line in table.output  # the keys saved, not the keys pressed, are the share's numerator
     assert 0 <= keyboard["top1_accuracy"] <= keyboard["top3_accuracy"] <= 1
     assert keyboard["top3"] > 0 and 0 < keyboard["keystroke_savings"] < 1  # a trained model helps
 
@@ -89,12 +93,30 @@ def test_bad_max_words_is_one_error_line(runner, tiny_checkpoints):
     assert result.output == "Error: --max-words must be positive, not 0 — leave it out to evaluate everything\n"
 
 
+def test_the_keystroke_line_counts_the_keys_saved_and_the_keys_pressed():
+    from cli_render import keystroke_line
+
+    assert keystroke_line(KeyboardMetrics(keystrokes=2435, baseline_keystrokes=3000)) == \
+        "18.8% saved (565 of 3,000 keys; 2,435 pressed)"
+    assert keystroke_line(KeyboardMetrics(keystrokes=845, baseline_keystrokes=887)) == "4.7% saved (42 of 887 keys; 845 pressed)"
+
+
+def test_per_word_perplexity_says_what_it_is(runner, tiny_checkpoints):
+    args = ["eval", "text.txt", "-c", str(tiny_checkpoints("char")), "--no-keyboard"]
+    table = runner.invoke(cli, args).output
+    word_perplexity = json.loads(runner.invoke(cli, [*args, "--json"]).output)["word_perplexity"]
+    row = next(line for line in table.splitlines() if "perplexity / word" in line)
+    assert f"{word_perplexity:.2f}" in row
+    below = " ".join(table[table.index(row):].split())  # the note under the table, however it wraps
+    assert "perplexity / word: the token losses summed over each word, so char, subword and word models compare" in below
+
+
 def test_progress_bar_draws_on_a_terminal_and_stays_silent_when_disabled():
     import io
 
     from rich.console import Console
 
-    from cli import EvalBar
+    from cli_render import EvalBar
 
     for show in (True, False):
         buffer = io.StringIO()

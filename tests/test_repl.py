@@ -223,3 +223,13 @@ def test_the_cli_repl_without_a_checkpoint_says_how_to_train_one(tmp_path, monke
     assert result.exit_code == 1
     assert result.output == ("Error: no checkpoint found under checkpoints/ — train one first with `lm train CORPUS`, "
                              "or pass --checkpoint PATH\n")
+
+
+def test_the_repl_help_names_every_command_of_the_repl():
+    import re
+
+    import lm.suggest.repl
+
+    shown = " ".join(CliRunner().invoke(cli, ["repl", "--help"]).output.split())
+    for command in [*lm.suggest.repl.SETTINGS, *lm.suggest.repl.ACTIONS]:
+        assert re.search(rf":{command}\b", shown), f":{command} is missing from `lm repl --help`"

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .._util import ConfigBase, flag
+from ..data.config import TokenizerConfig
 from ..errors import ConfigError
+from ..model.config import ModelConfig
 from .presets import SIZES
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -100,3 +102,11 @@ class Stop(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def run_configs(settings: dict) -> tuple[ModelConfig, TokenizerConfig, TrainConfig]:
+    """A run's model, tokenizer and training configs from one flat dict of settings (`lm train`'s
+    flags): each takes the keys it knows. vocab_size is the tokenizer's; the model's is set from
+    the trained tokenizer."""
+    model = ModelConfig.from_dict({key: value for key, value in settings.items() if key != "vocab_size"})
+    return model, TokenizerConfig.from_dict(settings), TrainConfig.from_dict(settings)

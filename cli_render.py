@@ -1,0 +1,498 @@
+"""What the `lm` commands print: rich tables, progress bars, live views and the REPL's terminal.
+
+cli.py parses the options and calls the library; the result comes here to be shown. Nothing in
+lm/ imports click or rich: this module is their only meeting point with the library's results.
+It is imported when a command runs, never by `lm --help`.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from lm.evaluate.evaluation import EvalProgress
+from lm.model.config import REGULARIZERS
+from lm.training.config import TrainConfig
+from lm.training.progress import Progress
+
+stdout = Console()
+stderr = Console(stderr=True, soft_wrap=True)  # log lines and commands are never cut
+
+# Under every table with a per-word perplexity: what it is, and why a char model shows one.
+WORD_PERPLEXITY_NOTE = "perplexity / word: the token losses summed over each word, so char, subword and word models compare"
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the commands: one line on stderr, no source line."""
+    stderr.print(f"Warning: {message}", highlight=False)
+
+
+def _table(title: str, rows: list[tuple[str, str]], caption: str | None = None) -> Table:
+    """A two-column key/value table without a header."""
+    table = Table(title=title, caption=caption, caption_justify="left", show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:,.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB" if size >= 1e3 else f"{size} bytes"
+
+
+# lm train ------------------------------------------------------------------------------------
+
+@contextmanager
+def train_progress(quiet: bool, tensorboard: str | None = None) -> Iterator[Progress]:
+    """The progress a run reports to: nothing (quiet), a live bar on a terminal or plain lines for
+    logs, and TensorBoard event files in the folder `tensorboard` when given. Meanwhile each warning
+    shows as one line (a curves.png that cannot be drawn: training goes on)."""
+    shown = Progress() if quiet else (LiveProgress(stderr) if stderr.is_terminal else LineProgress(stderr))
+    board = None
+    if tensorboard:
+        from lm.training.tensorboard import Tee, TensorBoardProgress
+
+        board = TensorBoardProgress(tensorboard)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            yield Tee(shown, board) if board else shown
+        finally:
+            if board:
+                board.close()
+
+
+class LineProgress(Progress):
+    """Plain lines, for logs and pipes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.char = False
+
+    def start(self, info):
+        self.char = info["tokenizer"] == "char"
+        what = f"Fine-tuning {info['init_from']}:" if info["init_from"] else "Training"
+        if info["resumed_at"]:
+            what = f"Resuming at step {info['resumed_at']:,}:"
+        self.console.print(
+            f"{what} {info['parameters']:,} parameters on {info['train_tokens']:,} tokens "
+            f"({info['tokenizer']}, vocab {info['vocab_size']:,}) on {info['device']} ({info['precision']}) → {info['out']}",
+            highlight=False,
+        )
+
+    def step(self, stats):
+        self.console.print(f"step {stats['step']:>6}  {_step_text(stats, self.char)}", highlight=False)
+
+    def evaluated(self, record):
+        mark = " (best, saved)" if record["improved"] else ""
+        self.console.print(f"valid  step {record['step']}: {_valid_text(record, self.char)}{mark}", highlight=False)
+
+    def message(self, text):
+        self.console.print(text, highlight=False)
+
+
+class LiveProgress(LineProgress):
+    """A rich progress bar with loss, perplexity or bits per character, tokens/s, lr and ETA."""
+
+    def start(self, info):
+        super().start(info)
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
+        )
+        self.task = self.bar.add_task("epoch 1", total=1000, stats="", completed=0)
+        self.bar.start()
+
+    def step(self, stats):
+        self.bar.update(self.task, completed=stats["fraction"] * 1000,
+                        description=f"epoch {stats['epoch']}/{stats['epochs']} step {stats['step']:,}",
+                        stats=_step_text(stats, self.char))
+
+    def evaluated(self, record):
+        self.bar.console.print(f"valid  step {record['step']}: {_valid_text(record, self.char)}"
+                               + (" [green](best, saved)" if record["improved"] else ""), highlight=False)
+
+    def message(self, text):
+        if hasattr(self, "bar"):
+            self.bar.console.print(text, highlight=False)
+        else:
+            super().message(text)
+
+    def end(self, result):
+        self.bar.stop()
+
+
+def _step_text(stats, char: bool) -> str:
+    quality = f"{stats['bits_per_token']:.3f} bpc" if char else f"ppl {stats['perplexity']:.1f}"
+    return f"loss {stats['loss']:.3f}  {quality}  {stats['tokens_per_s']:,.0f} tok/s  lr {stats['lr']:.2e}"
+
+
+def _valid_text(record, char: bool) -> str:
+    text = f"loss {record['valid_loss']:.4f}  ppl {record['valid_perplexity']:.2f}"
+    text += f"  word ppl {record['valid_word_perplexity']:.1f}" if not char else ""
+    return text + f"  {record['valid_bits_per_char']:.4f} bits/char"
+
+
+def show_train_result(result, quiet: bool, resume_command: str) -> None:
+    """The summary table (unless quiet), and after Ctrl-C the command that resumes."""
+    if not quiet:
+        stdout.print(summary_table(result))
+    if result.interrupted:
+        stderr.print(f"Interrupted at step {result.step}; saved to {result.checkpoint}.\n"
+                     f"Resume with: {resume_command}", highlight=False)
+
+
+def summary_table(result) -> Table:
+    best = result.best
+    rows = [
+        ("checkpoint", str(result.checkpoint)),
+        ("stopped", result.stop_reason),
+        ("steps", f"{result.step:,} ({result.epoch} full epochs)"),
+        ("time", f"{result.elapsed:.1f} s"),
+        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+    ]
+    if best:
+        rows += [
+            ("best valid loss", f"{best['valid_loss']:.4f} (step {best['step']})"),
+            ("perplexity / token", f"{best['valid_perplexity']:.2f}"),
+            ("perplexity / word", f"{best['valid_word_perplexity']:.2f}"),
+            ("bits / char", f"{best['valid_bits_per_char']:.4f}"),
+        ]
+    return _table("Training finished" if not result.interrupted else "Training interrupted", rows,
+                  WORD_PERPLEXITY_NOTE if best else None)
+
+
+# lm eval -------------------------------------------------------------------------------------
+
+class EvalBar(EvalProgress):
+    """A rich progress bar for each phase of `lm eval` (disabled: shows nothing)."""
+
+    PHASES = {"loss": "likelihood (tokens)", "keyboard": "keyboard (words)"}
+
+    def __init__(self, console: Console, show: bool = True):
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True, disable=not show,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def start(self, task, total):
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(self.PHASES.get(task, task), total=total)
+
+    def advance(self, n):
+        self.bar.advance(self.task, n)
+
+
+def eval_bar(quiet: bool) -> EvalBar:
+    """The bar on stderr, shown on a terminal unless quiet."""
+    return EvalBar(stderr, show=not quiet and stderr.is_terminal)
+
+
+def keystroke_line(keys) -> str:
+    """Keystroke savings with the keys saved and the keys pressed, e.g.
+    "18.8% saved (565 of 3,000 keys; 2,435 pressed)" (taps and backspaces count as presses)."""
+    saved = keys.baseline_keystrokes - keys.keystrokes
+    return (f"{keys.keystroke_savings:.1%} saved ({saved:,} of {keys.baseline_keystrokes:,} keys; "
+            f"{keys.keystrokes:,} pressed)")
+
+
+def eval_table(result) -> Table:
+    loss = result.loss
+    sources = ", ".join(result.sources[:3]) + (f" and {len(result.sources) - 3} more" if len(result.sources) > 3 else "")
+    sample = f"first {loss.words:,} of {result.total_words:,} words (--max-words)" if result.sampled else f"{loss.words:,} words"
+    rows = [
+        ("text", sources), ("evaluated", f"{sample}, {loss.tokens:,} tokens, {loss.chars:,} chars"),
+        ("loss / token", f"{loss.loss:.4f}"), ("perplexity / token", f"{loss.perplexity:.2f}"),
+        ("perplexity / word", f"{loss.word_perplexity:.2f}"),
+        ("bits / char", f"{loss.bits_per_char:.4f}"),
+        ("likelihood speed", f"{result.words_per_s:,.0f} words/s on {result.device}"),
+    ]
+    keys = result.keyboard
+    if keys is not None:
+        rows += [
+            ("keyboard sample", f"first {keys.words + keys.unknown_words:,} words, {keys.unknown_words:,} <unk> skipped"),
+            ("top-1 accuracy", f"{keys.top1_accuracy:.1%}"), ("top-3 accuracy", f"{keys.top3_accuracy:.1%}"),
+            ("keystroke savings", keystroke_line(keys)),
+        ]
+    return _table(f"Evaluation of {result.checkpoint}", rows + _mixture_rows(result), WORD_PERPLEXITY_NOTE)
+
+
+def _mixture_rows(result) -> list[tuple[str, str]]:
+    """The rows of the inference-time additions: the cache, the n-gram, dynamic evaluation."""
+    rows = []
+    if result.cache_loss is not None:
+        cache = result.cache
+        rows += _added_rows("cache", "the cache", f"window {cache.window}, weight {cache.weight:g}, sharpness "
+                            f"{cache.sharpness:.3g}", result.stream_loss, result.cache_loss, result.cache_keyboard)
+    if result.ngram_loss is not None:
+        rows += _added_rows("n-gram", "the n-gram" + (" and the cache" if result.cache_loss else ""),
+                            f"weight {result.ngram_weight:g}", result.stream_loss, result.ngram_loss, result.ngram_keyboard)
+    if result.adapt_loss is not None:
+        base, adapted = result.stream_loss, result.adapt_loss
+        rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {adapted.perplexity:.2f} with dynamic "
+                     f"evaluation ({adapted.perplexity / base.perplexity - 1:+.1%}; "
+                     f"{adapted.tokens / max(result.adapt_seconds, 1e-9):,.0f} tokens/s)"))
+        if result.adapt_cache_loss is not None:
+            both = result.adapt_cache_loss
+            rows.append(("perplexity / token, one stream", f"{base.perplexity:.2f} → {both.perplexity:.2f} with both "
+                         f"({both.perplexity / base.perplexity - 1:+.1%})"))
+    return rows
+
+
+def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard) -> list[tuple[str, str]]:
+    """An inference-time addition's rows (the cache, the n-gram): its settings, one stream's
+    perplexity without and with it, and the keyboard typed again with it."""
+    rows = [(name, settings),
+            ("perplexity / token, one stream", f"{base.perplexity:.2f} → {mixed.perplexity:.2f} with {with_what} "
+                                               f"({mixed.perplexity / base.perplexity - 1:+.1%})")]
+    if keyboard is not None:
+        rows += [(f"with {with_what}: top-1 / top-3", f"{keyboard.top1_accuracy:.1%} / {keyboard.top3_accuracy:.1%}"),
+                 (f"with {with_what}: keystroke savings", f"{keyboard.keystroke_savings:.1%}")]
+    return rows
+
+
+# lm generate and lm repl ---------------------------------------------------------------------
+
+def show_generation(shown_prompt: str, generation, n: int) -> None:
+    """One sample streamed as it comes; several in live panels (printed once when not a terminal)."""
+    if n == 1:
+        stream_text(shown_prompt, (piece.text for piece in generation))
+    else:
+        show_samples(shown_prompt, generation)
+
+
+def interrupted() -> None:
+    stderr.print("\nInterrupted.", highlight=False)
+
+
+def stream_text(prompt: str, pieces, style: str = "") -> str:
+    """Write the prompt in bold, then each piece as it comes; end with one newline."""
+    if prompt:
+        stdout.out(prompt, style="bold", end="", highlight=False)
+    text = prompt
+    for piece in pieces:
+        stdout.out(piece, style=style, end="", highlight=False)
+        text += piece
+    if not text.endswith("\n"):
+        stdout.out("")
+    return text
+
+
+class SampleView:
+    """Live panels, one per sample, redrawn from the text so far."""
+
+    def __init__(self, prompt: str, n: int):
+        self.prompt, self.texts = prompt, [""] * n
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.panel import Panel
+
+        return Group(*(Panel(Text.assemble((self.prompt, "bold"), text.rstrip("\n")), title=f"sample {i + 1}", title_align="left")
+                       for i, text in enumerate(self.texts)))
+
+
+def show_samples(prompt: str, generation) -> None:
+    from rich.live import Live
+
+    view = SampleView(prompt, len(generation.samples))
+    if not stdout.is_terminal:  # pipes and logs get the finished samples once
+        view.texts = [sample.text for sample in generation.run()]
+        stdout.print(view)
+        return
+    with Live(view, console=stdout, refresh_per_second=12):
+        for piece in generation:
+            view.texts[piece.index] += piece.text
+
+
+def run_repl(session) -> None:
+    """The REPL at the terminal: read a line, let the session handle it, show the reply, until
+    :quit or the end of input. When stdin is not a terminal, lines come from it and plain text goes out."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        enable_line_editing()
+        stdout.print("Type text for the model to continue; :help lists the commands, Ctrl-D leaves.", style="dim")
+    while (line := read_line(interactive)) is not None:
+        reply = session.handle(line)
+        if reply.quit:
+            break
+        show_reply(session, reply, interactive)
+
+
+def enable_line_editing() -> None:
+    """input() gains line editing and history once readline is loaded."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:  # not on every platform; input() still works
+        pass
+
+
+def read_line(interactive: bool) -> str | None:
+    """The next input line, or None at the end (Ctrl-D, end of stdin)."""
+    while True:
+        try:
+            if interactive:
+                return input("> ")
+            line = sys.stdin.readline()
+            return line or None
+        except EOFError:
+            if interactive:
+                stdout.out("")  # leave the shell's prompt on a line of its own
+            return None
+        except KeyboardInterrupt:  # at the prompt: drop the line, as Python's REPL does
+            if not interactive:
+                return None
+            stdout.out("")
+
+
+def show_reply(session, reply, interactive: bool) -> None:
+    if reply.text:
+        stdout.out(reply.text, highlight=False)
+    if reply.stream is None:
+        return
+    try:
+        stream_text("", reply.stream, style="cyan" if interactive else "")
+    except KeyboardInterrupt:
+        session.stop()  # what was shown stays in the text
+        stdout.out(" [stopped]", style="dim", highlight=False)
+
+
+# lm suggest ----------------------------------------------------------------------------------
+
+def show_suggestions(suggestions, output: str | None) -> None:
+    """JSON, one word a line (plain), or a table; a line on stderr when there is none."""
+    if output == "json":
+        import json
+
+        click.echo(json.dumps([s.to_dict() for s in suggestions], ensure_ascii=False))
+    elif output == "plain":
+        for s in suggestions:
+            click.echo(s.word)
+    elif suggestions:
+        stdout.print(suggestion_table(suggestions))
+    else:
+        stderr.print("No suggestions: no word the model knows starts with the typed letters.", highlight=False)
+
+
+def suggestion_table(suggestions) -> Table:
+    table = Table(show_edge=False)
+    table.add_column("word")
+    table.add_column("probability", justify="right")
+    for s in suggestions:
+        table.add_row(Text(s.word, style="bold"), f"{s.probability:.1%}")
+    return table
+
+
+# lm serve ------------------------------------------------------------------------------------
+
+def warn_open_host(host: str, has_key: bool) -> None:
+    stderr.print(f"Warning: listening on {host} lets other machines reach the model"
+                 + ("" if has_key else "; consider --api-key"), style="yellow", highlight=False)
+
+
+def serving_line(service, host: str, port: int) -> str:
+    """'Serving NAME (KIND, WEIGHTS on DEVICE, N processes) at URL — Ctrl-C stops'."""
+    where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    processes = service.settings.processes
+    return (f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} on "
+            f"{service.suggester.device}, {processes} process{'es' if processes > 1 else ''}) at {where} — Ctrl-C stops")
+
+
+# lm export -----------------------------------------------------------------------------------
+
+def show_export(result) -> None:
+    stdout.print(export_table(result))
+    stdout.print(f"Try it without torch: python {result.folder}/runtime.py {result.folder} \"the text so far\"",
+                 highlight=False, soft_wrap=True)
+
+
+def export_table(result) -> Table:
+    manifest = result.manifest
+    model, check = manifest["model"], manifest["check"]
+    rows = [("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, "
+                      f"{manifest['tokenizer']['kind']} vocab {model['vocab_size']:,}, {model['softmax']} softmax"),
+            ("weights", model["weights"] + "".join(f", {n} {op}" for op, n in manifest["graph"]["quantized_ops"].items())),
+            ("fp32 graph vs PyTorch", f"max |Δ| {check['fp32_max_abs_diff']:.1e}")]
+    if "int8_top1_agreement" in check:
+        rows.append(("int8 graph vs PyTorch", f"max |Δ| {check['int8_max_abs_diff']:.2f}, "
+                                              f"top-1 agrees {check['int8_top1_agreement']:.1%}"))
+    rows += [(name, _size(size)) for name, size in result.files.items()]
+    return _table(f"Exported to {result.folder}", rows)
+
+
+# lm info -------------------------------------------------------------------------------------
+
+def show_info(summary: dict, metrics_log: list[dict]) -> None:
+    """The summary table, then the curves drawn in the terminal (when the run logged any)."""
+    stdout.print(info_table(summary))
+    if metrics_log:
+        from lm.checkpoint.curves import terminal_chart
+
+        width = max(40, min(stdout.width, 100))
+        stdout.print(Text.from_ansi(terminal_chart(metrics_log, width=width, color=stdout.is_terminal)))
+
+
+def info_table(summary: dict) -> Table:
+    model, tokenizer = summary["model"], summary["tokenizer"]
+    parameters = f"{model['parameters']:,}" if model.get("parameters") else "unknown"
+    rows = [
+        ("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, {model['softmax']} softmax"),
+        ("regularization", ", ".join(f"{name.replace('_', ' ')} {model[name]}" for name in REGULARIZERS
+                                     if model.get(name)) or "none"),
+        ("size", f"{parameters} parameters, weights {_size(summary['size']['weights_bytes'])}, "
+                 f"folder {_size(summary['size']['folder_bytes'])}"),
+        ("tokenizer", f"{tokenizer['kind']}, vocab {tokenizer['vocab_size']:,}"),
+    ]
+    return _table(f"Checkpoint {summary['checkpoint']}", rows + _run_rows(summary))
+
+
+def _run_rows(summary: dict) -> list[tuple[str, str]]:
+    """How the checkpoint was trained: settings, corpus, best figures, steps, and its history."""
+    training, corpus, best, trained = summary["training"], summary["corpus"], summary["best"], summary["trained"]
+    rows = []
+    if training:
+        settings = TrainConfig.from_dict(training)
+        rows.append(("training", f"{training['optimizer']} lr {settings.learning_rate:g}, {training['schedule']}, "
+                                 f"batch {training['batch']} × bptt {training['bptt']}, clip {settings.clip_norm:g}, "
+                                 f"{training['precision']}"
+                                 + (f", {training['average']} weight average" if training.get("average", "none") != "none" else "")
+                                 + (", varied bptt" if training.get("vary_bptt") else "")))
+    if corpus:
+        rows.append(("corpus", f"{', '.join(corpus.get('sources', []))} ({corpus.get('train_tokens', 0):,} training tokens)"))
+    if "valid_loss" in best:
+        rows.append(("best valid", f"perplexity {best['valid_perplexity']:.2f}, {best['valid_bits_per_char']:.4f} bits/char "
+                                   f"at step {best['step']:,} ({_duration(best['minutes'])})"
+                                   + (", averaged weights" if best.get("averaged") else "")))
+    rows.append(("trained", f"{trained['steps']:,} steps ({trained['epochs']} full epochs), {trained['tokens']:,} tokens "
+                            f"in {_duration(trained['minutes'])}"))
+    rows.append(("evaluations", f"{trained['evaluations']}"))
+    if summary.get("plan"):
+        plan = summary["plan"]
+        timed = f" at {plan['tokens_per_s']:,.0f} tokens/s" if plan.get("tokens_per_s") else ""
+        rows.append(("size chosen", f"{plan['size']} by --size auto{timed}, for about {plan['epochs']:.1f} epochs"))
+    if summary["fine_tuned_from"]:
+        rows.append(("fine-tuned from", summary["fine_tuned_from"]))
+    if summary["resumed_at"]:
+        rows.append(("resumed at step", ", ".join(f"{s:,}" for s in summary["resumed_at"])))
+    if summary["curves"]:
+        rows.append(("curves", summary["curves"]))
+    return rows
