@@ -282,6 +282,12 @@ def test_any_unicode_never_raises(suggesters, kind, text):
         assert (text + s.completion).endswith(s.word)
 
 
+def test_a_word_whose_probability_underflowed_to_zero_is_not_offered(suggesters):
+    # An unlikely typed prefix (":CVAAF" on the unigram model) can leave words whose float mass is 0.
+    shown = suggesters("word")._present({"sky": 0.0, "sea": 0.25}, split_typed("the ", True))
+    assert [(s.word, s.probability) for s in shown] == [("sea", 0.25)]
+
+
 def test_bad_settings_raise_config_errors(suggesters):
     with pytest.raises(lm.ConfigError, match="k must be a positive integer"):
         suggesters("word").suggest("the ", 0)

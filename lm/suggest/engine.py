@@ -244,6 +244,8 @@ class Suggester:
         """Keyboard conventions: punctuation only when likely, casing from the context; best first."""
         shown: dict[str, float] = defaultdict(float)
         for word, p in words.items():
+            if p <= 0.0:  # underflowed: a word the strip cannot rank
+                continue
             if char_class(word[0]) == PUNCT and p < self.config.punctuation_min:
                 continue
             shown[typed.present(word)] += p

@@ -107,7 +107,8 @@ class PieceSearch:
                 reached.append(probs[b, options.crossing_ids].sum())
                 finishing = zip(options.finished_words, probs[b, options.finished_ids].tolist())
             else:
-                if text and (allowed is None or allowed.word(text)):
+                # A mass that underflowed to 0 is no word to offer (it would show as probability 0).
+                if text and ended[b][mode] > 0.0 and (allowed is None or allowed.word(text)):
                     words[text] += ended[b][mode]
                 split_ids, id_list, cuts = table.splits[mode]
                 if not id_list:
