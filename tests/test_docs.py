@@ -62,7 +62,10 @@ def shown_commands(markdown: str) -> list[str]:
 def unknown_parts(line: str) -> list[str]:
     """The command or options of an `lm ...` line that the CLI does not have (empty: all exist)."""
     words = shlex.split(line, comments=True)
-    command = cli.commands.get(words[1]) if len(words) > 1 else None
+    if len(words) > 1 and words[1].startswith("-"):  # the group's own options: lm --help, lm --version
+        command, words = cli, words[:1] + ["lm"] + words[1:]
+    else:
+        command = cli.commands.get(words[1]) if len(words) > 1 else None
     if command is None:
         return [" ".join(words[:2])]
     options = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
@@ -83,6 +86,7 @@ def test_every_shown_command_exists():
 def test_a_misspelled_command_or_option_is_caught():
     assert unknown_parts("lm train corpus.txt --tokeniser char") == ["--tokeniser"]
     assert unknown_parts("lm sugest 'the clouds'") == ["lm sugest"]
+    assert unknown_parts("lm --help") == [] and unknown_parts("lm --helps") == ["--helps"]
     assert unknown_parts("lm eval test.txt -c ckpt --json  # a comment --not-an-option") == []
 
 
