@@ -76,6 +76,10 @@ def test_continue_streams_a_generation_into_the_box(tiny_checkpoints):
             page.wait_for_function("document.getElementById('status').textContent.startsWith('continued by')")
             text = page.input_value("#text")
             assert text.startswith(TYPED + " ") and len(text.split()) > len(TYPED.split())
+            page.wait_for_function("text => { const strip = document.getElementById('strip');"
+                                   " return strip.dataset.text === text && !strip.classList.contains('stale'); }",
+                                   arg=text)  # the strip for the longer text...
+            assert page.text_content("#status").startswith("continued by")  # ...leaves the generation's summary
             assert page.locator("#continue").text_content() == "Continue"
             browser.close()
 

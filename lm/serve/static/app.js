@@ -45,7 +45,8 @@ function typedText() {
   return box.value.slice(0, box.selectionStart);
 }
 
-async function refresh() {
+// keepStatus: leave the status line as it is (the summary of a generation that just ended).
+async function refresh(keepStatus = false) {
   if (inFlight) { wanted = true; return; }
   inFlight = true;
   const text = typedText();
@@ -56,7 +57,7 @@ async function refresh() {
     if (text === typedText()) {
       show(answer.suggestions, text);
       const roundTrip = performance.now() - started;
-      statusLine.textContent = `${answer.elapsed_ms.toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms round trip`;
+      if (keepStatus !== true) statusLine.textContent = `${answer.elapsed_ms.toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms round trip`;
     } else {
       wanted = true;
     }
@@ -64,7 +65,7 @@ async function refresh() {
     statusLine.textContent = error.message;
   }
   inFlight = false;
-  if (wanted) { wanted = false; refresh(); }
+  if (wanted) { wanted = false; refresh(keepStatus); }
 }
 
 function show(found, text) {
@@ -159,7 +160,7 @@ async function continueText() {
     continueButton.textContent = "Continue";
     box.focus();
     box.setSelectionRange(box.value.length, box.value.length);
-    refresh();
+    refresh(true); // the strip for the longer text; the status keeps "continued by …"
   }
 }
 continueButton.addEventListener("click", continueText);
