@@ -55,3 +55,19 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown --device {name!r} — use auto, cpu or cuda") from None
+
+
+def submodule_getter(package: str):
+    """A package's module-level __getattr__ (PEP 562): `lm.PKG.MODULE` after a plain `import lm.PKG`
+    imports the module when first used, so a package's __init__ stays free of eager imports."""
+    from importlib import import_module
+
+    def __getattr__(name: str):
+        try:
+            return import_module(f"{package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.{name}":
+                raise
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -7,14 +7,6 @@ columns, windows down them) and lexicon (the words of the training text).
 May import: lm.errors, lm._util. Never torch-heavy stages above it.
 """
 
-from importlib import import_module
+from .._util import submodule_getter
 
-
-def __getattr__(name: str):
-    """`lm.data.MODULE` after a plain `import lm.data`: the module is imported when first used."""
-    try:
-        return import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = submodule_getter(__name__)

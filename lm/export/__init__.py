@@ -6,14 +6,6 @@ copied into each export, so it imports nothing from lm).
 May import: lm.checkpoint, lm.model, lm.errors, lm._util.
 """
 
-from importlib import import_module
+from .._util import submodule_getter
 
-
-def __getattr__(name: str):
-    """`lm.export.MODULE` after a plain `import lm.export`: the module is imported when first used."""
-    try:
-        return import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = submodule_getter(__name__)

@@ -12,14 +12,6 @@ Every other stage calls `model(ids, state) -> (logits, state)`.
 May import: lm.errors, lm._util. Nothing else of the project, like nanoGPT's model.py.
 """
 
-from importlib import import_module
+from .._util import submodule_getter
 
-
-def __getattr__(name: str):
-    """`lm.model.MODULE` after a plain `import lm.model`: the module is imported when first used."""
-    try:
-        return import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = submodule_getter(__name__)

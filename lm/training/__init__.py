@@ -10,14 +10,6 @@ distributed (torchrun workers over the same loop), tensorboard (an optional prog
 May import: lm.checkpoint, lm.mix, lm.model, lm.data, lm.errors, lm._util.
 """
 
-from importlib import import_module
+from .._util import submodule_getter
 
-
-def __getattr__(name: str):
-    """`lm.training.MODULE` after a plain `import lm.training`: the module is imported when first used."""
-    try:
-        return import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = submodule_getter(__name__)
