@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import lm
 from lm.data.text import LETTER, char_class
@@ -14,6 +13,7 @@ from lm.data.tokenizer import Tokenizer
 from lm.mix.config import CacheConfig
 from lm.suggest.engine import SuggestConfig, Suggester
 from lm.suggest.session import SuggestionSession
+from test_suggest import UniformModel
 
 CLOUDS = "the clouds are in the "
 WORDS = ["sky", "the", "garden", "clouds", "qzx"]
@@ -118,18 +118,6 @@ def test_a_session_scores_as_a_fresh_read_and_after_the_typed_words_context(load
     two = suggester.score_words("the clouds are in ", ["the sky"])[0]
     first, second = suggester.score_words("the clouds are in ", ["the"])[0], suggester.score_words(CLOUDS, ["sky"])[0]
     assert two == pytest.approx(first + second, rel=1e-4)
-
-
-class UniformModel(nn.Module):
-    """Every piece equally likely after anything: word probabilities can be worked out by hand."""
-
-    def __init__(self, vocab_size: int):
-        super().__init__()
-        self.zero = nn.Parameter(torch.zeros(vocab_size))
-
-    def forward(self, ids, state=None):
-        state = torch.zeros(1, ids.shape[0], 1) if state is None else state  # [layers, batch, hidden]
-        return self.zero.expand(*ids.shape, -1), state  # [batch, time, vocab]
 
 
 class PiecesTokenizer(Tokenizer):
