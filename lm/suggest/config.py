@@ -26,6 +26,8 @@ class SuggestConfig:
     punctuation_min: float = 0.3  # punctuation is offered only when at least this likely
     any_word: bool = False  # char and subword models: offer spellings outside the lexicon too
     learn_after: int = 2  # a word typed and finished this often in a session joins its lexicon
+    correct: bool = True  # the keyboard's forgiveness: correct finished words, fix slips in prefixes, swipes
+    layout: str = "qwerty-en-us"  # the keyboard layout the slips are weighed on (a name or a JSON file)
 
     def validate(self) -> None:
         for name in ("k", "beam_width", "max_depth", "learn_after"):

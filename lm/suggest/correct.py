@@ -34,6 +34,7 @@ from enum import Enum
 from ..errors import ConfigError
 from .channel import NEG_INF, Channel, Point
 from .index import CandidateIndex
+from .typed import Slot
 
 Prior = Callable[[list[str]], list[float]]  # candidates (case-folded; "in the" for two words) -> log P(w | context)
 
@@ -46,14 +47,6 @@ class Action(str, Enum):
 
     KEEP = "keep"
     CORRECT = "correct"
-
-
-class Slot(str, Enum):
-    """The role of a word on the suggestion strip."""
-
-    TYPED = "typed"  # the word as typed: picking it undoes a correction
-    CORRECTION = "correction"  # the word that replaced (or will replace) the typed one
-    ALTERNATIVE = "alternative"
 
 
 @dataclass
@@ -165,7 +158,8 @@ class Decoder:
 
     learn = add_user_words
 
-    def correct(self, typed: str, prior: Prior, touches: Sequence[Point] | None = None) -> Correction:
+    def correct(self, typed: str, prior: Prior, touches: Sequence[Point] | None = None,
+                keep: frozenset = frozenset()) -> Correction:
         """Keep a finished word or correct it.
 
         Args:
@@ -173,8 +167,9 @@ class Decoder:
             prior: log P(w | context) for a list of case-folded candidates.
             touches: the touch points that typed it (x, y in key widths), one per character;
                 the channel then weighs the points instead of the keys they fell on.
+            keep: case-folded words a session never changes (learned in it, or put back by an undo).
         """
-        reason = self.protection(typed)
+        reason = "kept in this session" if typed.casefold() in keep else self.protection(typed)
         if reason:
             return Correction(typed, Action.KEEP, reason)
         scores = self._channel_scores(typed, touches, prefix=False)
@@ -193,6 +188,28 @@ class Decoder:
             return []
         scores = self._channel_scores(prefix, touches, prefix=True)
         return self._rank(prefix, scores, prior, with_typed=False)[:k]
+
+    def slipped(self, prefix: str, touches: Sequence[Point] | None = None, stuck: bool = False) -> dict[str, float]:
+        """Completions of a typed prefix that assume a slip in it, with their channel score
+        log P(prefix | word): the shortlist by channel and frequency, words that start with the
+        typed letters left out (the engine's own search completes those). The engine weighs
+        them with its prior (lm/suggest/keyboard.py).
+
+        Args:
+            stuck: the engine found no completion of the prefix as typed: prefixes short enough
+                to be taken as typed (CorrectConfig.short_prefix) get one edit too.
+        """
+        if not prefix or self.protection(prefix) not in (None, "user word"):
+            return {}
+        folded = prefix.casefold()
+        edits = self.config.edits_for(len(folded), prefix=True)
+        if stuck and len(folded) > 1:  # nothing completes it as typed ("teh"): a short prefix may have a slip too
+            edits = max(edits, 1)
+        scores = self._channel_scores(prefix, touches, prefix=True, edits=edits)
+        counts = self.index.count
+        ranked = sorted((w for w in scores if not w.startswith(folded)),
+                        key=lambda w: -(scores[w] + math.log(counts(w) + 1)))
+        return {w: scores[w] for w in ranked[: self.config.shortlist]}
 
     def protection(self, typed: str) -> str | None:
         """Why a typed word must not be changed, or None when it may be."""
@@ -214,11 +231,13 @@ class Decoder:
             return "capitals"
         return None
 
-    def _channel_scores(self, typed: str, touches, prefix: bool) -> dict[str, float]:
-        """log P(typed | w) for the index's words near the typed string (case-folded)."""
+    def _channel_scores(self, typed: str, touches, prefix: bool, edits: int | None = None) -> dict[str, float]:
+        """log P(typed | w) for the index's words near the typed string (case-folded), within
+        `edits` edits (None: the config's bound for its length)."""
         keys = typed if touches is None else self.channel.keys_of(touches)
         folded = keys.casefold()
-        edits = self.config.edits_for(len(folded.replace(" ", "")), prefix)
+        if edits is None:
+            edits = self.config.edits_for(len(folded.replace(" ", "")), prefix)
         if touches is None:
             score = self.channel.log_prob_prefix if prefix else self.channel.log_prob
         else:

@@ -289,27 +289,3 @@ class Suggester:
         if self._vocabulary is not None:
             return self._vocabulary.log_probs(mark, words)
         return spelling_log_probs(self._pieces, mark, lead, words, self._step)
-
-
-def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
-                  int8: bool = False, words: list[str] = (), cache: bool = True, adapt=None,
-                  ngram: bool = True) -> list[Suggestion]:
-    """Load a checkpoint (the newest under checkpoints/ when None) and suggest for a text.
-
-    int8=True runs the model quantized on the CPU: faster, very slightly different odds.
-    words: a user dictionary added to the checkpoint's lexicon.
-    cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
-    ngram: mix in the checkpoint's n-gram (word models, when it has one).
-    adapt: an lm.mix.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
-    """
-    from ..checkpoint.loader import load
-
-    config = config or SuggestConfig()
-    config.validate()
-    predictor = load(checkpoint, device, int8=int8 and adapt is None, cache=cache, ngram=ngram, words=words)
-    if adapt is not None:
-        from ..mix.adapt import adapt_to
-
-        adapt_to(predictor.model, predictor.tokenizer.encode(START_TEXT + text), adapt)
-        predictor = predictor.to_int8() if int8 else predictor
-    return Suggester.load(predictor, config).suggest(text)

@@ -7,23 +7,55 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from enum import Enum
 
 from ..data.text import LETTER, SENTENCE_END, START_TEXT, char_class
 
 MAX_WORD_CHARS = 64  # a longer run of letters is not a word being typed: no suggestions
 
 
+class Slot(str, Enum):
+    """The role of a word on the suggestion strip."""
+
+    PREDICTION = "prediction"  # a next word, or a completion of the typed letters (slips in them fixed)
+    TYPED = "typed"  # a finished word as typed: picking it undoes its correction
+    CORRECTION = "correction"  # the word that replaced the typed one
+    ALTERNATIVE = "alternative"  # another word the typed one may have meant
+
+
 @dataclass
 class Suggestion:
-    """One word on the suggestion strip."""
+    """One word on the suggestion strip. Picking it: delete the last `delete` characters of the
+    text, then append `completion`."""
 
     word: str  # the whole word as shown
     probability: float  # for a half-typed word: conditional on the typed prefix
-    completion: str  # text to append to the typed text to get the word
+    completion: str  # text to append (after the deletion) to get the word
+    slot: Slot = Slot.PREDICTION
+    delete: int = 0  # characters of the text the word replaces: a slip in a prefix, a corrected word
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"word": self.word, "probability": self.probability, "completion": self.completion,
+                "slot": self.slot.value, "delete": self.delete}
+
+    def applied_to(self, text: str) -> str:
+        """The text after picking this suggestion."""
+        return text[: len(text) - self.delete] + self.completion
+
+    def rebased(self, text: str, onto: str) -> "Suggestion":
+        """The same pick for another text: the one that gives the same result from `onto`
+        (a strip worked out on the corrected text, offered for the text as it was typed)."""
+        if text == onto:
+            return self
+        result = self.applied_to(text)
+        same = 0
+        while same < min(len(result), len(onto)) and result[same] == onto[same]:
+            same += 1
+        if same < len(onto):  # a replacement: of whole words ("skt " -> "sky ", not "t " -> "y ")
+            while same > 0 and char_class(onto[same - 1]) == LETTER:
+                same -= 1
+        return Suggestion(self.word, self.probability, result[same:], self.slot, len(onto) - same)
 
 
 @dataclass(frozen=True)
