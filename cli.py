@@ -417,6 +417,9 @@ def serve(checkpoint, host, port, device, int8, **options):
               help="Mix in the n-gram counted from the training text (word models, when it helped on the validation text).")
 @click.option("--adapt", is_flag=True, help="First adapt the weights to TEXT by dynamic evaluation (a gradient step "
               "every 20 tokens): for a long TEXT of your own, such as a document you are writing.")
+@field_option(SuggestConfig, "correct", "Forgive typing: correct a word just finished (TEXT ending in a space or "
+              "punctuation) and complete prefixes with a slip in them.", flag="--correct/--no-correct")
+@field_option(SuggestConfig, "layout", "The keyboard layout slips are weighed on: a name (qwerty-en-us) or a JSON file.")
 @int8_option
 @device_option
 def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, adapt, **options):
@@ -424,9 +427,12 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
 
     After a space (or no text): the most likely next words. Inside a word: its completions and,
     weighted by the chance that the typed word is already whole, the words after it (their
-    completion starts with a space); the typed word itself never takes a slot. Char and subword
-    models offer words of the training text, --words and words typed twice in TEXT. TEXT '-'
-    reads the text from stdin.
+    completion starts with a space); the typed word itself never takes a slot. Completions that
+    fix a slip in the typed letters ("recie" -> received) join them when likelier. A word just
+    finished is kept or corrected, as a phone keyboard does on space: "the clouds are in the
+    skt " shows sky as the correction, with the typed word and alternatives beside it. Char and
+    subword models offer words of the training text, --words and words typed twice in TEXT.
+    TEXT '-' reads the text from stdin.
 
     Example:
 
@@ -435,13 +441,13 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
     import cli_render
     from lm.data.lexicon import read_words_file
     from lm.mix.config import AdaptConfig
-    from lm.suggest.engine import suggest_words
+    from lm.suggest.keyboard import suggest_text
 
     text = read_text_argument(text, "TEXT")
     words = read_words_file(words_file) if words_file else ()
-    suggestions = suggest_words(text, checkpoint, SuggestConfig(**options), device=device, int8=int8, words=words,
-                                cache=cache, ngram=ngram, adapt=AdaptConfig() if adapt else None)
-    cli_render.show_suggestions(suggestions, output)
+    strip = suggest_text(text, checkpoint, SuggestConfig(**options), device=device, int8=int8, words=words,
+                         cache=cache, ngram=ngram, adapt=AdaptConfig() if adapt else None)
+    cli_render.show_strip(strip, text, output)
 
 
 @cli.command("export")

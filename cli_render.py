@@ -378,8 +378,11 @@ def show_reply(session, reply, interactive: bool) -> None:
 
 # lm suggest ----------------------------------------------------------------------------------
 
-def show_suggestions(suggestions, output: str | None) -> None:
-    """JSON, one word a line (plain), or a table; a line on stderr when there is none."""
+def show_strip(strip, text: str, output: str | None) -> None:
+    """JSON, one word a line (plain), or a table; the correction on a line before the table; a
+    line on stderr when there is nothing to suggest. JSON and plain give each suggestion for
+    TEXT as given (a correction replaces its typed word)."""
+    suggestions = [s.rebased(strip.text, text) for s in strip.suggestions]
     if output == "json":
         import json
 
@@ -388,17 +391,31 @@ def show_suggestions(suggestions, output: str | None) -> None:
         for s in suggestions:
             click.echo(s.word)
     elif suggestions:
+        if strip.corrected:
+            c = strip.correction
+            stdout.print(Text.assemble("Corrected ", (c.typed, "bold"), " to ", (c.word, "bold green"),
+                                       " (--no-correct keeps typed words)"), highlight=False)
         stdout.print(suggestion_table(suggestions))
     else:
         stderr.print("No suggestions: no word the model knows starts with the typed letters.", highlight=False)
 
 
 def suggestion_table(suggestions) -> Table:
+    """Word and probability; a third column names the slot when a correction or a fixed slip is shown."""
+    from lm.suggest.typed import Slot
+
+    marked = any(s.slot is not Slot.PREDICTION or s.delete for s in suggestions)
     table = Table(show_edge=False)
     table.add_column("word")
     table.add_column("probability", justify="right")
+    if marked:
+        table.add_column("slot")
     for s in suggestions:
-        table.add_row(Text(s.word, style="bold"), f"{s.probability:.1%}")
+        row = [Text(s.word, style="bold green" if s.slot is Slot.CORRECTION else "bold"), f"{s.probability:.1%}"]
+        if marked:
+            row.append("fixes a slip" if s.slot is Slot.PREDICTION and s.delete else
+                       "" if s.slot is Slot.PREDICTION else s.slot.value)
+        table.add_row(*row)
     return table
 
 

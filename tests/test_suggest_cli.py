@@ -133,3 +133,21 @@ def test_dash_reads_the_text_from_stdin(checkpoint, expected):
     assert [s["word"] for s in json.loads(result.output)] == [s.word for s in expected(long_text)]
     bad = CliRunner().invoke(cli, ["suggest", "-", "-c", checkpoint], input=b"caf\xe9 ")
     assert bad.exit_code == 2 and "stdin is not UTF-8: byte 0xe9 at offset 3" in bad.output
+
+
+def test_a_word_just_finished_is_shown_corrected(checkpoint):
+    typed = "the clouds are in teh "
+    table = invoke(typed, "-c", checkpoint)
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0] == "Corrected teh to the (--no-correct keeps typed words)"
+    found = json.loads(invoke(typed, "-c", checkpoint, "--json").stdout)
+    assert [(item["word"], item["slot"]) for item in found[:2]] == [("teh", "typed"), ("the", "correction")]
+    picked = found[1]  # the correction, for the text as given: "teh " becomes "the "
+    assert typed[: len(typed) - picked["delete"]] + picked["completion"] == CLOUDS
+
+
+def test_no_correct_keeps_the_typed_word_and_predicts_after_it(checkpoint, expected):
+    typed = "the clouds are in teh "
+    found = json.loads(invoke(typed, "-c", checkpoint, "--json", "--no-correct").stdout)
+    assert found == [s.to_dict() for s in expected(typed)]
+    assert all(item["slot"] == "prediction" for item in found)
