@@ -24,6 +24,7 @@ from cli import cli
 from lm.errors import ConfigError
 from lm.suggest.sampler import GenerationConfig, generate
 from lm.serve import ServeSettings, create_app
+from lm.suggest.keyboard import Keyboard
 from lm.serve.sessions import SessionStore, session_bytes, session_limit
 from lm.suggest.engine import Suggester
 
@@ -42,6 +43,18 @@ def checkpoint(tiny_checkpoints) -> str:
 def reference(checkpoint) -> Suggester:
     """The library on its own copy of the model: what the server must answer."""
     return Suggester(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint))
+
+
+@pytest.fixture(scope="module")
+def keyboard(checkpoint, reference) -> Keyboard:
+    """The library's keyboard over the reference suggester: what /suggest answers."""
+    return Keyboard(reference, lm.Lexicon.load(checkpoint))
+
+
+def library(keyboard: Keyboard, text: str, k: int | None = None) -> list[dict]:
+    """The library's strip for a text, each suggestion for the text as sent (as lm suggest --json gives it)."""
+    strip = keyboard.suggest(text, k)
+    return [s.rebased(strip.text, text).to_dict() for s in strip.suggestions]
 
 
 def serve(checkpoint: str, **settings) -> TestClient:
@@ -71,8 +84,8 @@ def test_health_and_info(client, checkpoint):
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_suggest_gives_the_library_suggestions(client, reference, text):
-    expected = as_dicts(reference.suggest(text, 4))
+def test_suggest_gives_the_library_suggestions(client, keyboard, text):
+    expected = library(keyboard, text, 4)
     by_get = client.get("/suggest", params={"text": text, "k": 4})
     start = time.perf_counter()
     by_post = client.post("/suggest", json={"text": text, "k": 4})
@@ -94,19 +107,19 @@ def test_suggest_equals_lm_suggest_json(checkpoint):
             assert client.post("/suggest", json={"text": text}).json()["suggestions"] == json.loads(result.stdout)
 
 
-def test_a_long_text_is_read_whole(client, reference):
+def test_a_long_text_is_read_whole(client, keyboard):
     text = "the cat sees the ball in the garden .\n" * 600 + CLOUDS  # 23 kB, many read chunks
-    assert client.post("/suggest", json={"text": text}).json()["suggestions"] == as_dicts(reference.suggest(text))
+    assert client.post("/suggest", json={"text": text}).json()["suggestions"] == library(keyboard, text)
 
 
-def test_a_session_follows_typing_and_editing(client, reference):
+def test_a_session_follows_typing_and_editing(client, keyboard):
     """Keystrokes, deletions and an edit in the middle all give what a fresh read gives."""
     typed = "the clouds are in the sky .\nmy friend sees"
     texts = [typed[:n] for n in range(1, len(typed) + 1)]
     texts += [typed[:-3], typed[:-3] + "es", typed.replace("clouds", "birds"), typed.replace("clouds", "birds") + " a"]
     for text in texts:
         answer = client.post("/suggest", json={"text": text, "session": "typist-1"}).json()
-        assert answer["suggestions"] == as_dicts(reference.suggest(text)), text
+        assert answer["suggestions"] == library(keyboard, text), text
 
 
 def count_tokens_read(model) -> list[int]:
@@ -147,9 +160,9 @@ def test_sessions_are_bounded_least_recently_used_first(checkpoint):
         assert len(store) == 3 and client.get("/info").json()["sessions"] == 3
 
 
-def test_idle_sessions_are_dropped(reference):
+def test_idle_sessions_are_dropped(keyboard):
     now = [0.0]
-    store = SessionStore(reference, max_sessions=10, idle_seconds=60, clock=lambda: now[0])
+    store = SessionStore(keyboard, max_sessions=10, idle_seconds=60, clock=lambda: now[0])
     store.suggest("old", "the ", 3)
     now[0] = 30.0
     store.suggest("recent", "the ", 3)
@@ -409,7 +422,7 @@ def wait_for_children(pid: int, count: int, gone: frozenset = frozenset(), secon
 @needs_proc
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("processes", [1, 2])
-def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, stop_signal, processes):
+def test_the_server_process_answers_and_stops_cleanly(checkpoint, keyboard, stop_signal, processes):
     # One process with two model threads, or two processes. A typist on one keep-alive
     # connection stays with one process; a typist that opens a connection per keystroke has its
     # session moved between the processes. Every one gets the library's answers.
@@ -434,7 +447,7 @@ def test_the_server_process_answers_and_stops_cleanly(checkpoint, reference, sto
             t.join(60)
         assert len(answers) == 6, server_log(process)
         for text, suggestions in answers.values():
-            assert suggestions == as_dicts(reference.suggest(text))
+            assert suggestions == library(keyboard, text)
         children = server_children(process.pid)
         process.send_signal(stop_signal)
         assert process.wait(timeout=20) == 0
@@ -538,3 +551,32 @@ def test_freed_memory_is_handed_back_every_so_many_requests(checkpoint, monkeypa
         for n in range(7):
             assert client.post("/suggest", json={"text": "the ", "session": f"s{n}"}).status_code == 200
     assert len(trims) == 2
+
+
+def test_a_finished_typo_comes_back_corrected_and_a_session_takes_the_undo(client):
+    answer = client.post("/suggest", json={"text": "the clouds are in teh ", "session": "fix"}).json()
+    assert answer["correction"] == {"typed": "teh", "word": "the", "reason": "corrected"}
+    assert answer["text"] == "the clouds are in the "
+    slots = [(s["word"], s["slot"], s["delete"], s["completion"]) for s in answer["suggestions"][:2]]
+    assert slots == [("teh", "typed", 0, ""), ("the", "correction", 4, "the ")]  # for the text as sent
+    # The page puts the typed word back on a backspace; the session keeps it from then on.
+    client.post("/suggest", json={"text": "the clouds are in teh", "session": "fix"})
+    again = client.post("/suggest", json={"text": "the clouds are in teh ", "session": "fix"}).json()
+    assert again["correction"] is None and again["text"] == "the clouds are in teh "
+    off = client.post("/suggest", json={"text": "the clouds are in teh ", "correct": False}).json()
+    assert off["correction"] is None and off["text"] == "the clouds are in teh "
+    assert all(s["slot"] == "prediction" for s in off["suggestions"])
+
+
+def test_a_swipe_over_the_layouts_keys_gives_the_word(client):
+    layout = client.get("/layout").json()
+    assert layout["forgiving"] is True and layout["name"] == "qwerty-en-us"
+    centre = {key["key"]: (key["x"], key["y"]) for key in layout["keys"]}
+    for session in (None, "swiper"):
+        answer = client.post("/swipe", json={"text": "the clouds are in the", "session": session,
+                                             "points": [centre[ch] for ch in "sky"]}).json()
+        assert (answer["suggestions"][0]["word"], answer["suggestions"][0]["completion"]) == ("sky", " sky")
+    empty = client.post("/swipe", json={"text": "", "points": []})
+    assert empty.status_code == 422 and empty.json()["detail"].startswith("points:")
+    far = client.post("/swipe", json={"points": [[1e9, 0]]})
+    assert far.status_code == 422

@@ -15,12 +15,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..suggest.sampler import GenerationConfig, Generation, generate
-from ..suggest.engine import SuggestConfig
+from ..suggest.config import SuggestConfig
 from .service import Service, log
 
 MAX_K = 20  # suggestions per request
 MAX_TOKENS = 2048  # tokens (or words) per generation: bounds the time one request holds a worker
 MAX_STOPS, MAX_STOP_CHARS = 8, 200
+MAX_WORD_POINTS = 64  # touch points of one typed word
+MAX_SWIPE_POINTS = 2000  # points of one swipe
 SESSION_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 router = APIRouter()
@@ -34,19 +36,48 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Coordinate = Annotated[float, Field(ge=-100, le=100)]  # key widths
+TouchPoint = tuple[Coordinate, Coordinate]
+
+
 class SuggestRequest(Strict):
     text: str = ""
     k: int = Field(SuggestConfig.k, ge=1, le=MAX_K)
     session: str | None = Field(None, pattern=SESSION_ID, description="keep this client's state between keystrokes")
+    correct: bool = Field(True, description="correct a word just finished; fix slips in a typed prefix")
+    touches: list[TouchPoint] | None = Field(None, max_length=MAX_WORD_POINTS,
+                                             description="where the letters of the last word fell (x, y in key widths)")
+
+
+class SwipeRequest(Strict):
+    text: str = ""
+    points: list[TouchPoint] = Field(min_length=1, max_length=MAX_SWIPE_POINTS, description="the stroke, x, y in key widths")
+    k: int = Field(SuggestConfig.k, ge=1, le=MAX_K)
+    session: str | None = Field(None, pattern=SESSION_ID)
 
 
 class SuggestionItem(BaseModel):
     word: str
     probability: float
-    completion: str  # append this to the text to get the word
+    completion: str  # append this to the text (after deleting `delete` characters) to get the word
+    slot: Literal["prediction", "typed", "correction", "alternative"]
+    delete: int
+
+
+class CorrectionItem(BaseModel):
+    typed: str
+    word: str
+    reason: str
 
 
 class SuggestAnswer(BaseModel):
+    suggestions: list[SuggestionItem]
+    text: str  # the text after the correction (the text sent when there is none)
+    correction: CorrectionItem | None  # the word just finished was corrected
+    elapsed_ms: float
+
+
+class SwipeAnswer(BaseModel):
     suggestions: list[SuggestionItem]
     elapsed_ms: float
 
@@ -113,9 +144,30 @@ async def suggest_post(body: SuggestRequest, svc: Service = Depends(service)) ->
 
 async def _suggest(request: SuggestRequest, svc: Service) -> SuggestAnswer:
     start = time.perf_counter()
-    found = await svc.run(svc.suggest, request.text, request.k, request.session)
-    items = [SuggestionItem(**s.to_dict()) for s in found]
-    return SuggestAnswer(suggestions=items, elapsed_ms=round((time.perf_counter() - start) * 1000, 3))
+    strip = await svc.run(svc.suggest, request.text, request.k, request.session, request.correct, request.touches)
+    items = [SuggestionItem(**s.to_dict()) for s in strip.suggestions]
+    correction = None
+    if strip.corrected:
+        c = strip.correction
+        correction = CorrectionItem(typed=c.typed, word=c.word, reason=c.reason)
+    return SuggestAnswer(suggestions=items, text=strip.text, correction=correction,
+                         elapsed_ms=round((time.perf_counter() - start) * 1000, 3))
+
+
+@router.post("/swipe")
+async def swipe(body: SwipeRequest, svc: Service = Depends(service)) -> SwipeAnswer:
+    """The words a swipe over the layout (GET /layout) meant, as the next word after `text`."""
+    start = time.perf_counter()
+    found = await svc.run(svc.swipe, body.text, body.points, body.k, body.session)
+    return SwipeAnswer(suggestions=[SuggestionItem(**s.to_dict()) for s in found],
+                       elapsed_ms=round((time.perf_counter() - start) * 1000, 3))
+
+
+@router.get("/layout")
+def layout(svc: Service = Depends(service)) -> dict:
+    """The keyboard layout the server weighs touches and swipes on (key centres and sizes, in key
+    widths); `forgiving` is false when the model has no lexicon, so nothing is corrected."""
+    return {"forgiving": svc.keyboard.forgiving, **svc.keyboard.layout.to_dict()}
 
 
 @router.post("/generate", response_model=None)

@@ -12,7 +12,10 @@ from typing import Callable
 import anyio
 import anyio.to_thread
 
-from ..suggest.engine import SuggestConfig, Suggester, Suggestion
+from ..suggest.channel import Point
+from ..suggest.engine import SuggestConfig, Suggester
+from ..suggest.keyboard import Keyboard, Strip
+from ..suggest.typed import Suggestion
 from .sessions import SessionStore, session_limit
 from .settings import ServeSettings
 
@@ -31,24 +34,37 @@ def release_memory() -> None:
 
 
 class Service:
-    """The model and what the routes share: the suggester, the sessions, the worker limit."""
+    """The model and what the routes share: the keyboard (the suggester and the correction
+    decoder), the sessions, the worker limit."""
 
     def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
         self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
+        self.keyboard = Keyboard(self.suggester, lexicon)
         share = settings.processes or 1  # each server process keeps its share of the sessions
         limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)
-        self.sessions = SessionStore(self.suggester, limit, settings.session_idle)
+        self.sessions = SessionStore(self.keyboard, limit, settings.session_idle)
         self.limiter = anyio.CapacityLimiter(settings.workers)
         self.requests = 0  # model requests so far, to hand memory back every TRIM_EVERY
 
-    def suggest(self, text: str, k: int, session: str | None) -> list[Suggestion]:
-        """The same rule and numbers as `Suggester.suggest`; a session only saves re-reading."""
+    def suggest(self, text: str, k: int, session: str | None, correct: bool = True,
+                touches: list[Point] | None = None) -> Strip:
+        """The keyboard's strip for `text` (`lm suggest`'s), each suggestion for `text` as sent; a
+        session saves re-reading, remembers the last correction (so a text that puts the typed
+        word back is an undo) and the words put back."""
         if session is None:
-            return self.suggester.suggest(text, k)
-        return self.sessions.suggest(session, text, k)
+            strip = self.keyboard.suggest(text, k, correct, touches)
+        else:
+            strip = self.sessions.suggest(session, text, k, correct, touches)
+        return Strip(strip.text, strip.correction, [s.rebased(strip.text, text) for s in strip.suggestions])
+
+    def swipe(self, text: str, points: list[Point], k: int, session: str | None) -> list[Suggestion]:
+        """The words a swipe meant as the next word after `text`."""
+        if session is None:
+            return self.keyboard.session(text).swipe(points, k)
+        return self.sessions.swipe(session, text, points, k)
 
     async def run(self, fn: Callable, *args):
         """Run blocking model work in a worker thread; every TRIM_EVERY calls, hand freed memory back."""

@@ -1,7 +1,8 @@
-"""Keystroke sessions: one `SuggestionSession` per client, bounded in count and idle time.
+"""Keystroke sessions: one `KeyboardSession` per client, bounded in count and idle time.
 
 A client that sends a `session` id gets the model's state at every word boundary of its text
-kept between requests, so a keystroke reads at most the last word. The store drops the least
+kept between requests, so a keystroke reads at most the last word, and its last correction and
+the words it put back, so an undo is seen as one. The store drops the least
 recently used session first, and any session idle for too long, so memory stays flat however
 many clients come and go.
 """
@@ -14,14 +15,16 @@ from dataclasses import dataclass, field
 
 from ..mix.cache import CacheMemory
 from ..model.state import map_state
+from ..suggest.channel import Point
 from ..suggest.engine import Suggester
-from ..suggest.session import MAX_MARKS, SuggestionSession
+from ..suggest.keyboard import Keyboard, KeyboardSession, Strip
+from ..suggest.session import MAX_MARKS
 from ..suggest.typed import Suggestion
 
 
 @dataclass
 class _Entry:
-    session: SuggestionSession
+    session: KeyboardSession
     lock: threading.Lock = field(default_factory=threading.Lock)  # one request of a client at a time
     last_used: float = 0.0
 
@@ -33,8 +36,8 @@ class SessionStore:
     the other; different ids run side by side.
     """
 
-    def __init__(self, suggester: Suggester, max_sessions: int, idle_seconds: float, clock=time.monotonic):
-        self.suggester = suggester
+    def __init__(self, keyboard: Keyboard, max_sessions: int, idle_seconds: float, clock=time.monotonic):
+        self.keyboard = keyboard
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self.clock = clock
@@ -47,12 +50,22 @@ class SessionStore:
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._entries
 
-    def suggest(self, session_id: str, text: str, k: int) -> list[Suggestion]:
-        """Suggestions for `text` in this client's session (created when new)."""
+    def suggest(self, session_id: str, text: str, k: int, correct: bool = True,
+                touches: list[Point] | None = None) -> Strip:
+        """The strip for `text` in this client's session (created when new)."""
         entry = self._entry(session_id)
         with entry.lock:
-            entry.session.set_text(text)  # marks before the first changed character are kept
-            return entry.session.suggestions(k)
+            session = entry.session
+            session.correcting = correct
+            correction = session.set_text(text, touches)  # marks before the first changed character are kept
+            return Strip(session.text, correction, session.strip(k))
+
+    def swipe(self, session_id: str, text: str, points: list[Point], k: int) -> list[Suggestion]:
+        """The words a swipe meant after `text`, in this client's session."""
+        entry = self._entry(session_id)
+        with entry.lock:
+            entry.session.set_text(text)
+            return entry.session.swipe(points, k)
 
     def _entry(self, session_id: str) -> _Entry:
         with self._lock:
@@ -62,7 +75,7 @@ class SessionStore:
             if entry is None:
                 while len(self._entries) >= self.max_sessions:
                     self._entries.popitem(last=False)
-                entry = _Entry(SuggestionSession(self.suggester))
+                entry = _Entry(self.keyboard.session())
             entry.last_used = now
             self._entries[session_id] = entry  # the most recently used goes last
             return entry
