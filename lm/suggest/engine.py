@@ -274,13 +274,17 @@ class Suggester:
         """
         mark = self._with_view(mark, view)
         scores = self._score_words(mark, lead, [w.split(" ")[0] for w in words])
+        read: dict[tuple[str, ...], Mark] = {}  # the words before, taken as finished: each read once
         for j, word in enumerate(words):
             parts = word.split(" ")
             at, text = mark, lead + parts[0]
-            for part in parts[1:]:
+            for i, part in enumerate(parts[1:], 1):
                 if scores[j] == -math.inf:
                     break
-                at = self._mark_after(at, text)
+                before = tuple(parts[:i])
+                if before not in read:
+                    read[before] = self._mark_after(at, text)
+                at = read[before]
                 scores[j] += self._score_words(at, self._next_lead, [part])[0]
                 text = self._next_lead + part
         return scores
