@@ -11,9 +11,10 @@ typed, three keyboards answer:
   (b) spell checker: (a), plus a context-free correction of every finished word it does not
       know: the nearest known word within two edits, the most frequent among equals
       (pyspellchecker's rule, computed by symspellpy), over the same word counts.
-  (c) lm: the noisy-channel decoder (lm/suggest/correct.py, gesture.py) with the touch points,
-      and a prior: word frequency by default (context-free), or with -c a checkpoint's
-      log P(w | context) through the engine's SuggestionSession.score_words.
+  (c) lm: with -c CHECKPOINT, lm's keyboard as users get it (lm/suggest/keyboard.py: the
+      engine's strip with slips fixed, the correction on space, swipes; the model's prior with
+      its cache and n-gram), given the touch points. Without a checkpoint, the same decoder
+      (lm/suggest/correct.py, gesture.py) over a context-free prior, word frequency.
 
 By default the lexicon is the words of WikiText-2's training split and the typed text its raw
 test split, where the rare words the tokenized split turned into <unk> (names, mostly) are
@@ -170,61 +171,50 @@ class FrequencyPrior:
         return self.top
 
 
-class ModelPrior:
-    """log P(w | context) from a checkpoint, through the engine's session (cache and n-gram mixed in).
+class EngineKeyboard(Plain):
+    """(c) with a checkpoint: lm's keyboard as users get it — lm.suggest.keyboard's KeyboardSession
+    (the strip with fixed slips, the correction on space, swipes), the model's prior with its
+    cache and n-gram, the decoder's settings given here."""
 
-    The decoder asks for case-folded words; a word model's vocabulary keeps case ("Robert",
-    "The"), and the engine gives a word outside it the share of <unk>. So each folded word is
-    scored as the sum of its case variants in the vocabulary (only the word itself when it has
-    none): without that, "robert" would get <unk>'s share, likelier than most real words.
-    """
+    swipes = True
 
-    def __init__(self, checkpoint: str, int8: bool):
+    def __init__(self, checkpoint: str, int8: bool, correct: CorrectConfig):
         import lm
-        from lm.suggest.engine import Suggester, SuggestionSession
+        from lm.suggest.keyboard import Keyboard
 
-        self.suggester = Suggester.load(lm.load(checkpoint, int8=int8))
-        self.session = SuggestionSession(self.suggester)
-        self.name = f"prior of {Path(checkpoint).name}{' int8' if int8 else ''}"
-        self.variants: dict[str, list[str]] = {}
-        if self.suggester.tokenizer.word_level:
-            for piece in self.suggester.tokenizer.pieces:
-                self.variants.setdefault(piece.casefold(), []).append(piece)
+        self.keyboard = Keyboard.load(lm.load(checkpoint, int8=int8), correct=correct)
+        self.session = self.keyboard.session()
+        self.index = self.keyboard.decoder.index
+        self.name = f"lm ({Path(checkpoint).name}{' int8' if int8 else ''})"
+        self.records: list[tuple[str, Correction, bool]] = []
 
-    def prior(self, context: str, typed: str):
-        text = f"{context} {typed}" if context else typed
-
-        def score(words: list[str]) -> list[float]:
-            self.session.set_text(text)
-            spelled = [self._spellings(w) for w in words]
-            flat = self.session.score_words([v for variants in spelled for v in variants])
-            scores, at = [], 0
-            for variants in spelled:
-                scores.append(_logsumexp(flat[at: at + len(variants)]))
-                at += len(variants)
-            return scores
-
-        return score
-
-    def _spellings(self, word: str) -> list[str]:
-        """The vocabulary's case variants of a folded word (of each part of "in the")."""
-        if not self.variants:
-            return [word]
-        parts = [self.variants.get(p, [p]) for p in word.split(" ")]
-        if len(parts) == 1:
-            return parts[0]
-        return [f"{a} {b}" for a in parts[0] for b in parts[1]] if len(parts) == 2 else [word]
+    def _context(self, context: str) -> None:
+        """The true text before the word, read without deciding on its last word."""
+        self.session.correcting = False
+        self.session.set_text(f"{context} " if context else "")
+        self.session.correcting = True
 
     def next_words(self, context: str) -> list[str]:
-        self.session.set_text(f"{context} " if context else "")
-        return [s.word for s in self.session.suggestions(K)]
+        self._context(context)
+        return [s.word for s in self.session.strip(K)]
 
+    def complete(self, context: str, prefix: str, touches) -> list[str]:
+        self._context(context)
+        self.session.set_text(self.session.text + prefix, touches)
+        return [s.word for s in self.session.strip(K) if not s.completion[:1].isspace()]
 
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
+    def finish(self, context: str, typed: str, touches) -> str:
+        self._context(context)
+        self.session.set_text(self.session.text + typed, touches)
+        self._last = self.session.type(" ")
+        return self._last.word
+
+    def record(self, truth: str) -> None:
+        self.records.append((truth, self._last, self._last.typed.casefold() in self.index))
+
+    def swipe(self, context: str, points) -> list[str]:
+        self._context(context)
+        return [s.word for s in self.session.swipe(points, K)]
 
 
 @dataclass
@@ -405,16 +395,18 @@ def run(train_text: str, test_text: str, max_words: int = 2000, seed: int = 0, c
     """The benchmark over a training text (the word counts) and a held-out text (the lines typed)."""
     layout = load_layout()
     index = CandidateIndex.from_lexicon(Lexicon.from_text(train_text))
-    source = ModelPrior(checkpoint, int8) if checkpoint else FrequencyPrior(index)
     keyboards = [Plain(index)] + ([SpellChecker(index)] if spell_checker else [])
-    keyboards.append(NoisyChannel(index, layout, correct or CorrectConfig(), channel or ChannelConfig(),
-                                  gesture or GestureConfig(), source))
+    if checkpoint:
+        keyboards.append(EngineKeyboard(checkpoint, int8, correct or CorrectConfig()))
+    else:
+        keyboards.append(NoisyChannel(index, layout, correct or CorrectConfig(), channel or ChannelConfig(),
+                                      gesture or GestureConfig(), FrequencyPrior(index)))
     lines = held_out_lines(test_text)
     start = time.perf_counter()
     out = simulate(keyboards, lines, Typist(layout, noise, seed), layout, max_words)
     seconds = time.perf_counter() - start
     return {"words": out["words"], "typed_wrong": out["typed_wrong"], "words_per_s": out["words"] / max(seconds, 1e-9),
-            "seed": seed, "correct": asdict(correct or CorrectConfig()), "prior": source.name,
+            "seed": seed, "correct": asdict(correct or CorrectConfig()), "prior": keyboards[-1].name,
             "keyboards": {name: t.summary() for name, t in out["tallies"].items()},
             "records": keyboards[-1].records}
 

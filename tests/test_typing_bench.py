@@ -109,12 +109,12 @@ def test_the_typist_slips_as_configured():
     assert typing_noise.Typist(layout, QUIET, seed=0).tap("Word")[0] == "Word"
 
 
-def test_the_lm_prior_reads_the_context(tiny_checkpoints):
-    source = bench.ModelPrior(str(tiny_checkpoints("word")), int8=False)
-    after_clouds = source.prior("the clouds are in the", "")(["sky", "garden"])
-    after_friend = source.prior("my friend sees the", "")(["sky", "garden"])
-    assert after_clouds[0] > after_clouds[1]  # the tiny text always ends "the clouds are in the" with "sky"
-    assert after_clouds[0] > after_friend[0]
-    result = bench.run(TRAIN, TEST, max_words=20, seed=0, checkpoint=str(tiny_checkpoints("word")), spell_checker=False)
-    assert list(result["keyboards"]) == ["none", f"lm ({source.name})"]
-    assert result["keyboards"][f"lm ({source.name})"]["next_top3"] > 0.3
+def test_lms_keyboard_is_the_engines_and_reads_the_context(tiny_checkpoints):
+    checkpoint = str(tiny_checkpoints("word"))
+    engine = bench.EngineKeyboard(checkpoint, int8=False, correct=bench.CorrectConfig())
+    assert engine.next_words("the clouds are in the")[0] == "sky"  # the tiny text always goes on so
+    assert engine.finish("the clouds are in the", "skt", None) == "sky"
+    assert engine.finish("my friend sees the", "skt", None) != "sky"  # no context for sky here
+    result = bench.run(TRAIN, TEST, max_words=20, seed=0, checkpoint=checkpoint, spell_checker=False)
+    assert list(result["keyboards"]) == ["none", "lm (model)"]
+    assert result["keyboards"]["lm (model)"]["next_top3"] > 0.3
