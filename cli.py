@@ -333,15 +333,19 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
               type=click.Choice([*STOP_AT, "none"]), callback=lambda ctx, param, value: None if value == "none" else value)
 @field_option(ReplConfig, "repetition_penalty", "Repetition guard (1: off); :rep changes it.")
 @field_option(ReplConfig, "seed", "Random seed for every turn (default: fresh); :seed changes it.", type=int)
+@field_option(ReplConfig, "correct", "Forgive typing: each word of a line is kept or corrected as a phone keyboard "
+              "does before the model reads it; :correct changes it.", flag="--correct/--no-correct")
 @int8_option
 @device_option
 def repl(checkpoint, int8, device, **options):
     """Write a text together with the model, turn by turn.
 
     Type some text and press Enter: the model continues it, and both stay in the text for the
-    next turn (the state is carried, not recomputed). An empty line lets the model go on.
-    Commands start with ':' (:help lists them). :temp, :topk, :topp, :len, :until, :rep and
-    :seed change a setting; :reset, :undo, :context, :suggest, :settings, :help and :quit act.
+    next turn (the state is carried, not recomputed). An empty line lets the model go on. The
+    words of a line are corrected as on a phone keyboard ("teh" becomes "the"), and the reply
+    names them before the model's continuation; :undo takes the turn back.
+    Commands start with ':' (:help lists them). :temp, :topk, :topp, :len, :until, :rep, :seed
+    and :correct change a setting; :reset, :undo, :context, :suggest, :settings, :help and :quit act.
     Ctrl-C stops the model, Ctrl-D leaves. When stdin is not a terminal, lines are read from it
     and plain text is written.
 

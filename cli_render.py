@@ -367,6 +367,8 @@ def read_line(interactive: bool) -> str | None:
 def show_reply(session, reply, interactive: bool) -> None:
     if reply.text:
         stdout.out(reply.text, highlight=False)
+    if reply.corrected:  # what the keyboard changed in the typed line, before the model goes on
+        stdout.out(reply.corrected, style="dim" if interactive else "", highlight=False)
     if reply.stream is None:
         return
     try:

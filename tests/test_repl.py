@@ -15,9 +15,13 @@ GREEDY = dict(temperature=0.0, repetition_penalty=1.0)
 
 
 @pytest.fixture(scope="module")
-def char_model(tiny_checkpoints):
-    loaded = lm.load(tiny_checkpoints("char"))
-    return loaded.model, loaded.tokenizer
+def char_predictor(tiny_checkpoints):
+    return lm.load(tiny_checkpoints("char"))
+
+
+@pytest.fixture(scope="module")
+def char_model(char_predictor):
+    return char_predictor.model, char_predictor.tokenizer
 
 
 def reread(model, tokenizer, context: str) -> torch.Tensor:
@@ -154,20 +158,21 @@ def test_the_same_seed_gives_the_same_turns(char_model):
 
 HELP = """\
 Type text and the model continues it; an empty line lets it go on. Commands:
-  :temp VALUE   sampling temperature (0: greedy)
-  :topk VALUE   keep the k most likely tokens (0: off)
-  :topp VALUE   keep the most likely tokens holding this probability (1: off)
-  :len VALUE    most words the model writes per turn
-  :until VALUE  end a turn at a sentence, paragraph or none
-  :rep VALUE    repetition guard (1: off)
-  :seed VALUE   random seed for every turn (none: fresh)
-  :reset        forget the text and start again
-  :undo         take back the last turn (or reset)
-  :context      show the text so far
-  :suggest      next-word suggestions for the text so far
-  :settings     show the generation settings
-  :help         this list
-  :quit         leave (also Ctrl-D)
+  :temp VALUE     sampling temperature (0: greedy)
+  :topk VALUE     keep the k most likely tokens (0: off)
+  :topp VALUE     keep the most likely tokens holding this probability (1: off)
+  :len VALUE      most words the model writes per turn
+  :until VALUE    end a turn at a sentence, paragraph or none
+  :rep VALUE      repetition guard (1: off)
+  :seed VALUE     random seed for every turn (none: fresh)
+  :correct VALUE  correct typed words as a phone keyboard does (on|off)
+  :reset          forget the text and start again
+  :undo           take back the last turn (or reset)
+  :context        show the text so far
+  :suggest        the keyboard's next words for the text so far
+  :settings       show the generation settings
+  :help           this list
+  :quit           leave (also Ctrl-D)
 Start a line with '::' to type text that begins with ':'. Ctrl-C stops the model."""
 
 
@@ -183,12 +188,34 @@ def test_help_quit_and_a_literal_colon(char_model):
     assert session.context.startswith(":) smile")
 
 
-def test_suggest_shows_the_suggesters_next_words(char_model):
-    session = Repl(*char_model, ReplConfig(max_words=3, seed=0))
-    take(session.handle("the clouds are in the").stream)
-    expected = Suggester(*char_model).suggest(session.context + " ", 2)
-    lines = session.handle(":suggest 2").text.splitlines()
-    assert [line.split("  ")[0] for line in lines] == [s.word for s in expected] and expected
+def test_suggest_shows_the_suggesters_next_words(char_predictor):
+    session = Repl.load(char_predictor, ReplConfig(max_words=3, seed=0))
+    session.handle("the clouds are in the")
+    session.stop()  # before the model writes: the text ends in a word, and the next line starts a new one
+    expected = Suggester.load(char_predictor).suggest("the clouds are in the ", 2)  # nothing to correct: the engine's strip
+    assert session.handle(":suggest 2").text == "\n".join(f"{s.word}  {s.probability:.1%}" for s in expected)
+    assert session.suggestions(2) == expected and expected  # the same numbers, unrounded
+
+
+# Typing forgiven: the line goes through the keyboard (lm/suggest/keyboard.py) before the model reads it.
+
+def test_a_typed_line_is_corrected_before_the_model_reads_it(char_predictor):
+    session = Repl.load(char_predictor, ReplConfig(max_words=2, seed=0))
+    reply = session.handle("the clouds are in teh")
+    assert reply.corrected == "(corrected: teh → the)"
+    shown = take(reply.stream)
+    assert session.context == "the clouds are in the" + shown
+    assert_state_matches_context(session)
+    assert session.undo() and session.context == ""  # :undo takes the whole corrected turn back
+
+
+def test_correct_off_appends_the_line_as_typed(char_predictor):
+    session = Repl.load(char_predictor, ReplConfig(max_words=2, seed=0))
+    assert session.handle(":correct off").text == "correct = off"
+    reply = session.handle("the clouds are in teh")
+    shown = take(reply.stream)
+    assert reply.corrected == "" and session.context == "the clouds are in teh" + shown
+    assert session.handle(":correct maybe").text == "Error: 'maybe' is neither on nor off — type :correct on or :correct off"
 
 
 def test_a_repl_writes_one_text():
@@ -198,13 +225,13 @@ def test_a_repl_writes_one_text():
 
 # The CLI, driven through its stdin.
 
-def test_the_cli_repl_carries_the_context_and_runs_commands(tiny_checkpoints, char_model):
-    lines = ["the clouds are in the", ":context", "my friend", ":context", ":undo", ":context", ":temp 0.3", ":settings", ":quit", "ignored"]
+def test_the_cli_repl_carries_the_context_and_runs_commands(tiny_checkpoints, char_predictor):
+    lines = ["the clouds are in teh", ":context", "my friend", ":context", ":undo", ":context", ":temp 0.3", ":settings", ":quit", "ignored"]
     result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--temperature", "0", "--max-words", "4", "--fp32"],
                                 input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
-    session = Repl(*char_model, ReplConfig(temperature=0, max_words=4))
-    shown = [take(session.handle(lines[0]).stream), session.context]
+    session = Repl.load(char_predictor, ReplConfig(temperature=0, max_words=4))
+    shown = ["(corrected: teh → the)", take(session.handle(lines[0]).stream), session.context]  # the correction first
     shown += [take(session.handle(lines[2]).stream), session.context]
     session.undo()
     shown += [session.context, session.context, session.handle(":temp 0.3").text, session.handle(":settings").text]
@@ -215,6 +242,11 @@ def test_the_cli_repl_carries_the_context_and_runs_commands(tiny_checkpoints, ch
 def test_the_cli_repl_ends_at_the_end_of_stdin(tiny_checkpoints):
     result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--seed", "1"], input=":temp 0\n:context")
     assert (result.exit_code, result.output) == (0, "temp = 0.0\n(the text is empty)\n")
+
+
+def test_the_cli_repl_no_correct_switches_the_keyboard_off(tiny_checkpoints):
+    result = CliRunner().invoke(cli, ["repl", "-c", str(tiny_checkpoints("char")), "--no-correct"], input=":correct\n")
+    assert (result.exit_code, result.output) == (0, "correct = off\n")
 
 
 def test_the_cli_repl_without_a_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):

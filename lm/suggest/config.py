@@ -94,3 +94,6 @@ class ReplConfig(GenerationConfig):
 
     max_words: int | None = 30
     stop_at: str | None = "sentence"
+    # A typed line goes through the keyboard (lm/suggest/keyboard.py) as on a phone, so each
+    # finished word is kept or corrected before the model reads it; :correct off appends it as typed.
+    correct: bool = True
