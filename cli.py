@@ -236,6 +236,10 @@ def command_words(ctx: click.Context, skip=()) -> list[str]:
 @field_option(EvalConfig, "max_words", "Evaluate only the first N words.", type=int)
 @field_option(EvalConfig, "keyboard", "Measure top-1/top-3 accuracy and keystroke savings.", flag="--keyboard/--no-keyboard")
 @field_option(EvalConfig, "keyboard_words", "Keyboard metrics on the first N words (a suggestion per keystroke is slow).")
+@field_option(EvalConfig, "typing", "Also type the text with slips (seeded) through the keyboard, beside a plain "
+              "keyboard and a spell checker: next words, completions, corrections, swipes.", is_flag=True,
+              show_default=False)
+@field_option(EvalConfig, "typing_words", "--typing on the first N words.")
 @field_option(EvalConfig, "split", "Split of an hf: dataset.", type=click.Choice(SPLITS))
 @field_option(EvalConfig, "encoding", "Text encoding of the files.")
 @field_option(EvalConfig, "device", "auto, cpu or cuda.")
@@ -259,21 +263,28 @@ def eval_(paths, checkpoint, as_json, quiet, **options):
 
     The loss is summed over the whole text with the state carried; perplexity per word and
     bits per character compare char, subword and word models. The keyboard metrics simulate
-    typing the first --keyboard-words words with a three-slot suggestion strip.
+    typing the first --keyboard-words words with a three-slot suggestion strip. --typing types
+    the first --typing-words words again with a typist's slips, through the keyboard that
+    corrects them, and compares it with a plain keyboard and a spell checker.
 
     Example:
 
-        lm eval wikitext-2/test.txt -c checkpoints/wiki --max-words 50000
+        lm eval wikitext-2/test.txt -c checkpoints/wiki --max-words 50000 --typing
     """
     import cli_render
     from lm.evaluate.evaluation import evaluate_paths
+    from lm.evaluate.typing import typing_paths
 
+    config = EvalConfig(**options)
     with cli_render.eval_bar(quiet) as bar:
-        result = evaluate_paths(list(paths), checkpoint, EvalConfig(**options), bar)
+        result = evaluate_paths(list(paths), checkpoint, config, bar)
+        typed = typing_paths(list(paths), result.checkpoint, config, bar) if config.typing else None
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({**result.to_dict(), "typing": typed.to_dict() if typed else None}, indent=2))
     else:
         cli_render.stdout.print(cli_render.eval_table(result))
+        if typed:
+            cli_render.stdout.print(cli_render.typing_table(typed))
 
 
 @cli.command()

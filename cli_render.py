@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lm.evaluate.evaluation import EvalProgress
+from lm.evaluate.typing import BETA as TYPING_BETA
 from lm.model.config import REGULARIZERS
 from lm.training.config import TrainConfig
 from lm.training.progress import Progress
@@ -268,6 +269,36 @@ def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard)
         rows += [(f"with {with_what}: top-1 / top-3", f"{keyboard.top1_accuracy:.1%} / {keyboard.top3_accuracy:.1%}"),
                  (f"with {with_what}: keystroke savings", f"{keyboard.keystroke_savings:.1%}")]
     return rows
+
+
+# The rows of `lm eval --typing`'s table: label, key of lm.evaluate.typing.Tally.summary().
+TYPING_ROWS = [("next-word top-1", "next_top1"), ("next-word top-3", "next_top3"),
+               ("completion top-3, clean prefix", "completion_top3_clean"),
+               ("completion top-3, noisy prefix", "completion_top3_noisy"),
+               ("auto-correction precision", "correction_precision"), ("auto-correction recall", "correction_recall"),
+               (f"auto-correction F({TYPING_BETA})", "correction_f"), ("clean words wrongly changed", "clean_changed"),
+               ("swipe top-1", "swipe_top1"), ("swipe top-3", "swipe_top3")]
+TYPING_COLUMNS = ("none: exact-prefix completion by frequency, never corrects; spell checker: an unknown word "
+                  "becomes the nearest known one, by frequency (symspellpy); lm: the checkpoint's keyboard")
+
+
+def typing_table(typed) -> Table:
+    """`lm eval --typing`: each keyboard's figures side by side (an lm.evaluate.typing.TypingResult)."""
+    names = list(typed.keyboards)
+    table = Table(title=f"Typing with slips: {typed.words:,} words, {typed.typed_wrong:.1%} of them with a slip "
+                        f"(seed {typed.seed}, {typed.words_per_s:,.0f} words/s)",
+                  caption=TYPING_COLUMNS, caption_justify="left")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for label, key in TYPING_ROWS:
+        cells = [typed.keyboards[name][key] for name in names]
+        table.add_row(label, *("—" if v is None else f"{v:.1%}" for v in cells))
+    for kind in ("finish", "complete", "swipe"):
+        cells = [typed.keyboards[name]["ms"].get(kind) for name in names]
+        table.add_row(f"ms per {kind}, p50 / p99",
+                      *("—" if v is None else f"{v['p50']:.2f} / {v['p99']:.2f}" for v in cells))
+    return table
 
 
 # lm generate and lm repl ---------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The typing benchmark: a simulated typist types held-out text; keyboards predict, complete,
 correct and decode swipes, side by side.
 
-The typist (bench/typing_noise.py, a noise model that is not the decoder's own) types each
+The typist (lm/evaluate/typist.py, a noise model that is not the decoder's own) types each
 word of the held-out sentences once by taps (with slips: neighbouring keys, letters left out
 or doubled, swaps, missed spaces) and once by a swipe. Before each word, and while it is
-typed, three keyboards answer:
+typed, three keyboards answer. The typist, the keyboards (a), (b), lm's (c) and the counting are
+the library's (lm/evaluate/typing.py, which `lm eval --typing` runs on a user's text); this
+script adds the WikiText-2 set-up, the decoder over a frequency prior, the sweep, the table
+and the JSON.
 
   (a) none: a plain keyboard. Completes a prefix with the most frequent words that start with
       it exactly; never corrects; no next-word strip, no swipes.
@@ -43,7 +46,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -52,9 +55,12 @@ ROOT = BENCH.parent
 # path, or `import typing` anywhere after this point would load this script again.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 sys.path.insert(0, str(ROOT))
-from typing_noise import NoiseConfig, Typist
 
+import lm.evaluate.typing as typing_eval
 from lm.data.lexicon import Lexicon
+from lm.evaluate.typing import BETA, K, Plain, SpellChecker, Tally, held_out_lines, simulate
+from lm.evaluate.typing import tally_correction as _tally_correction  # the name tests/test_typing_bench.py counts with
+from lm.evaluate.typist import NoiseConfig, Typist
 from lm.suggest.channel import Channel, ChannelConfig
 from lm.suggest.correct import CorrectConfig, Correction, Decoder, frequency_prior
 from lm.suggest.gesture import GestureConfig, GestureDecoder
@@ -63,63 +69,9 @@ from lm.suggest.layout import Layout, load_layout
 
 WIKITEXT = ROOT.parent / "shared" / "corpora" / "wikitext-2"
 WIKITEXT_RAW = ROOT.parent / "shared" / "corpora" / "wikitext-2-raw"
-BETA = 0.9  # F-beta: precision weighs a little more than recall
-K = 3  # strip slots
 SWEEP_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 SWEEP_UNKNOWN = (-12.0, -16.0, -20.0, -24.0, -28.0, -32.0, -40.0)
 SWEEP_WEIGHTS = (0.6, 0.8, 1.0, 1.2, 1.5)
-
-
-class Plain:
-    """(a) A keyboard without correction: exact-prefix completion by frequency."""
-
-    name = "none"
-    swipes = False
-
-    def __init__(self, index: CandidateIndex):
-        self.index = index
-
-    def next_words(self, context: str) -> list[str]:
-        return []
-
-    def complete(self, context: str, prefix: str, touches) -> list[str]:
-        folded = prefix.casefold()
-        return [w for w in self.index.most_frequent(folded, K + 1) if w != folded][:K]
-
-    def finish(self, context: str, typed: str, touches) -> str:
-        return typed
-
-    def swipe(self, context: str, points) -> list[str]:
-        return []
-
-    def record(self, truth: str) -> None:
-        """The true word of the last finished one (the decoder keeps its evidence for `sweep`)."""
-
-
-class SpellChecker(Plain):
-    """(b) A context-free spell checker over the same counts: an unknown word becomes the known
-    word nearest to it (at most two edits), the most frequent one among equals. That is
-    pyspellchecker's rule (Norvig's: known edits of one, else of two, by frequency), computed
-    with symspellpy, which answers in a millisecond where pyspellchecker's generated edits take
-    seconds for a long word."""
-
-    name = "spell checker"
-
-    def __init__(self, index: CandidateIndex):
-        from symspellpy import SymSpell
-
-        super().__init__(index)
-        self.checker = SymSpell(max_dictionary_edit_distance=2, prefix_length=7)
-        for word, count in index.counts.items():
-            self.checker.create_dictionary_entry(word, count)
-
-    def finish(self, context: str, typed: str, touches) -> str:
-        from symspellpy import Verbosity
-
-        if typed.casefold() in self.index:
-            return typed
-        found = self.checker.lookup(typed.casefold(), Verbosity.TOP, 2, transfer_casing=False)
-        return found[0].term if found else typed
 
 
 class NoisyChannel(Plain):
@@ -171,161 +123,16 @@ class FrequencyPrior:
         return self.top
 
 
-class EngineKeyboard(Plain):
-    """(c) with a checkpoint: lm's keyboard as users get it — lm.suggest.keyboard's KeyboardSession
-    (the strip with fixed slips, the correction on space, swipes), the model's prior with its
-    cache and n-gram, the decoder's settings given here."""
-
-    swipes = True
+class EngineKeyboard(typing_eval.EngineKeyboard):
+    """(c) with a checkpoint: lm's keyboard as users get it (lm/evaluate/typing.py), the model's prior
+    with its cache and n-gram, the decoder's settings given here."""
 
     def __init__(self, checkpoint: str, int8: bool, correct: CorrectConfig):
         import lm
         from lm.suggest.keyboard import Keyboard
 
-        self.keyboard = Keyboard.load(lm.load(checkpoint, int8=int8), correct=correct)
-        self.session = self.keyboard.session()
-        self.index = self.keyboard.decoder.index
-        self.name = f"lm ({Path(checkpoint).name}{' int8' if int8 else ''})"
-        self.records: list[tuple[str, Correction, bool]] = []
-
-    def _context(self, context: str) -> None:
-        """The true text before the word, read without deciding on its last word."""
-        self.session.correcting = False
-        self.session.set_text(f"{context} " if context else "")
-        self.session.correcting = True
-
-    def next_words(self, context: str) -> list[str]:
-        self._context(context)
-        return [s.word for s in self.session.strip(K)]
-
-    def complete(self, context: str, prefix: str, touches) -> list[str]:
-        self._context(context)
-        self.session.set_text(self.session.text + prefix, touches)
-        return [s.word for s in self.session.strip(K) if not s.completion[:1].isspace()]
-
-    def finish(self, context: str, typed: str, touches) -> str:
-        self._context(context)
-        self.session.set_text(self.session.text + typed, touches)
-        self._last = self.session.type(" ")
-        return self._last.word
-
-    def record(self, truth: str) -> None:
-        self.records.append((truth, self._last, self._last.typed.casefold() in self.index))
-
-    def swipe(self, context: str, points) -> list[str]:
-        self._context(context)
-        return [s.word for s in self.session.swipe(points, K)]
-
-
-@dataclass
-class Tally:
-    """Counts and timings of one keyboard."""
-
-    next1: int = 0
-    next3: int = 0
-    words: int = 0
-    clean_hits: int = 0
-    noisy_hits: int = 0
-    completions: int = 0
-    changed: int = 0
-    changed_right: int = 0
-    typos: int = 0
-    typos_fixed: int = 0
-    clean: int = 0
-    clean_changed: int = 0
-    swipe1: int = 0
-    swipe3: int = 0
-    swipes: int = 0
-    ms: dict = field(default_factory=lambda: {"finish": [], "complete": [], "swipe": []})
-
-    def summary(self) -> dict:
-        precision = _share(self.changed_right, self.changed)
-        recall = _share(self.typos_fixed, self.typos)
-        f = (1 + BETA**2) * precision * recall / (BETA**2 * precision + recall) if precision + recall else 0.0
-        return {"next_top1": _share(self.next1, self.words), "next_top3": _share(self.next3, self.words),
-                "completion_top3_clean": _share(self.clean_hits, self.completions),
-                "completion_top3_noisy": _share(self.noisy_hits, self.completions),
-                "correction_precision": precision, "correction_recall": recall, "correction_f": f,
-                "clean_changed": _share(self.clean_changed, self.clean),
-                "swipe_top1": _share(self.swipe1, self.swipes) if self.swipes else None,
-                "swipe_top3": _share(self.swipe3, self.swipes) if self.swipes else None,
-                "ms": {k: _percentiles(v) for k, v in self.ms.items() if v}}
-
-
-def _share(n: int, total: int) -> float:
-    return n / total if total else 0.0
-
-
-def _percentiles(ms: list[float]) -> dict:
-    ordered = sorted(ms)
-    return {"p50": ordered[len(ordered) // 2], "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
-
-
-def timed(tally: Tally, kind: str, call, *args):
-    start = time.perf_counter()
-    result = call(*args)
-    tally.ms[kind].append((time.perf_counter() - start) * 1000)
-    return result
-
-
-def held_out_lines(text: str) -> list[list[str]]:
-    """The tokens of each line of the held-out text (WikiText's headings left out)."""
-    return [line.split() for line in text.splitlines() if line.strip() and not line.strip().startswith("=")]
-
-
-def typeable(token: str, layout: Layout) -> bool:
-    return token.isalpha() and all(layout.key(ch) is not None and ch != " " for ch in token)
-
-
-def simulate(keyboards: list, lines: list[list[str]], typist: Typist, layout: Layout, max_words: int) -> dict:
-    """Type the lines word by word through every keyboard; return the tallies and the typist's error rates."""
-    tallies = {kb.name: Tally() for kb in keyboards}
-    typed_wrong = letters = 0
-    done = 0
-    for tokens in lines:
-        i = 0
-        while i < len(tokens) and done < max_words:
-            word = tokens[i]
-            context = " ".join(tokens[:i])
-            if not typeable(word, layout):
-                i += 1
-                continue
-            truth, typed, touches = word, *typist.tap(word)
-            if i + 1 < len(tokens) and typeable(tokens[i + 1], layout) and typist.misses_space():
-                second, more = typist.tap(tokens[i + 1])
-                truth, typed, touches = f"{word} {tokens[i + 1]}", typed + second, touches + more
-            points = typist.swipe(word)
-            typed_wrong += typed != truth
-            letters += len(truth)
-            for kb in keyboards:
-                _score_word(kb, tallies[kb.name], context, word, truth, typed, touches, points)
-            done += 1
-            i += 1 + truth.count(" ")
-        if done >= max_words:
-            break
-    return {"tallies": tallies, "words": done, "typed_wrong": _share(typed_wrong, done)}
-
-
-def _score_word(kb, tally: Tally, context: str, word: str, truth: str, typed: str, touches, points) -> None:
-    tally.words += 1
-    strip = [w.casefold() for w in kb.next_words(context)]
-    tally.next1 += strip[:1] == [word.casefold()]
-    tally.next3 += word.casefold() in strip[:K]
-    if len(word) >= 4:
-        half = len(word) // 2
-        tally.completions += 1
-        clean = timed(tally, "complete", kb.complete, context, word[:half], None)
-        noisy = timed(tally, "complete", kb.complete, context, typed[:half], touches[:half])
-        tally.clean_hits += word.casefold() in [w.casefold() for w in clean]
-        tally.noisy_hits += word.casefold() in [w.casefold() for w in noisy]
-    result = timed(tally, "finish", kb.finish, context, typed, touches)
-    kb.record(truth)
-    _tally_correction(tally, truth, typed, result)
-    if kb.swipes and len(word) >= 2:
-        decoded = [w.casefold() for w in timed(tally, "swipe", kb.swipe, context, points)]
-        tally.swipes += 1
-        tally.swipe1 += decoded[:1] == [word.casefold()]
-        tally.swipe3 += word.casefold() in decoded[:K]
+        keyboard = Keyboard.load(lm.load(checkpoint, int8=int8), correct=correct)
+        super().__init__(keyboard, f"lm ({Path(checkpoint).name}{' int8' if int8 else ''})")
 
 
 def sweep(records: list[tuple[str, Correction, bool]], thresholds, unknown_priors, prior_weights) -> list[dict]:
@@ -375,18 +182,6 @@ def _best(result: Correction, known: bool, unknown: float, weight: float) -> tup
     best = max(range(len(totals)), key=lambda i: (totals[i], result.candidates[i].typed))
     chosen = result.candidates[best]
     return (None, 0.0) if chosen.typed else (chosen.word, math.exp(totals[best] - norm))
-
-
-def _tally_correction(tally: Tally, truth: str, typed: str, result: str) -> None:
-    changed, right = result.casefold() != typed.casefold(), result.casefold() == truth.casefold()
-    tally.changed += changed
-    tally.changed_right += changed and right
-    if typed.casefold() != truth.casefold():
-        tally.typos += 1
-        tally.typos_fixed += right
-    else:
-        tally.clean += 1
-        tally.clean_changed += changed
 
 
 def run(train_text: str, test_text: str, max_words: int = 2000, seed: int = 0, checkpoint: str | None = None,

@@ -25,6 +25,8 @@ class EvalConfig(ConfigBase):
     max_words: int | None = None  # evaluate only the first N whitespace words
     keyboard: bool = True  # also measure top-k accuracy and keystroke savings
     keyboard_words: int = 2000  # keyboard metrics on the first N words (they are slow)
+    typing: bool = False  # also type the text with slips through the keyboard (lm/evaluate/typing.py)
+    typing_words: int = 300  # the typing simulation on the first N words
     split: str = "test"  # which split of an hf: dataset
     encoding: str = "utf-8"
     device: str = "auto"
@@ -37,7 +39,7 @@ class EvalConfig(ConfigBase):
     adapt_decay: float = AdaptConfig.decay
 
     def validate(self) -> None:
-        for name in ("batch", "bptt", "keyboard_words"):
+        for name in ("batch", "bptt", "keyboard_words", "typing_words"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{flag(name)} must be positive, not {getattr(self, name)} — pass 1 or more")
         if self.overlap < 0:
