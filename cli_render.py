@@ -178,7 +178,7 @@ def summary_table(result) -> Table:
 class EvalBar(EvalProgress):
     """A rich progress bar for each phase of `lm eval` (disabled: shows nothing)."""
 
-    PHASES = {"loss": "likelihood (tokens)", "keyboard": "keyboard (words)"}
+    PHASES = {"loss": "likelihood (tokens)", "keyboard": "keyboard (words)", "typing": "typing with slips (words)"}
 
     def __init__(self, console: Console, show: bool = True):
         self.bar = RichProgress(
