@@ -95,6 +95,13 @@ def test_two_words_run_together_are_split_and_a_stray_space_is_joined(decoder, p
     assert "because" in [c.word for c in decoder.correct("bc ausse", prior).candidates]
 
 
+def test_a_known_word_is_never_split_in_two():
+    index = CandidateIndex({"the": 5000, "rapist": 1, "therapist": 1, "in": 3000})
+    decoder = Decoder(index)
+    words = [c.word for c in decoder.correct("therapist", frequency_prior(index)).candidates]
+    assert "the rapist" not in words and words[0] == "therapist"
+
+
 def test_omission_insertion_and_doubling_are_corrected(decoder, prior):
     assert decoder.correct("becuse", prior).word == "because"
     assert decoder.correct("becausse", prior).word == "because"

@@ -247,7 +247,7 @@ class Decoder:
         words = set(self.index.near(folded, edits))
         if " " in folded:  # a stray space: the two parts may be one word
             words.update(self.index.near(folded.replace(" ", ""), edits))
-        elif self.config.split_words:
+        elif self.config.split_words and folded not in self.index:  # a known word is no two words run together
             words.update(self._splits(folded))
         return {w: score(typed, w) for w in words}
 
