@@ -48,7 +48,7 @@ def test_word_model_metrics_equal_the_session_simulation(tiny_checkpoints, seed)
     text = random_text(tokenizer, seed)
     unknown = unknown_word_test(tokenizer)
     reference = keyboard_metrics(suggester, text, session=SuggestionSession(suggester), is_unknown=unknown)
-    fast = ChunkedWordSession(suggester, text, unknown)
+    fast = ChunkedWordSession(suggester, text)
     fast.chunk = 37  # several chunks, with word boundaries on both sides of their edges
     assert asdict(keyboard_metrics(suggester, text, session=fast, is_unknown=unknown)) == asdict(reference)
     assert reference.words > 200 and reference.unknown_words > 0 and reference.taps > 0
@@ -72,6 +72,24 @@ def test_strips_equal_the_session_keystroke_by_keystroke(tiny_checkpoints):
         fast.type(text[at])
         reference.type(text[at])
     assert seen_after > 0  # the words after a typed word entered some strips
+
+
+def test_models_without_plain_cells_read_the_chunk_in_pieces(tiny_checkpoints, monkeypatch):
+    """int8 cells cannot be followed position by position: each chunk is read in pieces that
+    end at its word boundaries, and the marks there give the session's metrics."""
+    import lm.evaluate.fast_keyboard as fast_keyboard
+
+    assert not fast_keyboard._has_plain_cells(lm.load(tiny_checkpoints("word"), int8=True).model)
+    loaded = lm.load(tiny_checkpoints("word"))
+    suggester = Suggester(loaded.model, loaded.tokenizer)
+    text = random_text(loaded.tokenizer, 5, words=150)
+    unknown = unknown_word_test(loaded.tokenizer)
+    reference = keyboard_metrics(suggester, text, session=SuggestionSession(suggester), is_unknown=unknown)
+    monkeypatch.setattr(fast_keyboard, "_has_plain_cells", lambda model: False)  # as for int8 cells
+    monkeypatch.setattr(fast_keyboard, "states_along", None)  # would fail if it were used
+    fast = ChunkedWordSession(suggester, text)
+    fast.chunk = 37
+    assert asdict(keyboard_metrics(suggester, text, session=fast, is_unknown=unknown)) == asdict(reference)
 
 
 def test_fast_keyboard_metrics_picks_the_session_for_other_models(tiny_checkpoints):

@@ -2,43 +2,45 @@
 
 `keyboard_metrics` asks a session for the strip at every keystroke. A `SuggestionSession`
 reads the model one word at a time (a call per word, as a keyboard must): 141 words/s for a
-default-size WikiText-2 word model on 2 CPU cores. Here the text is known in advance, so a
-word model's strips are worked out from one forward pass over the text (930 words/s;
-bench/NOTES.md, "Keyboard simulation speed"):
+default-size WikiText-2 word model on 2 CPU cores (bench/NOTES.md, "Keyboard simulation
+speed"). Here the text is known in advance, so a word model reads it in chunks of hundreds of
+tokens, one pass of the cells each, and keeps what a session keeps at every word boundary:
+the engine's `Mark`, the model's state and next-word logits before the word.
 
-- Before the first letter of a word the strip depends only on the model's distribution at the
-  word boundary, and after a few letters only on that distribution restricted to the words
-  with the typed prefix (a range of the vocabulary sorted by text), except that
-- when the typed prefix may itself be a whole word, the words after it compete for the strip
-  (lm/suggest/engine.py). Their distribution is one model step from the boundary state; the steps a
-  chunk needs run together as one batch.
+Each keystroke's strip is then the engine's own answer, `Suggester.suggest_after(mark, typed,
+k)`, so the rule is the Suggester's by construction (the candidates, the words after a typed
+word that may be whole, the presentation) and the metrics equal those of the session-based
+simulation; only the floats may differ in the last bits, because the model reads a chunk in
+one call instead of word by word.
 
-The rule is the Suggester's, step for step (the same candidates, sums and presentation), so
-the metrics equal those of the session-based simulation; only the floats may differ in the
-last bits, because the model reads a chunk in one call instead of word by word. Char and
-subword models, and a suggester with a cache or an n-gram, still type through a `SuggestionSession`.
+How a chunk is read: a stock LSTM, GRU or tanh RNN with float weights runs layer by layer
+over the whole chunk (`states_along`), which gives its state at every position, and the output
+layer reads the top layer at the word boundaries only. Other models (int8 cells) read the
+chunk in pieces that end at the word boundaries, a model call per word as a session reads;
+int8 activations are quantized per call, so there the metrics can differ from the session's
+by a keystroke now and then (a session reads groups of 32 words in one call). The words after
+a typed word that may be whole take the engine's own model step from the mark, one keystroke
+at a time (the old copy of the rule batched those steps; bench/NOTES.md has both speeds).
+Char and subword models, and a suggester with a cache or an n-gram, still type through a
+`SuggestionSession`.
 """
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from .keyboard import STRIP_SLOTS, WORD, KeyboardMetrics, keyboard_metrics
-from ..model.reading import read_ids
-from ..model.state import select_state
-from ..suggest.session import SuggestionSession
-from ..suggest.typed import Suggestion, Typed, split_typed
 from ..data.text import START_TEXT
+from ..model.reading import read_ids
+from ..model.state import map_state, select_state
+from ..suggest.session import Mark, SuggestionSession
+from ..suggest.typed import Suggestion, Typed, split_typed
+from .keyboard import WORD, KeyboardMetrics, keyboard_metrics
 
-CHUNK_FLOATS = 2**24  # floats of [time, vocab] probabilities one chunk may hold (64 MB)
+CHUNK_FLOATS = 2**24  # floats of [words, vocab] boundary logits one chunk may hold (64 MB)
 MAX_CHUNK = 2048  # tokens per chunk whatever the vocabulary
-AFTER_BATCH = 256  # "typed word as whole" steps per model call
 
 
 def fast_keyboard_metrics(suggester, text: str, is_unknown: Callable[[str], bool] = lambda word: word == "<unk>",
@@ -49,18 +51,10 @@ def fast_keyboard_metrics(suggester, text: str, is_unknown: Callable[[str], bool
     a `SuggestionSession`.
     """
     if suggester.tokenizer.word_level and getattr(suggester, "cache", None) is None and getattr(suggester, "ngram", None) is None:
-        session = ChunkedWordSession(suggester, text, is_unknown)
+        session = ChunkedWordSession(suggester, text)
     else:
         session = SuggestionSession(suggester)
     return keyboard_metrics(suggester, text, session=session, is_unknown=is_unknown, advance=advance)
-
-
-def next_token_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Next-token probabilities [time, vocab] from the model's output for a chunk [time, vocab].
-
-    The one place a chunk's distribution is made (a cache mixture would go here).
-    """
-    return torch.softmax(logits.float(), -1)
 
 
 @dataclass
@@ -68,34 +62,29 @@ class _Word:
     """A whitespace word of the text and where the model stands before it."""
 
     start: int  # index of its first character in the text
-    text: str
     row: int  # position in the token stream whose output predicts the word
-    known: bool
 
 
 class ChunkedWordSession:
     """A session (`.type`, `.suggestions`) over a known text for a word-model Suggester.
 
     It only follows the true text, as the simulated typist does: the strip for the word at
-    text position `start` with `j` letters typed is computed from the distribution at the
-    word's boundary, chunk by chunk as the typist moves on.
+    text position `start` with some letters typed is the Suggester's, asked from the mark at
+    the word's boundary, and the marks are read chunk by chunk as the typist moves on.
     """
 
-    def __init__(self, suggester, text: str, is_unknown: Callable[[str], bool] = lambda word: False):
+    def __init__(self, suggester, text: str):
         if not suggester.tokenizer.word_level:
             raise ValueError("ChunkedWordSession needs a word-level tokenizer")
         self.suggester, self.text = suggester, text
         self.pos = 0
-        self.vocab = _SortedVocabulary(suggester.tokenizer)
-        self.stream, self.words = _token_stream(suggester.tokenizer, text, is_unknown)
+        self.stream, self.words = _token_stream(suggester.tokenizer, text)
         self.by_start = {w.start: n for n, w in enumerate(self.words)}
         self.chunk = max(1, min(MAX_CHUNK, CHUNK_FLOATS // suggester.tokenizer.vocab_size))
         self._state = None  # the model after stream[:self._chunk_end]
-        self._chunk_state = None  # ...and after stream[:self._chunk_start]
-        self._chunk_start = self._chunk_end = 0
-        self._probs: np.ndarray | None = None  # [chunk, vocab] rows of the current chunk
-        self._strips: dict[tuple[int, int], list[Suggestion]] = {}  # (word, letters typed) -> strip
-        self._next_word = 0  # first word whose strips are not worked out yet
+        self._chunk_end = 0
+        self._marks: dict[int, Mark] = {}  # word -> the mark before it, for the words of the last chunk read
+        self._next_word = 0  # first word whose boundary is not read yet
 
     def type(self, chars: str) -> None:
         if not self.text.startswith(chars, self.pos):
@@ -103,212 +92,85 @@ class ChunkedWordSession:
         self.pos += len(chars)
 
     def suggestions(self, k: int | None = None) -> list[Suggestion]:
-        if k not in (None, STRIP_SLOTS):
-            raise ValueError(f"ChunkedWordSession works out strips of {STRIP_SLOTS}")
+        """The Suggester's strip for the text typed so far (see `Suggester.suggest`)."""
         start = self.pos
         while start > 0 and not self.text[start - 1].isspace():
             start -= 1
-        n, j = self.by_start[start], self.pos - start
-        while self._next_word <= n:
-            self._work_out_chunk()
-        strip = self._strips.get((n, j))
-        if strip is None:  # the typed word cannot be whole: its completions alone
-            typed = self._typed(self.words[n], j)
-            strip = [] if typed.too_long else _best(self._completions(self.words[n].row - self._chunk_start, typed)[0])
-        return strip
+        return self.suggester.suggest_after(self._mark(self.by_start[start]), self._typed(start), k)
 
-    # --- one chunk: read it, then the strips of every word whose boundary lies in it
-
-    def _work_out_chunk(self) -> None:
-        self._strips = {}  # the typist has finished every word before this chunk
-        first, last = self._next_word, self._next_word
-        probs = self._read_next_chunk()  # [time, vocab]
-        while last < len(self.words) and self.words[last].row < self._chunk_end:
-            last += 1
-        self._probs = probs.cpu().numpy()
-        self._whole = self.vocab.rank_all(probs, STRIP_SLOTS + 1)  # strips before a word's first letter
-        # Strips are worked out when the typist gets there, except where the typed word may be
-        # whole (it is a word of the vocabulary): those need a model step, batched here.
-        pending = {}  # (word, letters) -> (completion strip, weight of the words after it)
-        for n in range(first, last):
-            word = self.words[n]
-            for j in range(1, len(word.text) if word.known else 0):
-                if not self.vocab.has_case_variant(word.text[:j]):
-                    continue
-                typed = self._typed(word, j)
-                if typed.too_long:
-                    continue
-                strip, complete = self._completions(word.row - self._chunk_start, typed)
-                if complete > (strip[STRIP_SLOTS - 1].probability if len(strip) >= STRIP_SLOTS else 0.0):
-                    pending[(n, j)] = (strip, complete)  # the words after the typed word can enter the strip
-                else:
-                    self._strips[(n, j)] = _best(strip)
-        self._add_words_after(pending)
-        self._next_word = last
-
-    def _read_next_chunk(self) -> torch.Tensor:
-        """Advance the model over the next chunk of the token stream; every row's distribution [time, vocab]."""
-        start, end = self._chunk_end, min(self._chunk_end + self.chunk, len(self.stream))
-        if start == end:
-            raise ValueError("ChunkedWordSession was asked past the end of its text")
-        with torch.inference_mode():
-            ids = torch.tensor([self.stream[start:end]], dtype=torch.long, device=self.suggester.device)  # [1, time]
-            self._chunk_state = self._state
-            logits, self._state = self.suggester.model(ids, self._state)  # [1, time, vocab]
-            probs = next_token_probs(logits[0])  # [time, vocab]
-        self._chunk_start, self._chunk_end = start, end
-        return probs
-
-    def _typed(self, word: _Word, j: int) -> Typed:
-        """The Suggester's split of the text typed up to `j` letters into `word`."""
-        before = word.start
+    def _typed(self, start: int) -> Typed:
+        """The Suggester's split of the text typed so far, whose last word starts at `start`."""
+        before = start
         while before > 0 and self.text[before - 1] in " \t":
             before -= 1
         # From the last character before the word that is not a space or tab: enough to tell
         # a sentence start, as split_typed reads the whole text.
-        window = self.text[max(before - 1, 0): word.start + j]
+        window = self.text[max(before - 1, 0): self.pos]
         return split_typed(window, by_whitespace=True)
 
-    def _completions(self, row: int, typed: Typed) -> tuple[list[Suggestion], float]:
-        """Suggester.suggest_after up to the words after the typed word: the strip of completions,
-        and the probability that the typed word is already whole."""
-        if typed.partial:
-            words = self._conditional(typed, lambda fragment: self.vocab.rank(self._probs[row], fragment, _candidates(STRIP_SLOTS + 1)))
-        else:
-            words = self._conditional(typed, lambda fragment: self._whole[row])
-        typed_whole = [w for w in words if len(w) == len(typed.partial)] if typed.partial else []
-        complete = sum(words.pop(w) for w in typed_whole)
-        return self.suggester._present(words, typed), complete
+    def _mark(self, n: int) -> Mark:
+        """The model before word n, reading chunks up to its boundary."""
+        while self._next_word <= n:
+            self._read_next_chunk()
+        return self._marks[n]
 
-    @staticmethod
-    def _conditional(typed: Typed, rank) -> dict[str, float]:
-        """Suggester._conditional for a word model: words with the typed prefix, given the prefix.
-
-        Args:
-            rank: fragment -> (the likeliest words that start with it, with their probabilities;
-                the probability of all of them).
-        """
-        words: dict[str, float] = defaultdict(float)
-        reached = 0.0
-        for fragment in typed.fragments():
-            found, mass = rank(fragment)
-            reached += mass
-            for word, p in found:
-                words[word] += p
-        return {w: min(p / reached, 1.0) for w, p in words.items()} if reached > 0.0 else {}
-
-    def _add_words_after(self, pending: dict) -> None:
-        """Finish the strips whose typed word may be whole: one batched step per AFTER_BATCH of them."""
-        keys = list(pending)
-        after = Typed(0, "", "", " ", False)  # what Suggester._after_typed_word asks of a word model
-        for at in range(0, len(keys), AFTER_BATCH):
-            batch = keys[at: at + AFTER_BATCH]
-            rows = [self.words[n].row for n, _ in batch]
-            tokens = [self.suggester.tokenizer.encode(self.words[n].text[:j]) for n, j in batch]
-            ranked = self.vocab.rank_all(self._step_from(rows, tokens), STRIP_SLOTS)  # as _after_typed_word asks
-            for key, whole in zip(batch, ranked):
-                strip, complete = pending[key]
-                words = self._conditional(after, lambda fragment: whole)
-                strip = strip + self.suggester._present({w: p * complete for w, p in words.items()}, after)
-                self._strips[key] = _best(strip)
-
-    def _step_from(self, rows: list[int], tokens: list[list[int]]) -> torch.Tensor:
-        """Distributions [batch, vocab] after reading each `tokens[i]` from the state after stream[:rows[i] + 1]."""
-        model, device = self.suggester.model, self.suggester.device
-        with torch.inference_mode():
-            states = self._states_at(rows)
-            out = torch.empty(len(rows), self.suggester.tokenizer.vocab_size, device=device)
-            single = [i for i, t in enumerate(tokens) if len(t) == 1]
-            if single:
-                ids = torch.tensor([tokens[i] for i in single], dtype=torch.long, device=device)  # [batch, 1]
-                logits, _ = model(ids, select_state(states, torch.tensor(single, device=device)))  # [batch, 1, vocab]
-                out[single] = next_token_probs(logits[:, -1])
-            for i, t in enumerate(tokens):  # a word tokenizer gives one token; anything else reads alone
-                if len(t) != 1:
-                    state = select_state(states, torch.tensor([i], device=device))
-                    _, logits = read_ids(model, t, state, self.suggester.chunk)
-                    out[i] = next_token_probs(logits[None])[0]
-        return out
-
-    def _states_at(self, rows: list[int]):
-        """The model states after stream[:row + 1] for rows of the current chunk, one stream each."""
-        offsets = [row - self._chunk_start for row in rows]
-        ids = self.stream[self._chunk_start: max(rows) + 1]
-        if _has_plain_cells(self.suggester.model):
-            along = states_along(self.suggester.model, ids, self._chunk_state)  # every position's state
-            return select_state(along, torch.tensor(offsets, device=self.suggester.device))
-        # Quantized or other cells: re-read the chunk in pieces that end at the rows (slow, exact).
-        states, state, at = {}, self._chunk_state, 0
-        for offset in sorted(set(offsets)):
-            state, _ = read_ids(self.suggester.model, ids[at: offset + 1], state, self.suggester.chunk)
-            states[offset], at = state, offset + 1
-        return _cat_states([states[offset] for offset in offsets])
+    def _read_next_chunk(self) -> None:
+        """Advance the model over the next chunk of the token stream; keep the marks of the words
+        whose boundary lies in it."""
+        start, end = self._chunk_end, min(self._chunk_end + self.chunk, len(self.stream))
+        if start == end:
+            raise ValueError("ChunkedWordSession was asked past the end of its text")
+        first = last = self._next_word
+        while last < len(self.words) and self.words[last].row < end:
+            last += 1
+        offsets = [w.row - start for w in self.words[first:last]]
+        states, logits, self._state = _read_at(self.suggester, self.stream[start:end], self._state, offsets)
+        self._marks = {n: Mark(self.words[n].start, n, _one_stream(states, i), logits[i])
+                       for i, n in enumerate(range(first, last))}
+        self._chunk_end, self._next_word = end, last
 
 
-def _candidates(k: int) -> int:
-    """How many words Suggester._rank keeps for k suggestions: room for punctuation dropped and cases merged."""
-    return 4 * k + 8
+def _read_at(suggester, ids: list[int], state, offsets: list[int]):
+    """Read `ids` from `state`, stopping at the given increasing offsets.
+
+    Returns the state after ids[:offset + 1] for each offset (streams on dim 1: [layers,
+    offsets, hidden]), the next-token logits there [offsets, vocab] (fp32), and the state
+    after all of `ids`.
+    """
+    model = suggester.model
+    if not _has_plain_cells(model):
+        return _read_in_pieces(suggester, ids, state, offsets)
+    along = states_along(model, ids, state)  # every position's state
+    device = suggester.device
+    with torch.inference_mode():
+        top = (along[0] if isinstance(along, tuple) else along)[-1]  # [time, hidden]: the top layer's output
+        at = torch.tensor(offsets, dtype=torch.long, device=device)
+        logits = model.output(model.project(top[at][None]))[0].float()  # [offsets, vocab]
+        end_state = select_state(along, torch.tensor([len(ids) - 1], device=device))
+    return select_state(along, at), logits, end_state
 
 
-class _SortedVocabulary:
-    """A word model's vocabulary sorted by text (special tokens left out): a prefix is one range."""
-
-    def __init__(self, tokenizer):
-        special = tokenizer.special_ids
-        ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in special)
-        self.texts = [w for w, _ in ordered]
-        self.ids = np.array([i for _, i in ordered], dtype=np.int64)
-        self.pieces = tokenizer.pieces
-        self.special = torch.tensor(sorted(special), dtype=torch.long)
-        self.special_set = set(special)
-        self.ordinary = torch.ones(len(tokenizer.pieces)).index_fill(0, self.special, 0.0)  # [vocab]
-        self.known = set(self.texts)
-
-    def rank_all(self, probs: torch.Tensor, k: int) -> list[tuple[list[tuple[str, float]], float]]:
-        """`rank(row, "", ...)` for every row of probs [rows, vocab] at once."""
-        special = self.special.to(probs.device)
-        wanted = min(_candidates(k), len(self.texts))
-        top = probs.topk(min(wanted + len(special), probs.shape[1]), dim=1)  # special tokens dropped below
-        # A sum over the ordinary words (not the total less the special tokens: <eos> may hold
-        # nearly all the mass, and the difference would lose the rest's precision).
-        masses = (probs @ self.ordinary.to(probs.device, probs.dtype)).tolist()  # [rows]
-        pieces, skip = self.pieces, self.special_set
-        ranked = []
-        for ids, values, mass in zip(top.indices.tolist(), top.values.tolist(), masses):
-            found = [(pieces[i], p) for i, p in zip(ids, values) if i not in skip]
-            ranked.append((found[:wanted], mass))
-        return ranked
-
-    def has_case_variant(self, prefix: str) -> bool:
-        """Whether the prefix, or a variant of it that Typed.fragments tries, is a word of the vocabulary."""
-        if prefix in self.known:
-            return True
-        return prefix[:1].isupper() and (prefix[:1].lower() + prefix[1:] in self.known or prefix.lower() in self.known)
-
-    def rank(self, probs: np.ndarray, prefix: str, top: int) -> tuple[list[tuple[str, float]], float]:
-        """The `top` most likely words with `prefix` (as Suggester._rank), and the mass of all of them."""
-        lo = bisect.bisect_left(self.texts, prefix)
-        hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff")
-        ids = self.ids[lo:hi]
-        matching = probs[ids]  # [matching]
-        if len(ids) > top:
-            best = np.argpartition(-matching, top - 1)[:top]
-            ids, chosen = ids[best], matching[best]
-        else:
-            chosen = matching
-        pieces = self.pieces
-        return [(pieces[i], p) for i, p in zip(ids.tolist(), chosen.tolist())], float(matching.sum())
+def _read_in_pieces(suggester, ids: list[int], state, offsets: list[int]):
+    """`_read_at` for any model: a model call per piece that ends at an offset (a call per word, as a session reads)."""
+    states, logits, at = [], [], 0
+    for offset in offsets:
+        state, last = read_ids(suggester.model, ids[at: offset + 1], state, suggester.chunk)
+        states.append(state)
+        logits.append(last)
+        at = offset + 1
+    if at < len(ids):
+        state, _ = read_ids(suggester.model, ids[at:], state, suggester.chunk)
+    if not offsets:
+        return None, None, state
+    return _cat_states(states), torch.stack(logits), state
 
 
-def _best(strip: list[Suggestion]) -> list[Suggestion]:
-    """The end of Suggester.suggest_after: most likely first, one suggestion per word, k of them."""
-    best: dict[str, Suggestion] = {}
-    for s in sorted(strip, key=lambda s: (-s.probability, s.word, s.completion)):
-        best.setdefault(s.word, s)
-    return list(best.values())[:STRIP_SLOTS]
+def _one_stream(state, i: int):
+    """Stream i of a state (every tensor [layers, 1, hidden])."""
+    return map_state(state, lambda t: t[:, i: i + 1])
 
 
-def _token_stream(tokenizer, text: str, is_unknown) -> tuple[list[int], list[_Word]]:
+def _token_stream(tokenizer, text: str) -> tuple[list[int], list[_Word]]:
     """The token ids a session reads (START_TEXT, then the text), and each word's boundary row.
 
     A word's row is the stream position whose output predicts it: the last token of the
@@ -320,8 +182,7 @@ def _token_stream(tokenizer, text: str, is_unknown) -> tuple[list[int], list[_Wo
     stream += tokenizer.encode(text[:lead])
     words = []
     for match in WORD.finditer(text):
-        word = match.group(1)
-        words.append(_Word(match.start(), word, len(stream) - 1, not is_unknown(word)))
+        words.append(_Word(match.start(), len(stream) - 1))
         stream += tokenizer.encode(match.group(0))
     return stream, words
 
