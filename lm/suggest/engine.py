@@ -170,6 +170,8 @@ class Suggester:
         start mark by every session)."""
         if self.cache is None:
             return mark
+        if self._vocabulary is not None:  # the copy is made anew each time: keep the row's softmax on the mark
+            self._vocabulary.probs(mark)
         return replace(mark, view=view if view is not None else (torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)))
 
     def _step(self, ids: torch.Tensor, state, mark: Mark):

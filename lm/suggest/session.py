@@ -43,6 +43,7 @@ class Mark:
     count: int = 0  # with a cache: entries of the text before this mark
     view: tuple | None = None  # with a cache, while suggesting: the memory (keys, values) before it
     context: tuple = ()  # with an n-gram: the last token ids read
+    probs: torch.Tensor | None = None  # word models: softmax(logits), worked out once per mark
     # Search steps taken from this mark while the beam had one hypothesis (through the typed
     # prefix of a char model): piece ids -> (state, logits). The next keystroke's search
     # starts with the same steps. Only one-stream steps are kept: a row's logits depend in

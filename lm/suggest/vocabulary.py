@@ -31,11 +31,21 @@ class Vocabulary:
         hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff")
         return self.ids[lo:hi]
 
+    @staticmethod
+    @torch.inference_mode()
+    def probs(mark: Mark) -> torch.Tensor:
+        """The mark's next-word distribution, computed on first use and kept on the mark: every
+        keystroke of a word asks the same mark (a softmax over 33k words each time was most of
+        a keystroke's cost)."""
+        if mark.probs is None:
+            mark.probs = torch.softmax(mark.logits, -1)
+        return mark.probs
+
     @torch.inference_mode()
     def find(self, mark: Mark, fragment: str, k: int) -> tuple[dict[str, float], float]:
         """The words that start with `fragment` (at least the best 4k + 8), and the probability
         that the next word starts with it at all."""
-        probs = torch.softmax(mark.logits, -1)  # [vocab]
+        probs = self.probs(mark)  # [vocab]
         ids = self.matching(fragment)
         matching = probs[ids]  # [matching]
         # Extra candidates leave room for punctuation dropped and cases merged later.
@@ -51,7 +61,7 @@ class Vocabulary:
         A word outside the vocabulary gets the <unk> row: the share of every word the model
         does not know, an upper bound for any one of them.
         """
-        probs = torch.softmax(mark.logits, -1)  # [vocab]
+        probs = self.probs(mark)  # [vocab]
         total = probs[self.ids].sum()
         ids = torch.tensor([self.index.get(w, self.unk_id) for w in words], dtype=torch.long, device=probs.device)
         return (probs[ids] / total).log().tolist()
