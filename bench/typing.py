@@ -176,7 +176,9 @@ def _best(result: Correction, known: bool, unknown: float, weight: float) -> tup
     """The best candidate other than the typed word, and its posterior (None when the typed word wins)."""
     if not result.candidates:
         return None, 0.0
-    totals = [c.channel + weight * (unknown if c.typed and not known else c.prior) for c in result.candidates]
+    name = CorrectConfig.unknown_name_prior  # a capitalised unknown word keeps the decoder's own prior
+    own = name if result.typed[:1].isupper() else unknown
+    totals = [c.channel + weight * (own if c.typed and not known else c.prior) for c in result.candidates]
     top = max(totals)
     norm = top + math.log(sum(math.exp(t - top) for t in totals))
     best = max(range(len(totals)), key=lambda i: (totals[i], result.candidates[i].typed))

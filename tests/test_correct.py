@@ -42,6 +42,14 @@ def test_the_posterior_is_channel_plus_prior_normalised(decoder, prior):
     assert the.posterior / typed.posterior == pytest.approx(ratio)
 
 
+
+def test_an_unknown_word_with_a_capital_is_taken_for_a_name_more_readily(decoder, prior):
+    lower = next(c for c in decoder.correct("hellp", prior).candidates if c.typed)
+    capital = next(c for c in decoder.correct("Hellp", prior).candidates if c.typed)
+    assert (lower.prior, capital.prior) == (CorrectConfig().unknown_prior, CorrectConfig().unknown_name_prior)
+    assert capital.prior > lower.prior
+
+
 def test_the_prior_decides_between_candidates(decoder):
     favours_tech = lambda words: [0.0 if w == "tech" else -30.0 for w in words]
     assert decoder.correct("teh", favours_tech).word == "tech"
