@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unknown-prior", type=float, default=CorrectConfig.unknown_prior)
     parser.add_argument("--max-edits", type=int, default=CorrectConfig.max_edits)
     parser.add_argument("--prior-weight", type=float, default=CorrectConfig.prior_weight)
+    parser.add_argument("--slip-shortlist", type=int, default=CorrectConfig.slip_shortlist,
+                        help="completions that fix a slip: how many the prior scores")
     parser.add_argument("--sweep", action="store_true",
                         help="also re-decide the finished words over a grid of threshold, unknown prior and prior weight")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "typing.json")
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not path.is_file():
             parser.error(f"{path} does not exist — give --train and --test, or put the shared corpora beside the repository")
     correct = CorrectConfig(threshold=args.threshold, unknown_prior=args.unknown_prior, max_edits=args.max_edits,
+                            slip_shortlist=args.slip_shortlist,
                             prior_weight=args.prior_weight)
     result = run(args.train.read_text(encoding="utf-8"), args.test.read_text(encoding="utf-8"), args.words,
                  args.seed, args.checkpoint, args.int8, correct)

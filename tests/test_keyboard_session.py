@@ -124,3 +124,23 @@ def test_lm_suggest_words_corrects_with_a_checkpoints_lexicon(tiny_checkpoints):
     found = lm.suggest_words("the clouds are in teh ", tiny_checkpoints("char"))
     assert [(s.word, s.slot.value, s.delete, s.completion) for s in found[:2]] == \
         [("teh", "typed", 0, ""), ("the", "correction", 4, "the ")]
+
+
+def test_candidate_scores_are_kept_while_the_context_stays_and_asked_again_after(keyboard, monkeypatch):
+    from lm.suggest.session import SuggestionSession
+
+    asked: list[list[str]] = []
+    score_words = SuggestionSession.score_words
+    monkeypatch.setattr(SuggestionSession, "score_words", lambda self, words: asked.append(list(words)) or score_words(self, words))
+    session = keyboard.session("I will ")
+    for ch in "recie":
+        session.type(ch)
+        session.strip()
+    within = [w for words in asked for w in words]
+    assert within and len(within) == len(set(within))  # no candidate scored twice in one context
+    asked.clear()
+    session.type(" I will ")  # a new context: the same candidates are worth other odds there
+    for ch in "recie":
+        session.type(ch)
+        session.strip()
+    assert set(within) & {w for words in asked for w in words}

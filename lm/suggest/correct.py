@@ -64,6 +64,7 @@ class CorrectConfig:
     short_word: int = 4  # words (and prefixes) of up to this many letters: one edit; a single letter: none
     short_prefix: int = 3  # completions: prefixes of up to this many letters are taken as typed (bench/NOTES.md)
     shortlist: int = 24  # candidates, best by channel and frequency, that the prior scores
+    slip_shortlist: int = 8  # the same for completions that fix a slip (asked at every keystroke; bench/NOTES.md)
     per_prefix: int = 8  # completions: the most frequent words under each matching start
     split_words: bool = True  # consider a missed space: "inthe" -> "in the"
     correct_caps: bool = False  # words in capitals may be corrected too
@@ -71,9 +72,9 @@ class CorrectConfig:
     def validate(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"the correction threshold must be in (0, 1], not {self.threshold!r} — 1.0 never corrects")
-        for name in ("max_edits", "short_word", "short_prefix", "shortlist", "per_prefix"):
+        for name in ("max_edits", "short_word", "short_prefix", "shortlist", "slip_shortlist", "per_prefix"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0 or name in ("shortlist", "per_prefix") and value < 1:
+            if not isinstance(value, int) or value < 0 or name in ("shortlist", "slip_shortlist", "per_prefix") and value < 1:
                 raise ConfigError(f"the decoder's {name} must be a non-negative integer (shortlist and "
                                   f"per_prefix at least 1), not {value!r}")
 
@@ -211,7 +212,7 @@ class Decoder:
         counts = self.index.count
         ranked = sorted((w for w in scores if not w.startswith(folded)),
                         key=lambda w: -(scores[w] + math.log(counts(w) + 1)))
-        return {w: scores[w] for w in ranked[: self.config.shortlist]}
+        return {w: scores[w] for w in ranked[: self.config.slip_shortlist]}
 
     def protection(self, typed: str) -> str | None:
         """Why a typed word must not be changed, or None when it may be."""

@@ -98,13 +98,20 @@ class Keyboard:
         correction = session.set_text(text, touches)
         return Strip(session.text, correction, session.strip(k))
 
-    def prior(self, session: SuggestionSession, typed: str) -> Prior:
+    def prior(self, session: SuggestionSession, typed: str, known: dict[str, float] | None = None) -> Prior:
         """log P(w | context) for case-folded candidates of the word at the end of the session's
-        text, each summed over the spellings the model tells apart (see the module's docstring)."""
+        text, each summed over the spellings the model tells apart (see the module's docstring).
+
+        Args:
+            known: spellings already scored in this context, filled as more are scored.
+        """
+        known = {} if known is None else known
 
         def score(words: list[str]) -> list[float]:
             spellings = [self._spellings(w, typed) for w in words]
-            flat = session.score_words([s for each in spellings for s in each])
+            new = list(dict.fromkeys(s for each in spellings for s in each if s not in known))
+            known.update(zip(new, session.score_words(new)) if new else ())
+            flat = [known[s] for each in spellings for s in each]
             scores, at = [], 0
             for word, each in zip(words, spellings):
                 # A word the vocabulary lacks is scored as <unk>: it gets its share of <unk>'s
@@ -166,6 +173,8 @@ class KeyboardSession:
         self.kept: set[str] = set()  # words put back by an undo: never corrected again here (case-folded)
         self.touches: list[Point] | None = None  # touch points of the word at the end of the text
         self.correcting = True  # False: no corrections and no fixed slips, the engine's strip alone
+        self._context: tuple[str, str] | None = None  # the context the known scores are for
+        self._known: dict[str, float] = {}  # spellings scored in that context -> log P
         self.set_text(text)
 
     @property
@@ -257,12 +266,22 @@ class KeyboardSession:
         space = " " if text and not text[-1].isspace() else ""
         self.session.set_text(text + space)  # the swiped word is the next one
         try:
-            found = gestures.decode(points, self.keyboard.prior(self.session, ""), k)
+            found = gestures.decode(points, self._prior(""), k)
         finally:
             self.session.set_text(text)
         sentence = split_typed(text + space).sentence_start
         shown = [c.word[:1].upper() + c.word[1:] if sentence else c.word for c in found]
         return [Suggestion(w, c.posterior, space + w) for w, c in zip(shown, found)]
+
+    def _prior(self, typed: str) -> Prior:
+        """The keyboard's prior for the word at the end of the text. A candidate's score depends on
+        the context alone, not on the typed letters, so the scores are kept while the context
+        stays: each keystroke of a word (and its finish) scores only candidates new to it."""
+        split = split_typed(self.session.text, self.keyboard.suggester.by_whitespace)
+        context = (self.session.text[: split.context_end], split.lead)
+        if context != self._context:
+            self._context, self._known = context, {}
+        return self.keyboard.prior(self.session, typed, self._known)
 
     # --- a finished word
 
@@ -280,7 +299,7 @@ class KeyboardSession:
             touches = self.touches if self.touches is not None and len(self.touches) == len(typed) else None
             self.session.set_text(text[:end])
             keep = frozenset(self.kept) | self.session.learned()
-            correction = decoder.correct(typed, self.keyboard.prior(self.session, typed), touches, keep)
+            correction = decoder.correct(typed, self._prior(typed), touches, keep)
         self.session.set_text(text[:start] + correction.word + text[end:])
         self.touches = None
         self.finished = _Finished(start, start + len(correction.word), correction, text[end:])
@@ -321,7 +340,7 @@ class KeyboardSession:
         if not slipped:
             return found
         asked = list(slipped) + [s.word.casefold() for s in exact[:1]]
-        priors = dict(zip(asked, keyboard.prior(self.session, partial)(asked)))
+        priors = dict(zip(asked, self._prior(partial)(asked)))
         weight = decoder.config.prior_weight
         totals = {w: c + weight * priors[w] for w, c in slipped.items() if priors[w] > -math.inf}
         if not totals:
