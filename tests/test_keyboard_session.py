@@ -144,3 +144,12 @@ def test_candidate_scores_are_kept_while_the_context_stays_and_asked_again_after
         session.type(ch)
         session.strip()
     assert set(within) & {w for words in asked for w in words}
+
+
+def test_a_name_learned_in_the_session_is_offered_at_its_share_of_the_words_typed(tiny_checkpoints):
+    keyboard = Keyboard.load(lm.load(tiny_checkpoints("char")))  # its text has no capital Z and no ë
+    text = "my friend Zoë sees Zoë . then Z"
+    strip = keyboard.suggest(text).suggestions
+    # Two of the seven words read before "Z" (my friend Zoë sees Zoë . then) are Zoë.
+    assert (strip[0].word, strip[0].completion, strip[0].probability) == ("Zoë", "oë", pytest.approx(2 / 7))
+    assert all(s.word != "Zoë" for s in keyboard.suggest("my friend Zoë sees . then Z").suggestions)  # once: not learned

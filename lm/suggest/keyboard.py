@@ -33,7 +33,7 @@ from .gesture import GestureDecoder
 from .index import CandidateIndex
 from .layout import load_layout
 from .session import SuggestionSession
-from .typed import Slot, Suggestion, split_typed
+from .typed import Slot, Suggestion, Typed, split_typed
 
 MAX_VARIANTS = 4  # case variants of each word of a candidate that the prior sums
 
@@ -252,9 +252,11 @@ class KeyboardSession:
             return self._decision_strip(k)
         found = self.session.suggestions(k)
         typed = split_typed(self.text, self.keyboard.suggester.by_whitespace)
-        if not self.forgiving or not typed.partial or typed.too_long:
+        if not typed.partial or typed.too_long:
             return found
-        return self._with_slips(found, typed.partial, k)
+        if self.forgiving:
+            found = self._with_slips(found, typed.partial, k)
+        return self._with_learned(found, typed, k)
 
     def swipe(self, points: Sequence[Point], k: int | None = None) -> list[Suggestion]:
         """The words a swipe over the layout meant, as the next word of the text, best first."""
@@ -361,6 +363,28 @@ class KeyboardSession:
             best.setdefault(s.word.casefold(), s)
         strip = list(best.values())[:k]
         return strip if any(s.delete for s in strip) else found
+
+    # --- words learned in the session
+
+    def _with_learned(self, found: list[Suggestion], typed: Typed, k: int) -> list[Suggestion]:
+        """Words the session learned (typed and finished twice, outside the lexicon: a new name)
+        that complete the typed letters, offered at no less than their share of the words typed
+        so far. The model may not spell them at all (a letter its training text never had) or
+        give them next to nothing, while a name typed twice in a short text is a likely third
+        word; the share falls as the text grows."""
+        counts = self.session.learned_counts()
+        folded = typed.partial.casefold()
+        matching = {w: n for w, n in counts.items() if w.startswith(folded) and w != folded}
+        if not matching:
+            return found
+        total = max(self.session.words_read, 1)
+        strip = {s.word.casefold(): s for s in found}
+        for word, n in matching.items():
+            shown = typed.present(word)
+            share = min(n / total, 1.0)
+            if word not in strip or strip[word].probability < share:
+                strip[word] = Suggestion(shown, share, shown[len(typed.partial):])
+        return sorted(strip.values(), key=lambda s: (-s.probability, s.word))[:k]
 
     # --- where the text stands
 

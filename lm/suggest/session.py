@@ -124,7 +124,16 @@ class SuggestionSession:
 
     def learned(self) -> frozenset:
         """Words outside the lexicon typed and finished often enough to be offered (case-folded)."""
-        return frozenset(w for w, n in self._unknown.items() if n >= self.suggester.config.learn_after)
+        return frozenset(self.learned_counts())
+
+    def learned_counts(self) -> dict[str, int]:
+        """The learned words with how often each was typed and finished in the text read so far."""
+        return {w: n for w, n in self._unknown.items() if n >= self.suggester.config.learn_after}
+
+    @property
+    def words_read(self) -> int:
+        """Words of the text read so far (up to the last word boundary `suggestions` needed)."""
+        return self._marks[-1].words
 
     def read(self) -> None:
         """Read the context the next suggestions need, e.g. while the keyboard is idle.
