@@ -41,7 +41,7 @@ def test_json_has_the_settings_the_seed_and_every_sample(checkpoint):
     assert data["config"]["n"] == 3 and data["config"]["top_k"] == 5 and data["config"]["stop"] == ["xyz"]
     assert len(data["samples"]) == 3
     for sample in data["samples"]:
-        assert sample["words"] == 4 and sample["stop_reason"] == "max_words"  # "xyz" never comes; 128 tokens hold 4 words
+        assert sample["words"] == 4 and sample["finish_reason"] == "max_words"  # "xyz" never comes; 128 tokens hold 4 words
     again = json.loads(run("my friend", "-c", checkpoint, "--n", "3", "--max-words", "4", "--top-k", "5",
                            "--stop", "xyz", "--json", "--seed", str(data["seed"])).output)
     assert again["samples"] == data["samples"]  # the reported seed reproduces the run
@@ -59,7 +59,7 @@ def test_several_samples_are_shown_one_after_another(checkpoint):
 def test_stop_at_sentence_ends_the_text_at_a_sentence_end(checkpoint):
     data = json.loads(run("-c", checkpoint, "--stop-at", "sentence", "--seed", "2", "--n", "4", "--max-tokens", "400", "--json").output)
     for sample in data["samples"]:
-        assert sample["stop_reason"] == "sentence"
+        assert sample["finish_reason"] == "sentence"
         assert sample["text"].rstrip(" \n").endswith((".", "!", "?")) or sample["text"].endswith("\n")
 
 

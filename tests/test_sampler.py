@@ -110,7 +110,8 @@ def test_generating_from_carried_state_equals_rereading(cell):
     torch.testing.assert_close(sampler.logits, read_at_once(model, CHAR, prompt_ids + first.ids))
     sampler.feed(" are")
     second = sampler.generate(GenerationConfig(max_words=3, seed=2)).run()[0]
-    assert second.stop_reason == "max_words" and second.words == 3
+    assert second.finish_reason == "max_words" and second.words == 3
+    assert second.stop_reason == "max_words"  # the former name stays, for Python code written before the rename
     expected = read_at_once(model, CHAR, prompt_ids + first.ids + CHAR.encode(" are") + second.ids)
     torch.testing.assert_close(sampler.logits, expected)
 
@@ -285,7 +286,7 @@ def test_bad_settings_are_named(field, value, message):
 def test_stop_conditions_on_a_word_model(options, text, reason):
     model, tokenizer = word_script()
     sample = generate(model, tokenizer, "", GenerationConfig(**GREEDY, **options)).run()[0]
-    assert (sample.text, sample.stop_reason) == (text, reason)
+    assert (sample.text, sample.finish_reason) == (text, reason)
 
 
 def test_a_word_model_continues_a_prompt_with_a_space_and_counts_words():
@@ -299,7 +300,7 @@ def test_a_word_model_continues_a_prompt_with_a_space_and_counts_words():
 def test_a_char_model_stops_before_the_word_past_max_words():
     model, tokenizer = char_script()
     sample = generate(model, tokenizer, "", GenerationConfig(max_words=2, **GREEDY)).run()[0]
-    assert (sample.text, sample.words, sample.stop_reason) == ("ab. cd\n", 2, "max_words")
+    assert (sample.text, sample.words, sample.finish_reason) == ("ab. cd\n", 2, "max_words")
     half = generate(model, tokenizer, "a", GenerationConfig(max_words=1, **GREEDY)).run()[0]
     assert half.text == "b. cd\n"  # the prompt's word is not counted again
 

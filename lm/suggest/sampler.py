@@ -124,10 +124,19 @@ class Sample:
     text: str = ""
     ids: list[int] = field(default_factory=list)
     words: int = 0
-    stop_reason: str | None = None  # max_tokens, max_words, stop, sentence, paragraph; None while running
+    finish_reason: str | None = None  # max_tokens, max_words, stop, sentence, paragraph; None while running
+
+    @property
+    def stop_reason(self) -> str | None:
+        """The finish reason under its former name, for code written before it was renamed."""
+        return self.finish_reason
+
+    @stop_reason.setter
+    def stop_reason(self, reason: str | None) -> None:
+        self.finish_reason = reason
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "tokens": len(self.ids), "words": self.words, "stop_reason": self.stop_reason}
+        return {"text": self.text, "tokens": len(self.ids), "words": self.words, "finish_reason": self.finish_reason}
 
 
 class Generation:
@@ -267,17 +276,17 @@ class Sampler:
         text = stream.push(token, commit=False)
         words = sample.words + count_word_starts(before, text)
         if config.max_words is not None and words > config.max_words:
-            sample.stop_reason = "max_words"  # the token would start one word too many: not emitted
-            return None, sample.stop_reason
+            sample.finish_reason = "max_words"  # the token would start one word too many: not emitted
+            return None, sample.finish_reason
         stream.push(token)
         sample.ids.append(token)
         sample.text += text
         sample.words = words
-        sample.stop_reason = _stop_reason(sample, text, stream.lead, config)
-        return text, sample.stop_reason
+        sample.finish_reason = _finish_reason(sample, text, stream.lead, config)
+        return text, sample.finish_reason
 
 
-def _stop_reason(sample: Sample, text: str, lead: str, config: GenerationConfig) -> str | None:
+def _finish_reason(sample: Sample, text: str, lead: str, config: GenerationConfig) -> str | None:
     """Why the sample ends after adding `text` (lead: the character before the sample)."""
     if any(_completes(sample.text, text, s) for s in config.stop):
         return "stop"
