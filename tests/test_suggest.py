@@ -371,3 +371,19 @@ def test_corpus_pattern_holds():
     """The premise of the tests above: the generated text always continues "the clouds are in the" with "sky"."""
     text = make_text()
     assert text.count("the clouds are in the") == text.count("the clouds are in the sky")
+
+
+class CaseTokenizer(GreedyTokenizer):
+    """Single letters in both cases: "ab" can be spelled [a, b] or [A, b]."""
+
+    pieces = ["", "\n", " ", "a", "A", "b", "."]
+    vocab_size = len(pieces)
+
+
+def test_spellings_that_differ_only_in_case_are_one_suggestion():
+    # Given the space, a·b·end = (1/7)(1/7)(3/7) = 3/343, and A·b·end the same: one "ab" at 6/343.
+    config = SuggestConfig(beam_width=64, max_depth=3)
+    suggester = Suggester(UniformModel(CaseTokenizer.vocab_size), CaseTokenizer(), config, lexicon=lm.Lexicon({"ab": 1}))
+    found = [(s.word, s.probability) for s in suggester.suggest("b ", 5)]
+    assert found[0] == ("ab", pytest.approx(6 / 343))
+    assert "Ab" not in [w for w, _ in found]

@@ -251,6 +251,8 @@ class Suggester:
             if char_class(word[0]) == PUNCT and p < self.config.punctuation_min:
                 continue
             shown[typed.present(word)] += p
+        if self._pieces is not None:
+            shown = _merge_case_variants(shown)
         best = sorted(shown.items(), key=lambda wp: (-wp[1], wp[0]))
         return [Suggestion(w, min(p, 1.0), typed.prefix + w[len(typed.partial):]) for w, p in best]
 
@@ -295,3 +297,19 @@ class Suggester:
         if self._vocabulary is not None:
             return self._vocabulary.log_probs(mark, words)
         return spelling_log_probs(self._pieces, mark, lead, words, self._step)
+
+
+def _merge_case_variants(shown: dict[str, float]) -> dict[str, float]:
+    """Char and subword models: spellings of one lexicon word that differ only in case
+    ("Zealous", "ZealOus") are one suggestion, shown as the likelier, with their probabilities summed.
+    (A word model's vocabulary tells "The" from "the"; its strip keeps both.)"""
+    merged: dict[str, tuple[str, float, float]] = {}  # folded -> (shown, its own p, summed p)
+    for word, p in shown.items():
+        key = word.casefold()
+        if key in merged:
+            best, best_p, total = merged[key]
+            better = (p, word == key) > (best_p, best == key)  # ties: the lower-case spelling
+            merged[key] = (word, p, total + p) if better else (best, best_p, total + p)
+        else:
+            merged[key] = (word, p, p)
+    return {word: total for word, _, total in merged.values()}
