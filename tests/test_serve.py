@@ -97,11 +97,12 @@ def test_suggest_gives_the_library_suggestions(client, keyboard, text):
 
 
 def test_suggest_equals_lm_suggest_json(checkpoint):
-    """The CLI's default int8 model, served: the same words, probabilities and completions."""
+    """The CLI's default int8 model, served: the same words, probabilities, completions and slots,
+    a correction and a fixed slip included (one engine behind both)."""
     loaded = lm.load(checkpoint, int8=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
-        for text in (CLOUDS, CLOUDS + "s"):
+        for text in (CLOUDS, CLOUDS + "s", "the clouds are in teh ", "the clouds are in teh"):
             result = CliRunner().invoke(cli, ["suggest", text, "-c", checkpoint, "--json"])
             assert result.exit_code == 0, result.output
             assert client.post("/suggest", json={"text": text}).json()["suggestions"] == json.loads(result.stdout)
