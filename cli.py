@@ -434,7 +434,7 @@ def serve(checkpoint, host, port, device, int8, **options):
               "every 20 tokens): for a long TEXT of your own, such as a document you are writing.")
 @field_option(SuggestConfig, "correct", "Forgive typing: correct a word just finished (TEXT ending in a space or "
               "punctuation) and complete prefixes with a slip in them.", flag="--correct/--no-correct")
-@field_option(SuggestConfig, "layout", "The keyboard layout slips are weighed on: a name (qwerty-en-us) or a JSON file.")
+@field_option(SuggestConfig, "layout", "The keyboard layout slips are weighed on: a name (qwerty-en-us, qwertz-de, azerty-fr) or a JSON file like those in lm/suggest/layouts/.")
 @int8_option
 @device_option
 def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, adapt, **options):

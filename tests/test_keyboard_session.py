@@ -153,3 +153,12 @@ def test_a_name_learned_in_the_session_is_offered_at_its_share_of_the_words_type
     # Two of the seven words read before "Z" (my friend Zoë sees Zoë . then) are Zoë.
     assert (strip[0].word, strip[0].completion, strip[0].probability) == ("Zoë", "oë", pytest.approx(2 / 7))
     assert all(s.word != "Zoë" for s in keyboard.suggest("my friend Zoë sees . then Z").suggestions)  # once: not learned
+
+
+def test_the_layout_decides_which_slips_are_near():
+    qwerty = uniform_keyboard()
+    qwertz = uniform_keyboard(SuggestConfig(layout="qwertz-de"))
+    # z sits beside t on a German keyboard and three rows away on a US one.
+    assert qwertz.layout.distance("z", "t") == 1.0 and qwerty.layout.distance("z", "t") > 3
+    assert qwertz.decoder.channel.log_prob("zhe", "the") > qwerty.decoder.channel.log_prob("zhe", "the") + 1
+    assert load_layout("azerty-fr").key("a").x < load_layout("azerty-fr").key("z").x  # a, z start the top row
