@@ -375,7 +375,7 @@ def repl(checkpoint, int8, device, **options):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every network, with a warning).")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on (0: any free port).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@field_option(ServeSettings, "api_key", "Require `Authorization: Bearer KEY` on every endpoint but /health and the page.",
+@field_option(ServeSettings, "api_key", "Require `Authorization: Bearer KEY` on every endpoint but /health, /metrics and the page.",
               envvar="LM_API_KEY", show_envvar=True, show_default=False, type=str)
 @field_option(ServeSettings, "max_body", "Largest request body in bytes (larger: 413).")
 @field_option(ServeSettings, "max_sessions", "Keystroke sessions kept (least recently used dropped first), split "
@@ -388,14 +388,17 @@ def repl(checkpoint, int8, device, **options):
 @field_option(ServeSettings, "cache", "Suggestions use the checkpoint's continuous cache (one per session).",
               flag="--cache/--no-cache")
 @field_option(ServeSettings, "ngram", "Suggestions mix in the word model's n-gram.", flag="--ngram/--no-ngram")
+@field_option(ServeSettings, "cors_origin", "Let pages from this origin (https://host:port, or * for any) call the "
+              "server from a browser (repeatable; default: none).", type=str, multiple=True, show_default=False)
 @int8_option
 def serve(checkpoint, host, port, device, int8, **options):
     """Serve suggestions and generation over HTTP, with a page that suggests as you type.
 
-    Endpoints: GET / (the page), GET|POST /suggest, POST /generate (with "stream": true,
-    server-sent events), GET /info, GET /health. A client that sends a "session" id gets its
-    text's state kept, so each keystroke costs one word at most. Stops cleanly on Ctrl-C or
-    SIGTERM.
+    Endpoints: GET / (the page), GET|POST /suggest, POST /swipe, GET /layout, POST /generate
+    (with "stream": true, server-sent events), the OpenAI-style POST /v1/completions and GET
+    /v1/models, GET /metrics (Prometheus), GET /info, GET /health. A client that sends a
+    "session" id gets its text's state kept, so each keystroke costs one word at most. Stops
+    cleanly on Ctrl-C or SIGTERM.
 
     Example:
 

@@ -191,8 +191,8 @@ def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, referen
 
 def library_generation(checkpoint, prompt: str, **config):
     generation = generate(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, prompt, GenerationConfig(**config))
-    sample = generation.run()[0]
-    return {"text": sample.text, "finish_reason": sample.stop_reason, "tokens": len(sample.ids), "seed": generation.seed}
+    samples = [{"text": s.text, "finish_reason": s.finish_reason, "tokens": len(s.ids)} for s in generation.run()]
+    return {**samples[0], "seed": generation.seed, "samples": samples}
 
 
 def test_generate_gives_the_library_generation(client, checkpoint):
@@ -229,7 +229,8 @@ def test_generate_streams_one_event_per_piece_then_the_finish_reason(client, che
     assert all(p["finish_reason"] is None and p["text"] for p in pieces)
     assert "".join(p["text"] for p in pieces) == expected["text"]
     assert len(pieces) == expected["tokens"]  # a char model: one piece per token
-    assert json.loads(events[-2]) == {**expected, "text": ""}
+    last = {key: expected[key] for key in ("finish_reason", "tokens", "seed")}
+    assert json.loads(events[-2]) == {"index": 0, "text": "", **last}
 
 
 BAD_REQUESTS = [

@@ -14,13 +14,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..suggest.sampler import GenerationConfig, Generation, generate
+from ..suggest.sampler import GenerationConfig, Generation, Sample, generate
 from ..suggest.config import SuggestConfig
 from .service import Service, log
 
 MAX_K = 20  # suggestions per request
 MAX_TOKENS = 2048  # tokens (or words) per generation: bounds the time one request holds a worker
 MAX_STOPS, MAX_STOP_CHARS = 8, 200
+MAX_SAMPLES = 16  # n of one generation: drawn as one batch
 MAX_WORD_POINTS = 64  # touch points of one typed word
 MAX_SWIPE_POINTS = 2000  # points of one swipe
 SESSION_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -84,6 +85,7 @@ class SwipeAnswer(BaseModel):
 
 class GenerateRequest(Strict):
     prompt: str = ""
+    n: int = Field(GenerationConfig.n, ge=1, le=MAX_SAMPLES, description="samples drawn at once, as one batch")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_words: int | None = Field(None, ge=1, le=MAX_TOKENS)
     stop_at: Literal["sentence", "paragraph"] | None = None
@@ -97,14 +99,20 @@ class GenerateRequest(Strict):
 
     def config(self) -> GenerationConfig:
         fields = self.model_dump(exclude={"prompt", "stream", "stop"})
-        return GenerationConfig(n=1, stop=tuple(self.stop), **fields)
+        return GenerationConfig(stop=tuple(self.stop), **fields)
 
 
-class GenerateAnswer(BaseModel):
+class GeneratedSample(BaseModel):
     text: str
     finish_reason: str | None  # max_tokens, max_words, stop, sentence, paragraph
     tokens: int
+
+
+class GenerateAnswer(GeneratedSample):
+    """The first sample's fields (the answer's shape before n existed), the seed, and every sample."""
+
     seed: int
+    samples: list[GeneratedSample]
 
 
 @router.get("/health")
@@ -172,30 +180,40 @@ def layout(svc: Service = Depends(service)) -> dict:
 
 @router.post("/generate", response_model=None)
 async def generate_text(body: GenerateRequest, svc: Service = Depends(service)) -> GenerateAnswer | StreamingResponse:
-    """Continue `prompt`; with `stream`, server-sent events: one per piece of text, then the finish reason."""
+    """Continue `prompt` n times; with `stream`, server-sent events: one per piece of a sample's
+    text, then each sample's finish reason."""
     config = body.config()
     config.validate()  # a ConfigError becomes a 400 with its one line
     generation = await svc.run(generate, svc.model, svc.tokenizer, body.prompt, config)  # reads the prompt
     if body.stream:
         return StreamingResponse(_events(generation, svc), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    sample = (await svc.run(generation.run))[0]
-    return GenerateAnswer(text=sample.text, finish_reason=sample.stop_reason, tokens=len(sample.ids), seed=generation.seed)
+    samples = [_sample(s) for s in await svc.run(generation.run)]
+    svc.metrics.generated_tokens.inc(sum(s.tokens for s in samples))
+    return GenerateAnswer(**samples[0].model_dump(), seed=generation.seed, samples=samples)
+
+
+def _sample(sample: Sample) -> GeneratedSample:
+    return GeneratedSample(text=sample.text, finish_reason=sample.finish_reason, tokens=len(sample.ids))
 
 
 async def _events(generation: Generation, svc: Service) -> AsyncIterator[str]:
-    """One event per piece of text, then one with the finish reason, then [DONE] (as OpenAI-style servers do)."""
+    """One event per piece of text, then one per sample with its finish reason, then [DONE]
+    (as OpenAI-style servers do); `index` says which sample an event is about."""
     pieces = iter(generation)
     try:
         while (piece := await svc.run(next, pieces, None)) is not None:
             if piece.text:
-                yield _event({"text": piece.text, "finish_reason": None})
+                yield _event({"index": piece.index, "text": piece.text, "finish_reason": None})
     except Exception as error:  # the status line is sent: the error can only be an event
         log.exception("generation failed")
         yield _event({"error": f"generation failed ({type(error).__name__}); the server log has the details"})
         return
-    sample = generation.samples[0]
-    yield _event({"text": "", "finish_reason": sample.stop_reason, "tokens": len(sample.ids), "seed": generation.seed})
+    finally:  # a client that leaves mid-stream: count what was generated all the same
+        svc.metrics.generated_tokens.inc(sum(len(s.ids) for s in generation.samples))
+    for index, sample in enumerate(generation.samples):
+        yield _event({"index": index, "text": "", "finish_reason": sample.finish_reason, "tokens": len(sample.ids),
+                      "seed": generation.seed})
     yield "data: [DONE]\n\n"
 
 

@@ -16,6 +16,7 @@ from ..suggest.channel import Point
 from ..suggest.engine import SuggestConfig, Suggester
 from ..suggest.keyboard import Keyboard, Strip
 from ..suggest.typed import Suggestion
+from .metrics import Metrics
 from .sessions import SessionStore, session_limit
 from .settings import ServeSettings
 
@@ -35,7 +36,7 @@ def release_memory() -> None:
 
 class Service:
     """The model and what the routes share: the keyboard (the suggester and the correction
-    decoder), the sessions, the worker limit."""
+    decoder), the sessions, the worker limit, the metrics."""
 
     def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
         self.model = model
@@ -48,6 +49,7 @@ class Service:
         self.sessions = SessionStore(self.keyboard, limit, settings.session_idle)
         self.limiter = anyio.CapacityLimiter(settings.workers)
         self.requests = 0  # model requests so far, to hand memory back every TRIM_EVERY
+        self.metrics = Metrics(live_sessions=lambda: len(self.sessions))
 
     def suggest(self, text: str, k: int, session: str | None, correct: bool = True,
                 touches: list[Point] | None = None) -> Strip:

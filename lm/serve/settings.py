@@ -1,11 +1,14 @@
 """The service's settings, importable without loading the web stack (the CLI builds its flags from them)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# What a browser sends in its Origin header: a scheme and a host (and port), never a path.
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+", re.IGNORECASE)
 
 
 @dataclass
@@ -23,6 +26,7 @@ class ServeSettings:
     workers: int = 1  # requests doing model work at once in each process
     cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
     ngram: bool = True  # suggestions mix in a word model's n-gram (lm/mix/ngram.py), when the checkpoint has one
+    cors_origin: tuple[str, ...] = ()  # pages served from these origins may call the service ("*": any); none: CORS off
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
     def validate(self) -> None:
@@ -36,3 +40,7 @@ class ServeSettings:
             raise ConfigError(f"--session-idle must be above 0 seconds, not {self.session_idle!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key must not be empty — pass a secret, or leave it out for no key")
+        for origin in self.cors_origin:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ConfigError(f"--cors-origin must be * or an origin such as https://example.com:8080 (scheme "
+                                  f"and host, no path or trailing slash), not {origin!r}")
