@@ -388,10 +388,15 @@ def repl(checkpoint, int8, device, **options):
 @field_option(ServeSettings, "cache", "Suggestions use the checkpoint's continuous cache (one per session).",
               flag="--cache/--no-cache")
 @field_option(ServeSettings, "ngram", "Suggestions mix in the word model's n-gram.", flag="--ngram/--no-ngram")
+@field_option(ServeSettings, "correct", "Forgive typing: correct a word on space, fix slips in prefixes, take swipes "
+              "(a request can still say \"correct\": false).", flag="--correct/--no-correct")
+@field_option(ServeSettings, "layout", "The keyboard layout slips and swipes are weighed on (qwerty-en-us, qwertz-de, "
+              "azerty-fr, or a JSON file); the page draws it.")
+@click.option("--words", "words_file", type=click.Path(), help="A user dictionary, one word a line: offered, and never corrected.")
 @field_option(ServeSettings, "cors_origin", "Let pages from this origin (https://host:port, or * for any) call the "
               "server from a browser (repeatable; default: none).", type=str, multiple=True, show_default=False)
 @int8_option
-def serve(checkpoint, host, port, device, int8, **options):
+def serve(checkpoint, host, port, device, int8, words_file, **options):
     """Serve suggestions and generation over HTTP, with a page that suggests as you type.
 
     Endpoints: GET / (the page), GET|POST /suggest, POST /swipe, GET /layout, POST /generate
@@ -405,11 +410,13 @@ def serve(checkpoint, host, port, device, int8, **options):
         lm serve -c checkpoints/wiki --port 8000
     """
     import cli_render
+    from lm.data.lexicon import read_words_file
     from lm.serve import listen, load_app, run
 
     if host not in LOOPBACK:
         cli_render.warn_open_host(host, has_key=bool(options["api_key"]))
-    app = load_app(checkpoint, ServeSettings(**options), device=device, int8=int8)
+    words = tuple(read_words_file(words_file)) if words_file else ()
+    app = load_app(checkpoint, ServeSettings(**options, words=words), device=device, int8=int8)
     service = app.state.service
     sock = listen(host, port, service.settings.processes)
     line = cli_render.serving_line(service, host, sock.getsockname()[1])

@@ -582,3 +582,18 @@ def test_a_swipe_over_the_layouts_keys_gives_the_word(client):
     assert empty.status_code == 422 and empty.json()["detail"].startswith("points:")
     far = client.post("/swipe", json={"points": [[1e9, 0]]})
     assert far.status_code == 422
+
+
+def test_the_servers_keyboard_settings_reach_the_keyboard(checkpoint):
+    loaded = lm.load(checkpoint)
+    settings = ServeSettings(layout="qwertz-de", words=("teh",))
+    with TestClient(create_app(loaded.model, loaded.tokenizer, settings, lm.Lexicon.load(checkpoint))) as client:
+        assert client.get("/layout").json()["name"] == "qwertz-de"
+        answer = client.post("/suggest", json={"text": "the clouds are in teh "}).json()
+        assert answer["correction"] is None and answer["text"] == "the clouds are in teh "  # a user word
+    off = ServeSettings(correct=False)
+    with TestClient(create_app(loaded.model, loaded.tokenizer, off, lm.Lexicon.load(checkpoint))) as client:
+        assert client.get("/layout").json()["forgiving"] is False
+        assert client.post("/suggest", json={"text": "the clouds are in teh "}).json()["correction"] is None
+    with pytest.raises(lm.ConfigError, match="layout"):
+        create_app(loaded.model, loaded.tokenizer, ServeSettings(layout="dvorak"), lm.Lexicon.load(checkpoint))

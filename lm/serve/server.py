@@ -57,7 +57,7 @@ def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str
                           "(a GPU's context cannot be shared by forked processes) — use --processes 1")
     # Before any model work: a process that forks must not have started torch's thread pool.
     torch.set_num_threads(max(1, _cores() // (settings.processes * settings.workers)))
-    predictor = load(checkpoint, device, int8=int8, cache=settings.cache, ngram=settings.ngram)
+    predictor = load(checkpoint, device, int8=int8, cache=settings.cache, ngram=settings.ngram, words=settings.words)
     if settings.name == ServeSettings.name:
         settings.name = predictor.path.name
     settings.about = {

@@ -42,8 +42,9 @@ class Service:
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
-        self.suggester = Suggester(model, tokenizer, SuggestConfig(), lexicon, cache, ngram)
-        self.keyboard = Keyboard(self.suggester, lexicon)
+        config = SuggestConfig(correct=settings.correct, layout=settings.layout)
+        self.suggester = Suggester(model, tokenizer, config, lexicon, cache, ngram)
+        self.keyboard = Keyboard(self.suggester, lexicon, user_words=settings.words)
         share = settings.processes or 1  # each server process keeps its share of the sessions
         limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)
         self.sessions = SessionStore(self.keyboard, limit, settings.session_idle)

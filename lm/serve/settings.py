@@ -26,6 +26,9 @@ class ServeSettings:
     workers: int = 1  # requests doing model work at once in each process
     cache: bool = True  # suggestions use the checkpoint's continuous cache, one per session
     ngram: bool = True  # suggestions mix in a word model's n-gram (lm/mix/ngram.py), when the checkpoint has one
+    correct: bool = True  # the keyboard's forgiveness: corrections on space, fixed slips, swipes (a request may say no)
+    layout: str = "qwerty-en-us"  # the keyboard layout slips and swipes are weighed on (a name or a JSON file)
+    words: tuple[str, ...] = ()  # a user dictionary: offered, and never corrected
     cors_origin: tuple[str, ...] = ()  # pages served from these origins may call the service ("*": any); none: CORS off
     about: dict = field(default_factory=dict)  # the model's figures for /info (checkpoint, metrics)
 
