@@ -22,16 +22,10 @@ and the JSON.
 By default the lexicon is the words of WikiText-2's training split and the typed text its raw
 test split, where the rare words the tokenized split turned into <unk> (names, mostly) are
 still there: about 7 % of the typed words are outside the lexicon, as a user's names would be, so
-correcting them is an error the benchmark sees. Measured, over the words made of letters the
-layout has keys for (punctuation is context only; the context is the true text before the word):
-  - next-word top-1 / top-3: the word is on the strip before its first letter;
-  - completion top-3 from clean and from noisy prefixes: for words of 4 letters or more,
-    after the first half of the word (the typist's letters, slips included, for noisy);
-  - auto-correction: precision (of the words changed, the share changed to the right word),
-    recall (of the words typed wrong, the share that end right), F(beta=0.9) of the two, and
-    the share of clean words wrongly changed;
-  - swipe top-1 / top-3 for words of 2 letters or more;
-  - ms per call, p50 / p99: a finished word's decision, a completion, a swipe (prior included).
+correcting them is an error the benchmark sees. The figures (next-word, completion from clean
+and noisy prefixes, auto-correction precision / recall / F(0.9) and clean words changed,
+swipes, ms per call) are those of `lm eval --typing`, defined in lm/evaluate/typing.py, whose
+simulation this script runs; it adds the frequency-prior decoder, the sweep and the JSON.
 
     python bench/typing.py                             # WikiText-2 (raw test), frequency prior
     python bench/typing.py -c checkpoints/wiki --int8  # lm's prior from a word checkpoint
