@@ -150,7 +150,7 @@ class Strip:
 
 @dataclass
 class _Finished:
-    """A word just finished: where it is, and how the text read before the decision."""
+    """A word just finished: where it stands in the text, the decision on it, what followed it."""
 
     start: int  # where the word starts in the session's text
     end: int  # where the word the text holds now ends
