@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lm.evaluate.evaluation import EvalProgress
-from lm.evaluate.typing import BETA as TYPING_BETA
+from lm.evaluate.typing import FIGURES as TYPING_ROWS
 from lm.model.config import REGULARIZERS
 from lm.training.config import TrainConfig
 from lm.training.progress import Progress
@@ -271,13 +271,6 @@ def _added_rows(name: str, with_what: str, settings: str, base, mixed, keyboard)
     return rows
 
 
-# The rows of `lm eval --typing`'s table: label, key of lm.evaluate.typing.Tally.summary().
-TYPING_ROWS = [("next-word top-1", "next_top1"), ("next-word top-3", "next_top3"),
-               ("completion top-3, clean prefix", "completion_top3_clean"),
-               ("completion top-3, noisy prefix", "completion_top3_noisy"),
-               ("auto-correction precision", "correction_precision"), ("auto-correction recall", "correction_recall"),
-               (f"auto-correction F({TYPING_BETA})", "correction_f"), ("clean words wrongly changed", "clean_changed"),
-               ("swipe top-1", "swipe_top1"), ("swipe top-3", "swipe_top3")]
 TYPING_COLUMNS = ("none: exact-prefix completion by frequency, never corrects; spell checker: an unknown word "
                   "becomes the nearest known one, by frequency (symspellpy); lm: the checkpoint's keyboard")
 
@@ -415,7 +408,7 @@ def show_strip(strip, text: str, output: str | None) -> None:
     """JSON, one word a line (plain), or a table; the correction on a line before the table; a
     line on stderr when there is nothing to suggest. JSON and plain give each suggestion for
     TEXT as given (a correction replaces its typed word)."""
-    suggestions = [s.rebased(strip.text, text) for s in strip.suggestions]
+    suggestions = strip.as_typed(text)
     if output == "json":
         import json
 

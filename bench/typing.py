@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import lm.evaluate.typing as typing_eval
 from lm.data.lexicon import Lexicon
-from lm.evaluate.typing import BETA, K, Plain, SpellChecker, Tally, held_out_lines, simulate
+from lm.evaluate.typing import FIGURES, K, Plain, SpellChecker, Tally, held_out_lines, simulate
 from lm.evaluate.typing import tally_correction as _tally_correction  # the name tests/test_typing_bench.py counts with
 from lm.evaluate.typist import NoiseConfig, Typist
 from lm.suggest.channel import Channel, ChannelConfig
@@ -203,15 +203,9 @@ def run(train_text: str, test_text: str, max_words: int = 2000, seed: int = 0, c
 
 
 def table(result: dict) -> str:
-    rows = [("next-word top-1", "next_top1"), ("next-word top-3", "next_top3"),
-            ("completion top-3, clean prefix", "completion_top3_clean"),
-            ("completion top-3, noisy prefix", "completion_top3_noisy"),
-            ("auto-correction precision", "correction_precision"), ("auto-correction recall", "correction_recall"),
-            (f"auto-correction F({BETA})", "correction_f"), ("clean words wrongly changed", "clean_changed"),
-            ("swipe top-1", "swipe_top1"), ("swipe top-3", "swipe_top3")]
     names = list(result["keyboards"])
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, key in rows:
+    for label, key in FIGURES:
         cells = [result["keyboards"][n][key] for n in names]
         lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells) + " |")
     for kind in ("finish", "complete", "swipe"):

@@ -54,7 +54,7 @@ def keyboard(checkpoint, reference) -> Keyboard:
 def library(keyboard: Keyboard, text: str, k: int | None = None) -> list[dict]:
     """The library's strip for a text, each suggestion for the text as sent (as lm suggest --json gives it)."""
     strip = keyboard.suggest(text, k)
-    return [s.rebased(strip.text, text).to_dict() for s in strip.suggestions]
+    return [s.to_dict() for s in strip.as_typed(text)]
 
 
 def serve(checkpoint: str, **settings) -> TestClient:

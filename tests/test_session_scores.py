@@ -19,14 +19,6 @@ CLOUDS = "the clouds are in the "
 WORDS = ["sky", "the", "garden", "clouds", "qzx"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_checkpoints):
     cache = {}

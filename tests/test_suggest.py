@@ -29,15 +29,6 @@ SESSION_TEXT = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy shared machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def suggesters(tmp_path_factory, corpus_file, tiny_checkpoints):
     """kind -> Suggester over a tiny model that has learned the corpus pattern (trained on first use)."""

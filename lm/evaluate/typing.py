@@ -45,6 +45,13 @@ from .typist import NoiseConfig, Typist
 BETA = 0.9  # F-beta: precision weighs a little more than recall (a clean word changed is the error users hate most)
 K = 3  # strip slots
 SEED = 0  # the typist's: the same text gives the same slips, run after run
+# The figures of a keyboard, in the order tables show them: label, key of `Tally.summary()`.
+FIGURES = [("next-word top-1", "next_top1"), ("next-word top-3", "next_top3"),
+           ("completion top-3, clean prefix", "completion_top3_clean"),
+           ("completion top-3, noisy prefix", "completion_top3_noisy"),
+           ("auto-correction precision", "correction_precision"), ("auto-correction recall", "correction_recall"),
+           (f"auto-correction F({BETA})", "correction_f"), ("clean words wrongly changed", "clean_changed"),
+           ("swipe top-1", "swipe_top1"), ("swipe top-3", "swipe_top3")]
 
 
 class Plain:

@@ -61,7 +61,7 @@ class Service:
             strip = self.keyboard.suggest(text, k, correct, touches)
         else:
             strip = self.sessions.suggest(session, text, k, correct, touches)
-        return Strip(strip.text, strip.correction, [s.rebased(strip.text, text) for s in strip.suggestions])
+        return Strip(strip.text, strip.correction, strip.as_typed(text))
 
     def swipe(self, text: str, points: list[Point], k: int, session: str | None) -> list[Suggestion]:
         """The words a swipe meant as the next word after `text`."""

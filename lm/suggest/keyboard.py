@@ -147,6 +147,11 @@ class Strip:
     def corrected(self) -> bool:
         return self.correction is not None and self.correction.action is Action.CORRECT
 
+    def as_typed(self, typed: str) -> list[Suggestion]:
+        """The suggestions for the text as it was typed (before the correction): each pick then
+        replaces the typed word where it picks a correction or the typed word."""
+        return [s.rebased(self.text, typed) for s in self.suggestions]
+
 
 @dataclass
 class _Finished:
@@ -195,10 +200,11 @@ class KeyboardSession:
         (x, y in key widths). Returns the decision when they finish a word."""
         if touches is not None and len(touches) != len(chars):
             raise ValueError(f"one touch point per typed character: {len(chars)} characters, {len(touches)} points")
-        kept = list(self.touches or []) if self._in_word() else []
+        kept = list(self.touches or []) if _word_at_end(self.text) else []
         correction = self.set_text(self.text + chars)
         if touches is not None:
-            self.touches = (kept + list(touches))[-len(self._last_word()):] if self._last_word() else None
+            word = _word_at_end(self.text)
+            self.touches = (kept + list(touches))[-len(word):] if word else None
         return correction
 
     def delete(self, n: int = 1) -> None:
@@ -227,7 +233,7 @@ class KeyboardSession:
         old, done = self.text, self.finished
         if touches is not None:
             self.touches = list(touches)
-        elif not text.startswith(old) or not self._in_word(old):
+        elif not text.startswith(old) or not _word_at_end(old):
             self.touches = None
         self.finished = None
         self.session.set_text(text)
@@ -285,6 +291,10 @@ class KeyboardSession:
             self._context, self._known = context, {}
         return self.keyboard.prior(self.session, typed, self._known)
 
+    def _touches_of(self, word: str) -> list[Point] | None:
+        """The touch points of the word at the end of the text, when there is one per letter."""
+        return self.touches if self.touches is not None and len(self.touches) == len(word) else None
+
     # --- a finished word
 
     def _finish(self, start: int, end: int) -> Correction:
@@ -298,7 +308,7 @@ class KeyboardSession:
         if reason is not None:
             correction = Correction(typed, Action.KEEP, reason)
         else:
-            touches = self.touches if self.touches is not None and len(self.touches) == len(typed) else None
+            touches = self._touches_of(typed)
             self.session.set_text(text[:end])
             keep = frozenset(self.kept) | self.session.learned()
             correction = decoder.correct(typed, self._prior(typed), touches, keep)
@@ -334,8 +344,8 @@ class KeyboardSession:
         probability on the strip. The slipped words share the rest by their own weights. The
         engine's strip is kept as it is unless a slipped word ranks into its k slots.
         """
-        keyboard, decoder = self.keyboard, self.keyboard.decoder
-        touches = self.touches if self.touches is not None and len(self.touches) == len(partial) else None
+        decoder = self.keyboard.decoder
+        touches = self._touches_of(partial)
         folded = partial.casefold()
         exact = [s for s in found if s.word.casefold().startswith(folded) and not s.completion[:1].isspace()]
         slipped = decoder.slipped(partial, touches, stuck=not exact)
@@ -386,16 +396,11 @@ class KeyboardSession:
                 strip[word] = Suggestion(shown, share, shown[len(typed.partial):])
         return sorted(strip.values(), key=lambda s: (-s.probability, s.word))[:k]
 
-    # --- where the text stands
 
-    def _in_word(self, text: str | None = None) -> bool:
-        text = self.text if text is None else text
-        word = _last_word(text)
-        return word is not None and word.end() == len(text)
-
-    def _last_word(self) -> str:
-        word = _last_word(self.text)
-        return word.group() if word is not None and word.end() == len(self.text) else ""
+def _word_at_end(text: str) -> str:
+    """The word the text ends in ("" after a space or punctuation)."""
+    word = _last_word(text)
+    return word.group() if word is not None and word.end() == len(text) else ""
 
 
 def _last_word(text: str):
@@ -442,4 +447,4 @@ def suggest_words(text: str, checkpoint=None, config: SuggestConfig | None = Non
     """The strip of `suggest_text` for a text, each suggestion for the text as given (a correction
     of its last word is a suggestion that replaces it)."""
     strip = suggest_text(text, checkpoint, config, **options)
-    return [s.rebased(strip.text, text) for s in strip.suggestions]
+    return strip.as_typed(text)
