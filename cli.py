@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 import lm
+from lm.backend.choose import BACKENDS
 from lm.data.config import DEFAULT_SUBWORD_VOCAB, KINDS, TokenizerConfig
 from lm.errors import LMError
 from lm.evaluate.config import SPLITS, EvalConfig
@@ -70,6 +71,11 @@ int8_option = click.option(
 )
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto (a CUDA GPU when there is one, else the CPU), cpu or cuda.")
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+    help="What steps the model: onnx (ONNX Runtime on the CPU: fastest, no torch imported; the graph is built "
+         "on first use and kept in the checkpoint), torch, or auto (onnx on the CPU when onnxruntime is installed).",
+)
 
 
 def parse_duration(ctx, param, value):
@@ -304,7 +310,8 @@ def eval_(paths, checkpoint, as_json, quiet, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print the prompt, settings, seed and samples as JSON.")
 @int8_option
 @device_option
-def generate(prompt, checkpoint, as_json, int8, device, **options):
+@backend_option
+def generate(prompt, checkpoint, as_json, int8, device, backend, **options):
     """Continue PROMPT (or start a new text) with a trained model, streaming the text.
 
     The prompt is read once after a newline; each new token costs one step of the model.
@@ -321,8 +328,8 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
     config.validate()
     shown = "" if prompt == "-" else prompt  # a prompt from stdin is not echoed back
     prompt = read_text_argument(prompt, "PROMPT")
-    predictor = lm.load(checkpoint, device=device, int8=int8, cache=False, ngram=False)
-    generation = generate_text(predictor.model, predictor.tokenizer, prompt, config)
+    predictor = lm.load(checkpoint, device=device, int8=int8, cache=False, ngram=False, backend=backend)
+    generation = generate_text(predictor.backend, predictor.tokenizer, prompt, config)
     try:
         if as_json:
             generation.run()
@@ -348,7 +355,8 @@ def generate(prompt, checkpoint, as_json, int8, device, **options):
               "does before the model reads it; :correct changes it.", flag="--correct/--no-correct")
 @int8_option
 @device_option
-def repl(checkpoint, int8, device, **options):
+@backend_option
+def repl(checkpoint, int8, device, backend, **options):
     """Write a text together with the model, turn by turn.
 
     Type some text and press Enter: the model continues it, and both stay in the text for the
@@ -367,7 +375,7 @@ def repl(checkpoint, int8, device, **options):
     import cli_render
     from lm.suggest.repl import Repl
 
-    cli_render.run_repl(Repl.load(lm.load(checkpoint, device=device, int8=int8), ReplConfig(**options)))
+    cli_render.run_repl(Repl.load(lm.load(checkpoint, device=device, int8=int8, backend=backend), ReplConfig(**options)))
 
 
 @cli.command()
@@ -396,7 +404,8 @@ def repl(checkpoint, int8, device, **options):
 @field_option(ServeSettings, "cors_origin", "Let pages from this origin (https://host:port, or * for any) call the "
               "server from a browser (repeatable; default: none).", type=str, multiple=True, show_default=False)
 @int8_option
-def serve(checkpoint, host, port, device, int8, words_file, **options):
+@backend_option
+def serve(checkpoint, host, port, device, int8, backend, words_file, **options):
     """Serve suggestions and generation over HTTP, with a page that suggests as you type.
 
     Endpoints: GET / (the page), GET|POST /suggest, POST /swipe, GET /layout, POST /generate
@@ -416,7 +425,7 @@ def serve(checkpoint, host, port, device, int8, words_file, **options):
     if host not in LOOPBACK:
         cli_render.warn_open_host(host, has_key=bool(options["api_key"]))
     words = tuple(read_words_file(words_file)) if words_file else ()
-    app = load_app(checkpoint, ServeSettings(**options, words=words), device=device, int8=int8)
+    app = load_app(checkpoint, ServeSettings(**options, words=words), device=device, int8=int8, backend=backend)
     service = app.state.service
     sock = listen(host, port, service.settings.processes)
     line = cli_render.serving_line(service, host, sock.getsockname()[1])
@@ -447,7 +456,8 @@ def serve(checkpoint, host, port, device, int8, words_file, **options):
 @field_option(SuggestConfig, "layout", "The keyboard layout slips are weighed on: a name (qwerty-en-us, qwertz-de, azerty-fr) or a JSON file like those in lm/suggest/layouts/.")
 @int8_option
 @device_option
-def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, adapt, **options):
+@backend_option
+def suggest(text, checkpoint, words_file, output, int8, device, backend, cache, ngram, adapt, **options):
     """Suggest what comes after TEXT, like a phone keyboard's suggestion strip.
 
     After a space (or no text): the most likely next words. Inside a word: its completions and,
@@ -471,7 +481,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, cache, ngram, ad
     text = read_text_argument(text, "TEXT")
     words = read_words_file(words_file) if words_file else ()
     strip = suggest_text(text, checkpoint, SuggestConfig(**options), device=device, int8=int8, words=words,
-                         cache=cache, ngram=ngram, adapt=AdaptConfig() if adapt else None)
+                         cache=cache, ngram=ngram, adapt=AdaptConfig() if adapt else None, backend=backend)
     cli_render.show_strip(strip, text, output)
 
 

@@ -453,11 +453,11 @@ def warn_open_host(host: str, has_key: bool) -> None:
 
 
 def serving_line(service, host: str, port: int) -> str:
-    """'Serving NAME (KIND, WEIGHTS on DEVICE, N processes) at URL — Ctrl-C stops'."""
+    """'Serving NAME (KIND, WEIGHTS on DEVICE by BACKEND, N processes) at URL — Ctrl-C stops'."""
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    processes = service.settings.processes
+    processes, backend = service.settings.processes, service.backend
     return (f"Serving {service.settings.name} ({service.tokenizer.kind}, {service.settings.about['weights']} on "
-            f"{service.suggester.device}, {processes} process{'es' if processes > 1 else ''}) at {where} — Ctrl-C stops")
+            f"{backend.device} by {backend.name}, {processes} process{'es' if processes > 1 else ''}) at {where} — Ctrl-C stops")
 
 
 # lm export -----------------------------------------------------------------------------------

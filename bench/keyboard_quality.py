@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 import lm  # noqa: E402
 from lm.mix.adapt import AdaptConfig, adapted_nll  # noqa: E402
-from lm.mix.cache import cache_nll  # noqa: E402
+from lm.mix.cache_tune import cache_nll  # noqa: E402
 from lm.data.corpus import count_words, load_corpus, split_files, token_ids  # noqa: E402
 from lm.evaluate.evaluation import EvalConfig, evaluate_text, read_eval_text, unknown_word_test  # noqa: E402
 from lm.mix.ngram import Ngram  # noqa: E402

@@ -241,7 +241,7 @@ def main() -> None:
         checkpoint = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "model"
         if not args.checkpoint:
             train_model(checkpoint, args)
-        config = lm.checkpoint.store.read_config(checkpoint)
+        config = lm.checkpoint.folder.read_config(checkpoint)
         process, port = start_server(checkpoint, args.processes, args.workers, args.max_sessions, args.server_flags)
         try:
             results = asyncio.run(measure(port, process.pid, docs, args))

@@ -95,10 +95,10 @@ def test_adapting_with_the_cache_is_the_cache_over_the_adapting_models_features(
     result = lm.evaluate.evaluation.evaluate_text(model, tokenizer, text, config, cache=cache)
     ids = tokenizer.encode(lm.data.text.START_TEXT) + tokenizer.encode(text)  # as lm eval scores the first token
     features, nll = lm.mix.adapt.adapted_read(model, ids, lm.AdaptConfig(lr=3e-3, decay=0.0))
-    plain_features, _ = lm.mix.cache.read_text(model, ids)
+    plain_features, _ = lm.mix.cache_tune.read_text(model, ids)
     assert (features - plain_features).abs().max() > 1e-3  # adapting moved them
     targets = torch.tensor(ids[1:])
-    by_hand = lm.mix.cache.mixed_nll(nll, lm.mix.cache.target_probs(features, targets, 40, 0.05), 0.3, 40).mean().item()
+    by_hand = lm.mix.cache_tune.mixed_nll(nll, lm.mix.cache_tune.target_probs(features, targets, 40, 0.05), 0.3, 40).mean().item()
     assert abs(result.adapt_cache_loss.loss - by_hand) < 1e-4
 
 

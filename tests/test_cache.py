@@ -5,6 +5,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,7 +13,8 @@ from click.testing import CliRunner
 import lm
 from cli import cli
 from conftest import make_text
-from lm.mix.cache import CacheConfig, CacheMemory, cache_nll, mix, target_probs, tune
+from lm.mix.cache import CacheConfig, CacheMemory, mix
+from lm.mix.cache_tune import cache_nll, target_probs, tune
 from lm.suggest.engine import Suggester, SuggestionSession
 from lm.data.text import START_TEXT
 
@@ -41,7 +43,7 @@ def test_mix_is_the_weighted_sum_of_model_and_cache_distributions():
     logits, query = torch.randn(2, 5), torch.randn(2, 3)
     keys, values = torch.randn(4, 3), torch.tensor([1, 3, 1, 0])
     config = CacheConfig(window=10, sharpness=0.5, weight=0.25)
-    got = mix(logits, query, keys, values, config).exp()
+    got = torch.from_numpy(mix(logits.numpy(), query.numpy(), keys.numpy(), values.numpy(), config)).exp()
     for q in range(2):
         model_p = torch.softmax(logits[q], -1)
         attention = torch.softmax(0.5 * (keys @ query[q]), -1)
@@ -50,7 +52,7 @@ def test_mix_is_the_weighted_sum_of_model_and_cache_distributions():
             cache_p[v] += a
         weight = 0.25 * 4 / 10  # the memory holds 4 of its 10 entries
         torch.testing.assert_close(got[q], (1 - weight) * model_p + weight * cache_p)
-    empty = mix(logits, query, keys[:0], values[:0], config)
+    empty = torch.from_numpy(mix(logits.numpy(), query.numpy(), keys[:0].numpy(), values[:0].numpy(), config))
     torch.testing.assert_close(empty, torch.log_softmax(logits, -1))
 
 
@@ -121,19 +123,19 @@ def test_word_suggestions_follow_the_mixed_distribution(tiny_checkpoints):
 
 def test_memory_views_survive_rewrites_and_drop_what_the_window_left_behind():
     memory = CacheMemory(CacheConfig(window=4, sharpness=1.0, weight=0.1))
-    keys = torch.arange(400, dtype=torch.float32)[:, None].repeat(1, 2)
-    assert memory.write(0, keys[:3], torch.arange(3)) == 3
-    assert memory.write(3, keys[3:6], torch.arange(3, 6)) == 6
+    keys = np.repeat(np.arange(400, dtype=np.float32)[:, None], 2, 1)
+    assert memory.write(0, keys[:3], np.arange(3)) == 3
+    assert memory.write(3, keys[3:6], np.arange(3, 6)) == 6
     assert memory.view(6)[1].tolist() == [2, 3, 4, 5] and memory.view(3)[1].tolist() == [0, 1, 2]
-    assert memory.write(2, keys[20:22], torch.tensor([20, 21])) == 4  # an edit after entry 2
+    assert memory.write(2, keys[20:22], np.array([20, 21])) == 4  # an edit after entry 2
     assert memory.view(4)[1].tolist() == [0, 1, 20, 21]
     end = 4
     for i in range(CacheMemory.capacity(memory.config) + 10):  # past the capacity: old entries go
-        end = memory.write(end, keys[i: i + 1], torch.tensor([1000 + i]))
+        end = memory.write(end, keys[i: i + 1], np.array([1000 + i]))
         assert memory.view(end)[1].tolist()[-min(i + 1, 4):] == list(range(1000 + max(i - 3, 0), 1000 + i + 1))
         assert len(memory.view(end)[1]) == 4
     assert memory.view(end)[1].tolist() == [1000 + i - 3, 1000 + i - 2, 1000 + i - 1, 1000 + i]
-    assert torch.equal(memory.view(end)[0][:, 0], torch.tensor([i - 3, i - 2, i - 1, i], dtype=torch.float32))
+    assert memory.view(end)[0][:, 0].tolist() == [i - 3, i - 2, i - 1, i]
     assert not memory.covers(5) and memory.covers(end)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lm
-from lm.checkpoint.store import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, newest_checkpoint, resolve_checkpoint
+from lm.checkpoint.folder import CONFIG_FILE, WEIGHTS_FILE, newest_checkpoint, resolve_checkpoint
+from lm.checkpoint.store import load_checkpoint
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import lm
 from cli import cli
-from lm.checkpoint.store import WEIGHTS_FILE, newest_checkpoint
+from lm.checkpoint.folder import WEIGHTS_FILE, newest_checkpoint
 
 from conftest import TINY_MODEL, InterruptAt, make_text, train_tiny
 

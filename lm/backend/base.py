@@ -27,7 +27,9 @@ class Backend:
 
     name = "?"  # "torch" or "onnx"
     int8 = False
+    device = "cpu"  # where the model runs ("cuda:0" for the torch backend on a GPU)
     vocab_size: int
+    config = None  # the model's lm.model.config.ModelConfig, when the backend knows it
 
     def run(self, ids: np.ndarray, state) -> tuple[np.ndarray, object]:
         """ids [batch, time] int64 -> (logits [batch, time, vocab] float32, state after the last position)."""
@@ -67,9 +69,14 @@ class Backend:
         """
         logits = None
         for at in range(0, len(ids), self.chunk):
-            logits, _, state = self.run_features(np.asarray([ids[at: at + self.chunk]], np.int64), state, last_only=True)
+            logits, state = self.run_last(np.asarray([ids[at: at + self.chunk]], np.int64), state)
             logits = logits[0]
         return state, logits
+
+    def run_last(self, ids: np.ndarray, state) -> tuple[np.ndarray, object]:
+        """ids [batch, time] -> (the last position's logits [batch, vocab], state)."""
+        logits, _, state = self.run_features(ids, state, last_only=True)
+        return logits, state
 
     def read_features(self, ids: list[int], state) -> tuple[object, np.ndarray, np.ndarray]:
         """Like `read`, also keeping the features at every position: (state, features [n, emb], logits [vocab]).
@@ -81,3 +88,13 @@ class Backend:
             logits, found, state = self.run_features(np.asarray([ids[at: at + self.chunk]], np.int64), state, last_only=True)
             features.append(found[0])
         return state, np.concatenate(features), logits[0]
+
+
+def as_backend(model, vocab_size: int | None = None) -> Backend:
+    """A Backend as it is; a PyTorch model wrapped in the torch backend (for code and tests
+    that hand the engine a model; `vocab_size` for one without a config)."""
+    if isinstance(model, Backend):
+        return model
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(model, vocab_size=vocab_size)

@@ -1,29 +1,30 @@
 """The one loader: a checkpoint folder -> a `Predictor`, ready for inference.
 
 Every face that predicts (lm suggest, the REPL, lm serve, lm eval, bench/) loads through
-`load`, so the folder's config.json is read once and the model, the tokenizer, the lexicon,
-the continuous cache's settings and the n-gram always come back together.
+`load`, so the folder's config.json is read once and the backend that steps the model, the
+tokenizer, the lexicon, the continuous cache's settings and the n-gram always come back together.
 
-    p = lm.load("checkpoints/demo", int8=True)
-    logits, state = p.model(ids, None)
+    p = lm.load("checkpoints/demo", int8=True)       # ONNX Runtime on a CPU where it is installed
+    logits, state = p.backend.run(ids, None)         # numpy in, numpy out
     strip = lm.Suggester.load(p).suggest("the clouds are in the")
+
+On the ONNX Runtime backend nothing here imports torch: the graph is built from the weights
+(lm/backend/graph.py) and cached in the folder. `p.model`, the PyTorch model, is loaded when
+first asked for (evaluation and dynamic evaluation train or score with it).
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from .._util import pick_device
+from ..backend.base import Backend
+from ..backend.choose import choose_backend
 from ..data.lexicon import Lexicon
 from ..data.tokenizer import Tokenizer
 from ..mix.cache import CacheConfig
 from ..mix.ngram import FILE as NGRAM_FILE, Ngram, NgramConfig
-from ..model.int8 import quantize_int8
-from ..model.network import LanguageModel
-from .store import load_checkpoint, resolve_checkpoint
+from .folder import read_parts, resolve_checkpoint
 
 
 @dataclass
@@ -31,50 +32,88 @@ class Predictor:
     """A loaded checkpoint and what inference mixes in over the model's log-probabilities."""
 
     path: Path
-    model: LanguageModel  # int8 when loaded with int8=True on the CPU
+    backend: Backend  # steps the model: ONNX Runtime or PyTorch (lm.backend)
     tokenizer: Tokenizer
     config: dict  # config.json as read at load time
     lexicon: Lexicon | None = None  # the words suggestions may offer (the training text's + the user's)
     cache: CacheConfig | None = None  # the continuous cache tuned for the checkpoint; None: off or not asked for
     ngram: Ngram | None = None  # a word model's n-gram, when it has one and it was asked for
     int8: bool = False
+    _model: object = field(default=None, repr=False)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters(), torch.empty(0)).device
+    def model(self):
+        """The PyTorch model: the torch backend's, or loaded now on the CPU (int8 when the predictor is)."""
+        if self._model is None:
+            self._model = getattr(self.backend, "model", None) or _torch_model(self.path, "cpu", self.int8)
+        return self._model
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: "cpu", or the torch backend's device ("cuda:0")."""
+        return str(getattr(self.backend, "device", "cpu"))
 
     @property
     def metrics(self) -> dict:
         return self.config.get("metrics", {})
 
     def to_int8(self) -> "Predictor":
-        """The same predictor with int8 weights (on the CPU; a GPU model is returned as it is)."""
-        if self.int8 or self.device.type != "cpu":
+        """On the torch backend on the CPU, the same predictor with int8 weights (others are returned as they are)."""
+        if self.int8 or self.backend.name != "torch" or self.device != "cpu":
             return self
-        return dataclasses.replace(self, model=quantize_int8(self.model), int8=True)
+        from ..backend.torch_backend import TorchBackend
+        from ..model.int8 import quantize_int8
+
+        model = quantize_int8(self.model)
+        return dataclasses.replace(self, backend=TorchBackend(model, int8=True), int8=True, _model=model)
 
 
-def load(path: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False, cache: bool = True,
-         ngram: bool = True, words: list[str] = ()) -> Predictor:
+def load(path: str | Path | None = None, device: str = "cpu", int8: bool = False, cache: bool = True,
+         ngram: bool = True, words: list[str] = (), backend: str = "auto") -> Predictor:
     """Load a checkpoint folder (the newest under checkpoints/ when `path` is None) for inference.
 
     Args:
         device: "cpu", "cuda", or "auto" (a CUDA GPU when there is one, else the CPU).
-        int8: on the CPU, quantize the weights to int8 (several times faster per token, a
-            slightly different distribution: see bench/quantize_quality.py); a GPU runs the
-            trained weights.
+        int8: on the CPU, run int8 weights (several times faster per token, a slightly
+            different distribution: see bench/quantize_quality.py); a GPU runs the trained weights.
         cache: use the continuous cache tuned for the checkpoint, when it has one.
         ngram: mix in a word model's n-gram, when it has one.
         words: a user dictionary added to the checkpoint's lexicon.
+        backend: "auto" (ONNX Runtime on the CPU when it is installed, else PyTorch), "torch" or "onnx".
 
     Raises:
         CheckpointError: the folder is missing or damaged (NoCheckpointError: none under checkpoints/).
+        ConfigError: an unknown backend or device, or one that cannot run here.
     """
+    folder = resolve_checkpoint(path)
+    config, model_config, tokenizer = read_parts(folder)
+    kind = choose_backend(backend, str(device))
+    if kind == "onnx":
+        from ..backend.onnx_backend import OnnxBackend
+
+        stepper = OnnxBackend.from_checkpoint(folder, model_config, int8)
+    else:
+        from ..backend.torch_backend import TorchBackend
+
+        model = _torch_model(folder, device, int8)
+        stepper = TorchBackend(model, _is_int8(model))
+    return Predictor(folder, stepper, tokenizer, config, _lexicon(folder, words),
+                     _cache(config) if cache else None, _ngram(folder, config) if ngram else None, stepper.int8)
+
+
+def _torch_model(folder: Path, device, int8: bool):
+    """The checkpoint's PyTorch model on `device`; int8 on the CPU when asked (a GPU runs the trained weights)."""
+    from .._util import pick_device
+    from ..model.int8 import quantize_int8
+    from .store import load_checkpoint
+
     device = pick_device(device) if isinstance(device, str) else device
-    ckpt = load_checkpoint(resolve_checkpoint(path), device)
-    predictor = Predictor(ckpt.path, ckpt.model, ckpt.tokenizer, ckpt.config, _lexicon(ckpt.path, words),
-                          _cache(ckpt.config) if cache else None, _ngram(ckpt.path, ckpt.config) if ngram else None)
-    return predictor.to_int8() if int8 else predictor
+    model = load_checkpoint(folder, device).model
+    return quantize_int8(model) if int8 and device.type == "cpu" else model
+
+
+def _is_int8(model) -> bool:
+    return any("quantized" in type(m).__module__ for m in model.modules())
 
 
 def _lexicon(folder: Path, words: list[str]) -> Lexicon | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from .curves import CURVES_FILE
-from .store import CONFIG_FILE, WEIGHTS_FILE, read_config, read_metrics, resolve_checkpoint
+from .folder import CONFIG_FILE, WEIGHTS_FILE, read_config, resolve_checkpoint
+from .store import read_metrics
 
 
 def checkpoint_summary(path: str | Path | None = None) -> dict:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..mix.adapt import AdaptConfig, adapted_read
-from ..mix.cache import CacheConfig, cache_nll, mixed_nll, target_probs
+from ..mix.cache import CacheConfig
+from ..mix.cache_tune import cache_nll, mixed_nll, target_probs
 from ..checkpoint.loader import load
 from ..checkpoint.store import update_config
 from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
@@ -120,12 +121,14 @@ def evaluate_paths(
     config.validate()
     progress = progress or EvalProgress()  # the quiet one: the steps below never ask whether there is one
     text, sources = read_eval_text(paths, config.encoding, config.split)
-    predictor = load(checkpoint, "cpu" if config.int8 else config.device, cache=config.cache, ngram=config.ngram)
+    # Perplexity is PyTorch's job: the model reads whole texts in batches, on a GPU when there is one.
+    predictor = load(checkpoint, "cpu" if config.int8 else config.device, cache=config.cache, ngram=config.ngram,
+                     backend="torch")
     if config.tune_cache:
         progress.start("tuning the cache", 1)
         tune_cache(predictor)
         progress.advance(1)
-        predictor = load(predictor.path, predictor.device, cache=config.cache, ngram=config.ngram)  # as tuned
+        predictor = load(predictor.path, predictor.device, cache=config.cache, ngram=config.ngram, backend="torch")  # as tuned
     predictor = predictor.to_int8() if config.int8 else predictor
     result = evaluate_text(predictor.model, predictor.tokenizer, text, config, progress, predictor.lexicon,
                            predictor.cache, predictor.ngram)

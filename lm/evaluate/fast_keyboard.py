@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from ..data.text import START_TEXT
-from ..model.reading import read_ids
 from ..model.state import map_state, select_state
 from ..suggest.session import Mark, SuggestionSession
 from ..suggest.typed import Suggestion, Typed, split_typed
@@ -125,49 +124,41 @@ class ChunkedWordSession:
             last += 1
         offsets = [w.row - start for w in self.words[first:last]]
         states, logits, self._state = _read_at(self.suggester, self.stream[start:end], self._state, offsets)
-        self._marks = {n: Mark(self.words[n].start, n, _one_stream(states, i), logits[i])
-                       for i, n in enumerate(range(first, last))}
+        self._marks = {n: Mark(self.words[n].start, n, states[i], logits[i]) for i, n in enumerate(range(first, last))}
         self._chunk_end, self._next_word = end, last
 
 
 def _read_at(suggester, ids: list[int], state, offsets: list[int]):
     """Read `ids` from `state`, stopping at the given increasing offsets.
 
-    Returns the state after ids[:offset + 1] for each offset (streams on dim 1: [layers,
-    offsets, hidden]), the next-token logits there [offsets, vocab] (fp32), and the state
-    after all of `ids`.
+    Returns the state after ids[:offset + 1] for each offset (one stream each), the next-token
+    logits there [offsets, vocab] (fp32 numpy), and the state after all of `ids`.
     """
-    model = suggester.model
-    if not _has_plain_cells(model):
+    model = getattr(suggester.backend, "model", None)  # the torch backend's
+    if model is None or not _has_plain_cells(model):
         return _read_in_pieces(suggester, ids, state, offsets)
     along = states_along(model, ids, state)  # every position's state
-    device = suggester.device
+    device = suggester.backend.device
     with torch.inference_mode():
         top = (along[0] if isinstance(along, tuple) else along)[-1]  # [time, hidden]: the top layer's output
         at = torch.tensor(offsets, dtype=torch.long, device=device)
-        logits = model.output(model.project(top[at][None]))[0].float()  # [offsets, vocab]
+        logits = model.output(model.project(top[at][None]))[0].float().cpu().numpy()  # [offsets, vocab]
         end_state = select_state(along, torch.tensor([len(ids) - 1], device=device))
-    return select_state(along, at), logits, end_state
+    states = [map_state(along, lambda t, o=o: t[:, o: o + 1].clone()) for o in offsets]
+    return states, logits, end_state
 
 
 def _read_in_pieces(suggester, ids: list[int], state, offsets: list[int]):
     """`_read_at` for any model: a model call per piece that ends at an offset (a call per word, as a session reads)."""
     states, logits, at = [], [], 0
     for offset in offsets:
-        state, last = read_ids(suggester.model, ids[at: offset + 1], state, suggester.chunk)
+        state, last = suggester.backend.read(ids[at: offset + 1], state)
         states.append(state)
         logits.append(last)
         at = offset + 1
     if at < len(ids):
-        state, _ = read_ids(suggester.model, ids[at:], state, suggester.chunk)
-    if not offsets:
-        return None, None, state
-    return _cat_states(states), torch.stack(logits), state
-
-
-def _one_stream(state, i: int):
-    """Stream i of a state (every tensor [layers, 1, hidden])."""
-    return map_state(state, lambda t: t[:, i: i + 1])
+        state, _ = suggester.backend.read(ids[at:], state)
+    return states, logits, state
 
 
 def _token_stream(tokenizer, text: str) -> tuple[list[int], list[_Word]]:
@@ -185,14 +176,6 @@ def _token_stream(tokenizer, text: str) -> tuple[list[int], list[_Word]]:
         words.append(_Word(match.start(), len(stream) - 1))
         stream += tokenizer.encode(match.group(0))
     return stream, words
-
-
-def _cat_states(states: list):
-    """Join single-stream states (tensor or tuple of tensors, streams on dim 1) into one batch."""
-    first = states[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(states, dim=1)
-    return tuple(torch.cat([s[i] for s in states], dim=1) for i in range(len(first)))
 
 
 def _has_plain_cells(model) -> bool:

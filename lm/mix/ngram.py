@@ -34,12 +34,16 @@ import os
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from .._arrays import log
 from .config import NgramConfig
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 FILE = "ngram.safetensors"
 WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)  # λ tried on the validation text
@@ -196,13 +200,15 @@ class Ngram:
             p[usable] = gamma * p[usable] + kept
         return np.log(p)
 
-    def mix(self, logp: torch.Tensor, context) -> torch.Tensor:
+    def mix(self, logp: np.ndarray, context) -> np.ndarray:
         """log((1 - λ) p_model + λ p_ngram) for the model's log-probabilities [vocab] after the context."""
-        ngram = torch.from_numpy(self.probs(context)).to(logp.device, torch.float32)
-        return torch.logaddexp(logp.float() + math.log1p(-self.weight), (ngram * self.weight).log())
+        ngram = self.probs(context).astype(np.float32)
+        return np.logaddexp(np.asarray(logp, np.float32) + math.log1p(-self.weight), log(ngram * self.weight))
 
     def mixed_nll(self, model_nll: torch.Tensor, ids, weight: float) -> torch.Tensor:
         """-log((1 - λ) p_model + λ p_ngram) of ids[1:] given the model's nll of each [len(ids) - 1]."""
+        import torch  # evaluation and tuning only: inference mixes with `mix`, in numpy
+
         ngram = torch.from_numpy(self.logprobs(ids, first=1)).float()
         return -torch.logaddexp(-model_nll.float() + math.log1p(-weight), ngram + math.log(weight))
 

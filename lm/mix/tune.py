@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cache import tune_on
+from .cache_tune import tune_on
 from .config import CacheConfig, NgramConfig
 from .ngram import Ngram, fit as fit_ngram
 

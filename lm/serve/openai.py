@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from .._arrays import log_softmax, top_k
 from ..data.text import START_TEXT
 from ..suggest.config import GenerationConfig
 from ..suggest.sampler import Sampler, generate
@@ -253,11 +254,11 @@ class Scorer:
 
     def score(self, token: int, text: str) -> tuple[float, dict[str, float]]:
         """The token's log-probability and the `top` likeliest (the token among them); then read it."""
-        log_probs = self.reader.logits.float().log_softmax(-1)  # [vocab]
-        values, ids = log_probs.topk(self.top)
+        log_probs = log_softmax(self.reader.logits)  # [vocab]
+        values, ids = top_k(log_probs, self.top)
         top = {self._text(i): v for i, v in zip(ids.tolist(), values.tolist())}
-        top.setdefault(text, log_probs[token].item())
-        logprob = log_probs[token].item()
+        top.setdefault(text, float(log_probs[token]))
+        logprob = float(log_probs[token])
         last_char = self.reader.last_char
         self.reader.feed_ids([token])
         self.reader.last_char = text[-1:] or last_char
@@ -271,11 +272,11 @@ class PromptCompletion:
     """The n choices of one prompt, drawn as one batch, as chunks ready to send."""
 
     def __init__(self, svc: Service, prompt: str, config: GenerationConfig, first_index: int, logprobs: int | None):
-        self.generation = generate(svc.model, svc.tokenizer, prompt, config)  # reads the prompt
+        self.generation = generate(svc.backend, svc.tokenizer, prompt, config)  # reads the prompt
         self.choices = [ChoiceText(first_index + i, config.stop) for i in range(config.n)]
         self.scorers = None
         if logprobs is not None:
-            reader = Sampler(svc.model, svc.tokenizer)
+            reader = Sampler(svc.backend, svc.tokenizer)
             reader.feed(START_TEXT + prompt)  # as generate() reads it
             self.scorers = [Scorer(reader.copy(), logprobs) for _ in range(config.n)]
         self.prompt_tokens = len(svc.tokenizer.encode(prompt))

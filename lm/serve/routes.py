@@ -127,8 +127,9 @@ def info(svc: Service = Depends(service)) -> dict:
     return {
         "name": settings.name,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
-        "model": svc.model.config.to_dict(),
-        "device": str(svc.suggester.device),
+        "model": svc.backend.config.to_dict(),
+        "device": str(svc.backend.device),
+        "backend": svc.backend.name,
         **settings.about,
         "limits": {"k": MAX_K, "max_tokens": MAX_TOKENS, "body_bytes": settings.max_body,
                    "sessions": svc.sessions.max_sessions, "session_idle_s": settings.session_idle,
@@ -184,7 +185,7 @@ async def generate_text(body: GenerateRequest, svc: Service = Depends(service)) 
     text, then each sample's finish reason."""
     config = body.config()
     config.validate()  # a ConfigError becomes a 400 with its one line
-    generation = await svc.run(generate, svc.model, svc.tokenizer, body.prompt, config)  # reads the prompt
+    generation = await svc.run(generate, svc.backend, svc.tokenizer, body.prompt, config)  # reads the prompt
     if body.stream:
         return StreamingResponse(_events(generation, svc), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -12,13 +12,11 @@ import time
 from collections import deque
 from typing import Callable
 
-import torch
 from fastapi import FastAPI
 
-from .._util import pick_device
+from ..backend.choose import choose_backend
 from ..checkpoint.loader import load
 from ..errors import ConfigError
-from ..model.network import count_parameters
 from .app import create_app
 from .settings import ServeSettings
 
@@ -40,34 +38,52 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str = "auto", int8: bool = True) -> FastAPI:
+def load_app(checkpoint=None, settings: ServeSettings | None = None, device: str = "auto", int8: bool = True,
+             backend: str = "auto") -> FastAPI:
     """Load a checkpoint (the newest under checkpoints/ when None) and build the app around it.
 
-    int8 weights are used on the CPU only; a GPU runs the float weights.
+    int8 weights are used on the CPU only; a GPU runs the float weights. backend: "auto"
+    (ONNX Runtime on the CPU when it is installed), "torch" or "onnx" (lm.load).
     Torch gets cores / (processes × workers) threads each, so concurrent requests do not fight
-    for the cores.
+    for the cores; ONNX Runtime steps a model on the thread that asks.
     """
     settings = settings or ServeSettings()
     settings.validate()
-    device = pick_device(device)
+    backend = choose_backend(backend, device)
+    device_type = "cpu"
+    if backend == "torch":
+        from .._util import pick_device
+
+        device = pick_device(device)
+        device_type = device.type
     if settings.processes is None:
-        settings.processes = default_processes(device.type)
-    if settings.processes > 1 and (device.type != "cpu" or not hasattr(os, "fork")):
+        settings.processes = default_processes(device_type)
+    if settings.processes > 1 and (device_type != "cpu" or not hasattr(os, "fork")):
         raise ConfigError(f"--processes {settings.processes} needs the CPU on a system with fork() "
                           "(a GPU's context cannot be shared by forked processes) — use --processes 1")
-    # Before any model work: a process that forks must not have started torch's thread pool.
-    torch.set_num_threads(max(1, _cores() // (settings.processes * settings.workers)))
-    predictor = load(checkpoint, device, int8=int8, cache=settings.cache, ngram=settings.ngram, words=settings.words)
+    if backend == "torch":  # before any model work: a process that forks must not have started torch's thread pool
+        import torch
+
+        torch.set_num_threads(max(1, _cores() // (settings.processes * settings.workers)))
+    predictor = load(checkpoint, device, int8=int8, cache=settings.cache, ngram=settings.ngram, words=settings.words,
+                     backend=backend)
     if settings.name == ServeSettings.name:
         settings.name = predictor.path.name
     settings.about = {
-        "parameters": predictor.config.get("parameters", count_parameters(predictor.model)),
-        "weights": "int8" if predictor.int8 else str(predictor.model.embedding.weight.dtype).removeprefix("torch."),
+        "parameters": predictor.config.get("parameters") or _count_parameters(predictor),
+        "weights": "int8" if predictor.int8 else "float32",
         "train_tokens": predictor.config.get("corpus", {}).get("train_tokens"),
         "metrics": predictor.metrics,
         **settings.about,
     }
-    return create_app(predictor.model, predictor.tokenizer, settings, predictor.lexicon, predictor.cache, predictor.ngram)
+    return create_app(predictor.backend, predictor.tokenizer, settings, predictor.lexicon, predictor.cache, predictor.ngram)
+
+
+def _count_parameters(predictor) -> int:
+    """The model's parameters, for a checkpoint whose config.json does not say (loads the PyTorch model)."""
+    from ..model.network import count_parameters
+
+    return count_parameters(predictor.model)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000, processes: int = 1) -> socket.socket:
@@ -245,9 +261,11 @@ class _Supervisor:
         code = 0
         try:
             _die_with(supervisor)
-            # torch rebuilds its thread pool in a forked child on first use; two model threads
-            # doing that at once can race ("Invalid thread pool!"), so rebuild it now, alone.
-            torch.set_num_threads(torch.get_num_threads())
+            if "torch" in sys.modules:
+                # torch rebuilds its thread pool in a forked child on first use; two model threads
+                # doing that at once can race ("Invalid thread pool!"), so rebuild it now, alone.
+                torch = sys.modules["torch"]
+                torch.set_num_threads(torch.get_num_threads())
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             sock = listening_copy(self.sock) if _is_bound_only(self.sock) else self.sock

@@ -12,6 +12,7 @@ from typing import Callable
 import anyio
 import anyio.to_thread
 
+from ..backend.base import as_backend
 from ..suggest.channel import Point
 from ..suggest.engine import SuggestConfig, Suggester
 from ..suggest.keyboard import Keyboard, Strip
@@ -39,11 +40,11 @@ class Service:
     decoder), the sessions, the worker limit, the metrics."""
 
     def __init__(self, model, tokenizer, settings: ServeSettings, lexicon=None, cache=None, ngram=None):
-        self.model = model
+        self.backend = as_backend(model, tokenizer.vocab_size)
         self.tokenizer = tokenizer
         self.settings = settings
         config = SuggestConfig(correct=settings.correct, layout=settings.layout)
-        self.suggester = Suggester(model, tokenizer, config, lexicon, cache, ngram)
+        self.suggester = Suggester(self.backend, tokenizer, config, lexicon, cache, ngram)
         self.keyboard = Keyboard(self.suggester, lexicon, user_words=settings.words)
         share = settings.processes or 1  # each server process keeps its share of the sessions
         limit = session_limit(self.suggester, -(-settings.max_sessions // share), settings.session_memory * 2**20 // share)

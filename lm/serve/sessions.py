@@ -14,7 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..mix.cache import CacheMemory
-from ..model.state import map_state
 from ..suggest.channel import Point
 from ..suggest.engine import Suggester
 from ..suggest.keyboard import Keyboard, KeyboardSession, Strip
@@ -90,14 +89,18 @@ class SessionStore:
 
 def session_bytes(suggester: Suggester) -> int:
     """The most memory one session can hold: a state and fp32 logits at each kept word boundary."""
-    sizes: list[int] = []
     start = suggester.start()
-    map_state(start.state, lambda t: sizes.append(t.numel() * t.element_size()) or t)
-    logits = start.logits.numel() * start.logits.element_size()
     cache = 0
     if suggester.cache is not None:  # the cache's buffer of feature vectors (lm.mix.cache.CacheMemory)
-        cache = CacheMemory.capacity(suggester.cache) * (start.feature.numel() + 1) * 4
-    return MAX_MARKS * (sum(sizes) + logits) + cache
+        cache = CacheMemory.capacity(suggester.cache) * (start.feature.size + 1) * 4
+    return MAX_MARKS * (_bytes(start.state) + start.logits.nbytes) + cache
+
+
+def _bytes(state) -> int:
+    """The bytes of a state: a tensor or array, or a tuple of them (numpy's and torch's both have nbytes)."""
+    if isinstance(state, (tuple, list)):
+        return sum(_bytes(part) for part in state)
+    return 0 if state is None else state.nbytes
 
 
 def session_limit(suggester: Suggester, max_sessions: int, memory_bytes: int) -> int:

@@ -20,13 +20,14 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 
-import torch
+import numpy as np
 
+from .._arrays import log_softmax
+from ..backend.base import as_backend
 from ..errors import ConfigError
 from ..data.lexicon import Lexicon
 from ..data.text import PUNCT, START_TEXT, char_class
 from ..mix.cache import CacheConfig, CacheMemory, mix
-from ..model.reading import read_chunk, read_features, read_ids
 from .config import SuggestConfig
 from .pieces import Allowed
 from .search import PieceSearch
@@ -43,6 +44,8 @@ class Suggester:
                  cache: CacheConfig | None = None, ngram=None):
         """
         Args:
+            model: the backend that steps the model (lm.load(path).backend: ONNX Runtime or
+                PyTorch), or a PyTorch LanguageModel.
             lexicon: the words char and subword models may offer (a checkpoint's: lm.load(path).lexicon);
                 None, or config.any_word, lets them spell anything. Word models offer their
                 vocabulary.
@@ -53,18 +56,17 @@ class Suggester:
             ngram: an lm.mix.ngram.Ngram mixed into a word model's next-word distribution at its
                 weight (lm.load(path).ngram); None: off. Char and subword models leave it out.
         """
-        self.model = model.eval()
+        self.backend = as_backend(model, tokenizer.vocab_size)
         self.tokenizer = tokenizer
         self.config = config or SuggestConfig()
         self.config.validate()
         self.lexicon = None if tokenizer.word_level or self.config.any_word else lexicon
-        self.device = next(model.parameters()).device
-        self.chunk = read_chunk(tokenizer.vocab_size)
         self.by_whitespace = tokenizer.word_level
         if self.by_whitespace:
-            self._vocabulary, self._pieces = Vocabulary(tokenizer, self.device), None
+            self._vocabulary, self._pieces = Vocabulary(tokenizer), None
         else:
-            self._vocabulary, self._pieces = None, PieceSearch(tokenizer.pieces, self.config, self.lexicon, self.device)
+            self._vocabulary = None
+            self._pieces = PieceSearch(tokenizer.pieces, self.config, self.lexicon, lambda state, rows: self.backend.select(state, rows))
         self._start: Mark | None = None
         self.cache = cache if cache is not None and cache.enabled else None
         self.ngram = ngram if ngram is not None and ngram.weight > 0 and tokenizer.word_level else None
@@ -72,12 +74,21 @@ class Suggester:
     @classmethod
     def load(cls, predictor, config: SuggestConfig | None = None) -> "Suggester":
         """The suggester over a loaded checkpoint (lm.load): its model, lexicon, cache and n-gram."""
-        return cls(predictor.model, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
+        return cls(predictor.backend, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
+
+    @property
+    def model(self):
+        """The PyTorch model behind the torch backend (dynamic evaluation trains it)."""
+        model = getattr(self.backend, "model", None)
+        if model is None:
+            raise ConfigError(f"this needs the PyTorch model, and the suggester runs on {self.backend.name} — "
+                              "load the checkpoint with backend='torch' (--backend torch)")
+        return model
 
     def with_model(self, model) -> "Suggester":
         """The same suggester over another model (a session's own copy that adapts to its text)."""
         other = copy.copy(self)
-        other.model, other._start = model.eval(), None
+        other.backend, other._start = as_backend(model, self.tokenizer.vocab_size), None
         return other
 
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
@@ -109,12 +120,12 @@ class Suggester:
                 state, logits = self.read(None, None, START_TEXT)
                 self._start = Mark(0, 0, state, logits)
             else:
-                state, features, logits = read_features(self.model, self.tokenizer.encode(START_TEXT), None, self.chunk)
-                self._start = Mark(0, 0, state, torch.log_softmax(logits, -1), feature=features[-1])
+                state, features, logits = self.backend.read_features(self.tokenizer.encode(START_TEXT), None)
+                self._start = Mark(0, 0, state, log_softmax(logits), feature=features[-1])
             self._start.logits, self._start.context = self.with_ngram(self._start, START_TEXT, self._start.logits)
         return self._start
 
-    def with_ngram(self, mark: Mark, text: str, logits: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    def with_ngram(self, mark: Mark, text: str, logits: np.ndarray) -> tuple[np.ndarray, tuple]:
         """The distribution after `text` read past `mark` (the model's `logits`), mixed with the
         n-gram when there is one, and the token context the n-gram reads next."""
         if self.ngram is None:
@@ -123,11 +134,11 @@ class Suggester:
         if not ids:  # nothing read: the mark's distribution, mixed already
             return mark.logits, mark.context
         context = (mark.context + tuple(ids))[-(self.ngram.order - 1):]
-        return self.ngram.mix(torch.log_softmax(logits.float(), -1), context), context
+        return self.ngram.mix(log_softmax(logits), context), context
 
     def read(self, state, logits, text: str):
         """Advance (state, logits) over a text, a bounded number of tokens per model call."""
-        new_state, new_logits = read_ids(self.model, self.tokenizer.encode(text), state, self.chunk)
+        new_state, new_logits = self.backend.read(self.tokenizer.encode(text), state)
         return (state, logits) if new_logits is None else (new_state, new_logits)
 
     def read_cached(self, mark: Mark, text: str, memory: CacheMemory | None):
@@ -139,9 +150,9 @@ class Suggester:
         ids = self.tokenizer.encode(text)
         if not ids:
             return mark.state, mark.logits, mark.feature, mark.count, memory.view(mark.count) if memory is not None else mark.view
-        state, features, logits = read_features(self.model, ids, mark.state, self.chunk)
-        new_keys = torch.cat([mark.feature[None], features[:-1]])  # each position with the token after it
-        new_values = torch.tensor(ids, dtype=torch.long, device=features.device)
+        state, features, logits = self.backend.read_features(ids, mark.state)
+        new_keys = np.concatenate([mark.feature[None], features[:-1]])  # each position with the token after it
+        new_values = np.array(ids, np.int64)
         if memory is not None:
             count = memory.write(mark.count, new_keys, new_values)
             view = memory.view(count)
@@ -150,7 +161,7 @@ class Suggester:
             window = self.cache.window
             keys, values = mark.view
             if len(values):
-                new_keys, new_values = torch.cat([keys, new_keys]), torch.cat([values, new_values])
+                new_keys, new_values = np.concatenate([keys, new_keys]), np.concatenate([values, new_values])
             view = (new_keys[-window:], new_values[-window:])
         return state, mix(logits[None], features[-1:], *view, self.cache)[0], features[-1], count, view
 
@@ -172,15 +183,14 @@ class Suggester:
             return mark
         if self._vocabulary is not None:  # the copy is made anew each time: keep the row's softmax on the mark
             self._vocabulary.probs(mark)
-        return replace(mark, view=view if view is not None else (torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)))
+        return replace(mark, view=view if view is not None else (np.zeros((0, 1), np.float32), np.zeros(0, np.int64)))
 
-    def _step(self, ids: torch.Tensor, state, mark: Mark):
-        """One model step of every beam; with the cache, mixed with the mark's memory."""
+    def _step(self, ids: np.ndarray, state, mark: Mark):
+        """One model step of every beam (ids [beam, 1]); with the cache, mixed with the mark's memory."""
         if self.cache is None:
-            logits, state = self.model(ids, state)
-            return logits[:, -1], state
-        features, state = self.model.features(ids, state)  # [beam, 1, emb]
-        return mix(self.model.output(features)[:, -1], features[:, -1], *mark.view, self.cache), state
+            return self.backend.step(ids, state)
+        logits, features, state = self.backend.step_features(ids, state)  # [beam, vocab], [beam, emb]
+        return mix(logits, features, *mark.view, self.cache), state
 
     # --- the strip
 

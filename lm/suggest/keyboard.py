@@ -420,7 +420,7 @@ def _logsumexp(values: list[float]) -> float:
 
 def suggest_text(text: str, checkpoint=None, config: SuggestConfig | None = None, device: str = "cpu",
                  int8: bool = False, words: Sequence[str] = (), cache: bool = True, adapt=None,
-                 ngram: bool = True) -> Strip:
+                 ngram: bool = True, backend: str = "auto") -> Strip:
     """Load a checkpoint (the newest under checkpoints/ when None) and show the keyboard's strip for
     a text typed on it: a word just finished (a space after it) is kept or corrected first.
 
@@ -428,13 +428,16 @@ def suggest_text(text: str, checkpoint=None, config: SuggestConfig | None = None
     words: a user dictionary added to the checkpoint's lexicon (offered, never corrected).
     cache: use the continuous cache tuned for the checkpoint (when it has one) over the text.
     ngram: mix in the checkpoint's n-gram (word models, when it has one).
-    adapt: an lm.mix.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation.
+    adapt: an lm.mix.adapt.AdaptConfig: first adapt the weights to the text by dynamic evaluation
+        (which trains the PyTorch model: the torch backend).
+    backend: "auto" (ONNX Runtime on the CPU when it is installed), "torch" or "onnx" (lm.load).
     """
     from ..checkpoint.loader import load
 
     config = config or SuggestConfig()
     config.validate()
-    predictor = load(checkpoint, device, int8=int8 and adapt is None, cache=cache, ngram=ngram, words=words)
+    predictor = load(checkpoint, device, int8=int8 and adapt is None, cache=cache, ngram=ngram, words=words,
+                     backend="torch" if adapt is not None else backend)
     if adapt is not None:
         from ..mix.adapt import adapt_to
 

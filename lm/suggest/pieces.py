@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from enum import IntEnum
 
-import torch
+import numpy as np
 
 from ..data.lexicon import Lexicon, continuations
 from ..data.text import LETTER, PUNCT, char_class
@@ -55,17 +55,17 @@ class PieceTable:
     allowed (byte, <unk> and control pieces, and whitespace where the word has not started).
     """
 
-    def __init__(self, pieces: list[str], device: torch.device):
+    def __init__(self, pieces: list[str]):
         self.pieces = pieces
         self.first = [word_mode(p[0]) if p else None for p in pieces]  # the mode of a word each piece starts
         ends, grows, splits = self._classify()
         # Per step, one product gives every hypothesis the mass of the pieces that end its word,
         # and one addition hides the pieces that may not extend it.
-        self.ends_by_mode = ends.T.float().contiguous().to(device)  # [vocab, mode]
-        self.closed = torch.zeros(len(Mode), len(pieces)).masked_fill(~grows, -math.inf).to(device)  # [mode, vocab]
-        # mode -> (ids on the device, the same ids as a list, cuts)
-        self.splits = {m: (torch.tensor([i for i, _ in s], dtype=torch.long, device=device), [i for i, _ in s],
-                           [c for _, c in s]) for m, s in splits.items()}
+        self.ends_by_mode = np.ascontiguousarray(ends.T, np.float32)  # [vocab, mode]
+        self.closed = np.where(grows, 0.0, -math.inf).astype(np.float32)  # [mode, vocab]
+        # mode -> (ids as an array, the same ids as a list, cuts)
+        self.splits = {m: (np.array([i for i, _ in s], np.int64), [i for i, _ in s], [c for _, c in s])
+                       for m, s in splits.items()}
         ordered = sorted((p, i) for i, p in enumerate(pieces) if p)
         self.sorted_texts = [p for p, _ in ordered]
         self.sorted_ids = [i for _, i in ordered]
@@ -78,12 +78,12 @@ class PieceTable:
             if self.first[i] == Mode.LETTER:
                 self.by_folded[p.casefold()].append(i)
         letter_first = [i for i, m in enumerate(self.first) if m == Mode.LETTER]
-        self.letter_first = torch.tensor(letter_first, dtype=torch.long, device=device)
+        self.letter_first = np.array(letter_first, np.int64)
 
     def _classify(self):
         """[mode, vocab] masks of the pieces that end and that extend a word, and the splits by mode."""
-        ends = torch.zeros(len(Mode), len(self.pieces), dtype=torch.bool)  # Mode.INSIDE's row stays empty
-        grows = torch.zeros(len(Mode), len(self.pieces), dtype=torch.bool)
+        ends = np.zeros((len(Mode), len(self.pieces)), bool)  # Mode.INSIDE's row stays empty
+        grows = np.zeros((len(Mode), len(self.pieces)), bool)
         splits: dict[Mode, list[tuple[int, int]]] = {Mode.LETTER: [], Mode.PUNCT: [], Mode.START_WORD: []}
         for i, piece in enumerate(self.pieces):
             first = self.first[i]
@@ -119,14 +119,14 @@ class Options:
     """What each allowed piece does to a hypothesis still inside the typed prefix."""
 
     next: dict[int, tuple[str, Mode]]  # piece id -> (text, mode) of the hypothesis it leads to
-    crossing_ids: torch.Tensor  # pieces that reach the end of the typed prefix
-    finished_ids: torch.Tensor  # pieces that also finish a word...
+    crossing_ids: np.ndarray  # pieces that reach the end of the typed prefix
+    finished_ids: np.ndarray  # pieces that also finish a word...
     finished_words: list[str]  # ...this one
     to_letters: list[tuple[int, str]]  # pieces that cross into a word of letters, and the word so far
-    closed: torch.Tensor  # [vocab] 0 for the pieces in `next`, -inf for the others
+    closed: np.ndarray  # [vocab] 0 for the pieces in `next`, -inf for the others
 
 
-def fragment_options(table: PieceTable, fragment: str, lead: int, pos: int, device: torch.device) -> Options:
+def fragment_options(table: PieceTable, fragment: str, lead: int, pos: int) -> Options:
     """What each piece does to a hypothesis that has produced fragment[:pos] so far.
 
     Args:
@@ -149,18 +149,18 @@ def fragment_options(table: PieceTable, fragment: str, lead: int, pos: int, devi
             following[i] = (word, mode)
         else:
             finished.append((i, word[:cut]))
-    as_ids = lambda ids: torch.tensor(ids, dtype=torch.long, device=device)  # noqa: E731
+    as_ids = lambda ids: np.array(ids, np.int64)  # noqa: E731
     to_letters = [(i, text) for i, (text, mode) in following.items() if mode == Mode.LETTER]
-    closed = torch.full((len(table.pieces),), -math.inf, device=device)
+    closed = np.full(len(table.pieces), -math.inf, np.float32)
     closed[as_ids(list(following))] = 0.0
     return Options(following, as_ids(crossing), as_ids([i for i, _ in finished]), [w for _, w in finished],
                    to_letters, closed)
 
 
-def lexicon_closed(table: PieceTable, lexicon: Lexicon, key: str, mode: Mode, device: torch.device) -> torch.Tensor:
+def lexicon_closed(table: PieceTable, lexicon: Lexicon, key: str, mode: Mode) -> np.ndarray:
     """The piece table's closed row for `mode`, with the pieces after which a case-folded
     `key` starts no word of the lexicon closed too."""
-    mask = torch.zeros(len(table.pieces), device=device)
+    mask = np.zeros(len(table.pieces), np.float32)
     mask[table.letter_first] = -math.inf
     mask[table.ids_of(lexicon.continuations(key, table.longest))] = 0.0
     return table.closed[mode] + mask
@@ -184,7 +184,7 @@ class Allowed:
         key = text.casefold()
         return self.lexicon.allows_prefix(text) or bool(self.learned) and any(w.startswith(key) for w in self.learned)
 
-    def closed(self, text: str, mode: Mode) -> torch.Tensor:
+    def closed(self, text: str, mode: Mode) -> np.ndarray:
         """[vocab] 0 for the pieces that may extend `text` (a word of letters, or one not
         started, `mode`) so that it can still become an allowed word; -inf for the others."""
         key = text.casefold()
@@ -192,6 +192,6 @@ class Allowed:
         learned = [w for w in self.learned if w.startswith(key)]
         if learned:
             ids = self.table.ids_of(continuations(learned, len(key), self.table.longest))
-            closed = closed.clone()
+            closed = closed.copy()
             closed[ids] = self.table.closed[mode, ids]
         return closed

@@ -135,7 +135,7 @@ class Repl:
     @classmethod
     def load(cls, predictor, config: ReplConfig | None = None) -> "Repl":
         """A REPL over a loaded checkpoint (lm.load): its model, and for the keyboard its lexicon, cache and n-gram."""
-        return cls(predictor.model, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
+        return cls(predictor.backend, predictor.tokenizer, config, predictor.lexicon, predictor.cache, predictor.ngram)
 
     def _fresh_sampler(self) -> Sampler:
         sampler = Sampler(self.model, self.tokenizer)

@@ -10,15 +10,15 @@ nanoGPT's `generate`): repetition guard, temperature, top-k, top-p, then a draw 
 from __future__ import annotations
 
 import codecs
+import secrets
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import torch
+import numpy as np
 
-from .config import HISTORY_LIMIT, GenerationConfig
-from ..model.reading import read_chunk, read_ids
-from ..model.state import map_state, select_state
+from ..backend.base import as_backend
 from ..data.text import START_TEXT, count_word_starts
+from .config import HISTORY_LIMIT, GenerationConfig
 
 SENTENCE_MARKS = (".", "!", "?", "…")
 CLOSERS = "\"'”’)]»"
@@ -26,7 +26,7 @@ CLOSERS = "\"'”’)]»"
 
 # One decoding step each, on [batch, vocab] logits.
 
-def repetition_guard(logits: torch.Tensor, recent: torch.Tensor, penalty: float) -> torch.Tensor:
+def repetition_guard(logits: np.ndarray, recent: np.ndarray, penalty: float) -> np.ndarray:
     """Make recently seen tokens less likely (CTRL, Keskar et al. 2019): positive logits are
     divided by the penalty and negative ones multiplied, so both move towards unlikely.
 
@@ -34,49 +34,65 @@ def repetition_guard(logits: torch.Tensor, recent: torch.Tensor, penalty: float)
         logits: [batch, vocab].
         recent: [batch, window] ids of the tokens to penalise (repeats allowed).
     """
-    if penalty == 1 or recent.numel() == 0:
+    if penalty == 1 or recent.size == 0:
         return logits
-    scores = logits.gather(1, recent)  # [batch, window]
-    scores = torch.where(scores > 0, scores / penalty, scores * penalty)
-    return logits.scatter(1, recent, scores)
+    rows = np.arange(len(logits))[:, None]
+    scores = logits[rows, recent]  # [batch, window]
+    guarded = logits.copy()
+    guarded[rows, recent] = np.where(scores > 0, scores / penalty, scores * penalty)
+    return guarded
 
 
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Sharpen (below 1) or flatten (above 1) the distribution; temperature must be above 0."""
     return logits / temperature
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
     """Keep exactly the k highest logits of each row (-inf elsewhere); k=0 keeps all."""
-    if k <= 0 or k >= logits.size(-1):
+    if k <= 0 or k >= logits.shape[-1]:
         return logits
-    top = torch.topk(logits, k, dim=-1)  # values and indices [batch, k]
-    return torch.full_like(logits, float("-inf")).scatter(1, top.indices, top.values)
+    top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]  # [batch, k]
+    kept = np.full_like(logits, -np.inf)
+    np.put_along_axis(kept, top, np.take_along_axis(logits, top, -1), -1)
+    return kept
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     """Nucleus sampling (Holtzman et al. 2020): keep the most likely tokens until their
     probability reaches p (-inf elsewhere); the most likely token always stays."""
     if p >= 1:
         return logits
-    ranked, order = logits.sort(dim=-1, descending=True)  # [batch, vocab]
-    probs = ranked.softmax(-1)
+    order = np.argsort(-logits, axis=-1, kind="stable")  # [batch, vocab]
+    ranked = np.take_along_axis(logits, order, -1)
+    probs = np.exp(ranked - ranked[:, :1])
+    probs /= probs.sum(-1, keepdims=True)
     # A token is dropped when the tokens ranked above it already hold p.
     drop = probs.cumsum(-1) - probs >= p
-    ranked = ranked.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter(1, order, ranked)
+    kept = np.empty_like(logits)
+    np.put_along_axis(kept, order, np.where(drop, -np.inf, ranked), -1)
+    return kept
 
 
-def next_tokens(logits: torch.Tensor, recent: torch.Tensor, config: GenerationConfig,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def next_tokens(logits: np.ndarray, recent: np.ndarray, config: GenerationConfig,
+                rng: np.random.Generator | None = None) -> np.ndarray:
     """One decoding step: [batch, vocab] logits -> [batch] token ids."""
     logits = repetition_guard(logits, recent, config.repetition_penalty)
     if config.temperature == 0:
         return logits.argmax(-1)
-    logits = apply_temperature(logits, config.temperature)
+    logits = apply_temperature(logits.astype(np.float64), config.temperature)
     logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [batch]
+    return draw(logits, rng or np.random.default_rng())
+
+
+def draw(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token per row, with probability softmax(logits): the inverse of the cumulative sum
+    at a uniform draw (a token of probability 0 is never drawn)."""
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    cumulative = probs.cumsum(-1)  # [batch, vocab]
+    at = rng.random(len(logits)) * cumulative[:, -1]
+    tokens = [np.searchsorted(row, a, side="right") for row, a in zip(cumulative, at)]
+    return np.minimum(np.array(tokens, np.int64), logits.shape[-1] - 1)
 
 
 class TextStream:
@@ -146,13 +162,10 @@ class Generation:
         config.validate()
         self.config = config
         self.samples = [Sample() for _ in range(config.n)]
-        self.generator = torch.Generator(device=sampler.device)
-        if config.seed is None:
-            self.seed = self.generator.seed()  # a fresh seed, kept so a run can be repeated
-        else:
-            self.seed = config.seed
-            self.generator.manual_seed(config.seed)
-        self._pieces = sampler._generate(config, self.samples, self.generator)
+        # A fresh seed when none is given, kept so a run can be repeated (53 bits: exact in JSON clients).
+        self.seed = secrets.randbits(53) if config.seed is None else config.seed
+        self.rng = np.random.default_rng(self.seed)
+        self._pieces = sampler._generate(config, self.samples, self.rng)
 
     def __iter__(self) -> Iterator[Piece]:
         return self._pieces
@@ -171,32 +184,35 @@ class Sampler:
     """Carries the model's state across calls.
 
     Attributes:
+        backend: what steps the model (lm.backend: ONNX Runtime or PyTorch).
         state: what the cell carries after the text fed so far (None before any text).
-        logits: [vocab] raw next-token logits after the last token fed (None before any).
+        logits: [vocab] raw next-token logits after the last token fed (None before any), float32.
         recent: the last token ids fed or generated (for the repetition guard).
         last_char: the last character of the text so far (word spacing and word counts).
     """
 
-    def __init__(self, model, tokenizer, state=None, logits: torch.Tensor | None = None):
-        self.model = model.eval()
+    def __init__(self, model, tokenizer, state=None, logits: np.ndarray | None = None):
+        """
+        Args:
+            model: a backend (lm.load(path).backend), or a PyTorch LanguageModel.
+        """
+        self.backend = as_backend(model, tokenizer.vocab_size)
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
         self.state = state
         self.logits = logits
         self.recent: list[int] = []
         self.last_char = START_TEXT
 
-    @torch.inference_mode()
-    def feed_ids(self, ids: list[int]) -> torch.Tensor | None:
+    def feed_ids(self, ids: list[int]) -> np.ndarray | None:
         """Advance the state over token ids; returns the next-token logits [vocab]."""
         if not ids:
             return self.logits
-        self.state, self.logits = read_ids(self.model, ids, self.state, read_chunk(self.tokenizer.vocab_size))
+        self.state, self.logits = self.backend.read(ids, self.state)
         self.recent = (self.recent + list(ids))[-HISTORY_LIMIT:]
         self.last_char = self.tokenizer.decode(ids[-4:])[-1:] or self.last_char
         return self.logits
 
-    def feed(self, text: str) -> torch.Tensor | None:
+    def feed(self, text: str) -> np.ndarray | None:
         """Advance the state over a text; returns the next-token logits [vocab]."""
         logits = self.feed_ids(self.tokenizer.encode(text))
         self.last_char = text[-1:] or self.last_char  # exact even where decode would differ
@@ -204,9 +220,8 @@ class Sampler:
 
     def copy(self) -> "Sampler":
         """An independent sampler at the same point, to branch from the same context."""
-        state = map_state(self.state, lambda t: t.clone())
-        logits = None if self.logits is None else self.logits.clone()
-        twin = Sampler(self.model, self.tokenizer, state, logits)
+        # States and logits are never changed in place (each step makes new ones): sharing is safe.
+        twin = Sampler(self.backend, self.tokenizer, self.state, self.logits)
         twin.recent, twin.last_char = list(self.recent), self.last_char
         return twin
 
@@ -227,31 +242,30 @@ class Sampler:
         """
         return Generation(self, config or GenerationConfig())
 
-    @torch.inference_mode()
-    def _generate(self, config: GenerationConfig, samples: list[Sample], generator) -> Iterator[Piece]:
+    def _generate(self, config: GenerationConfig, samples: list[Sample], rng) -> Iterator[Piece]:
         """One model step per token for all live streams; a finished stream leaves the batch."""
         if self.logits is None:
             self.feed(START_TEXT)
         n, follow = config.n, config.n == 1
-        state = map_state(self.state, lambda t: t.repeat(1, n, 1))  # [layers, n, hidden]
-        logits = self.logits.expand(n, -1)  # [n, vocab]
+        backend = self.backend
+        state = backend.select(self.state, np.zeros(n, np.int64))  # n copies of the one stream
+        logits = np.repeat(self.logits[None], n, 0)  # [n, vocab]
         window = self.recent[-config.repetition_window:]
-        recent = torch.tensor(window, dtype=torch.long, device=self.device).expand(n, -1)  # [n, window]
+        recent = np.repeat(np.array(window, np.int64).reshape(1, -1), n, 0)  # [n, window]
         streams = [TextStream(self.tokenizer, self.last_char) for _ in range(n)]
         active = list(range(n))  # the sample each batch row belongs to
         while active:
-            tokens = next_tokens(logits, recent, config, generator).tolist()
+            tokens = next_tokens(logits, recent, config, rng).tolist()
             outcomes = [self._take(samples[i], streams[i], t, config) for i, t in zip(active, tokens)]
             # Feed the tokens that were emitted and go on (or that the sampler follows).
             fed = [r for r, (text, stop) in enumerate(outcomes) if text is not None and (stop is None or follow)]
             if fed:
-                rows = torch.tensor(fed, dtype=torch.long, device=self.device)
-                x = torch.tensor([[tokens[r]] for r in fed], device=self.device)  # [fed, 1]
+                rows = np.array(fed, np.int64)
+                x = np.array([[tokens[r]] for r in fed], np.int64)  # [fed, 1]
                 if len(fed) < len(active):
-                    state, recent = select_state(state, rows), recent.index_select(0, rows)
-                out, state = self.model(x, state)
-                logits = out[:, -1].float()  # [fed, vocab]
-                recent = torch.cat([recent, x], 1)[:, -config.repetition_window:]  # [fed, <=window]
+                    state, recent = backend.select(state, rows), recent[rows]
+                logits, state = backend.step(x, state)  # [fed, vocab]
+                recent = np.concatenate([recent, x], 1)[:, -config.repetition_window:]  # [fed, <=window]
                 if follow:
                     self._follow(state, logits[0], tokens[0], streams[0])
             for r, (text, stop) in enumerate(outcomes):
@@ -259,11 +273,11 @@ class Sampler:
                     yield Piece(active[r], tokens[r], text)
             going = [j for j, r in enumerate(fed) if outcomes[r][1] is None]
             if going and len(going) < len(fed):
-                keep = torch.tensor(going, dtype=torch.long, device=self.device)
-                state, logits, recent = select_state(state, keep), logits[keep], recent[keep]
+                keep = np.array(going, np.int64)
+                state, logits, recent = backend.select(state, keep), logits[keep], recent[keep]
             active = [active[fed[j]] for j in going]
 
-    def _follow(self, state, logits: torch.Tensor, token: int, stream: TextStream) -> None:
+    def _follow(self, state, logits: np.ndarray, token: int, stream: TextStream) -> None:
         """Move this sampler to the end of the single sample being generated."""
         self.state, self.logits = state, logits
         self.recent = (self.recent + [token])[-HISTORY_LIMIT:]

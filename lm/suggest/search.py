@@ -15,11 +15,11 @@ from collections import defaultdict
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
-import torch
+import numpy as np
 
+from .._arrays import log_softmax, top_k
 from ..data.lexicon import Lexicon
 from ..data.text import LETTER, char_class
-from ..model.state import select_state
 from .pieces import Allowed, Mode, Options, PieceTable, fragment_options, lexicon_closed
 
 if TYPE_CHECKING:
@@ -28,20 +28,23 @@ if TYPE_CHECKING:
 ALONE_FLOATS = 2**18  # logits floats a mark may keep of its one-stream search steps (1 MB)
 
 # One model step of every beam from a mark: (ids [beam, 1], state, mark) -> (logits [beam, vocab], state).
-Step = Callable[[torch.Tensor, object, "Mark"], tuple]
+Step = Callable[[np.ndarray, object, "Mark"], tuple]
+# Pick the beams' rows of a state: (state, rows) -> state (the backend's `select`).
+Select = Callable[[object, np.ndarray], object]
 
 
 class PieceSearch:
     """Beam search for the words that follow a context, over one tokenizer's pieces."""
 
-    def __init__(self, pieces: list[str], config, lexicon: Lexicon | None, device: torch.device):
+    def __init__(self, pieces: list[str], config, lexicon: Lexicon | None, select: Select):
         """
         Args:
             config: a SuggestConfig (beam_width and max_depth are read at each search).
             lexicon: the words the search may spell (None: any spelling).
+            select: picks the beams' rows of the model's state.
         """
-        self.table = PieceTable(pieces, device)
-        self.config, self.lexicon, self.device = config, lexicon, device
+        self.table = PieceTable(pieces)
+        self.config, self.lexicon, self.select = config, lexicon, select
         self.options = lru_cache(maxsize=1024)(self._fragment_options)
         # A closed row per word prefix spelled: 16 MB of them at most, few for a big vocabulary.
         self._lexicon_rows = lru_cache(maxsize=min(8192, 2**22 // len(pieces)))(self._lexicon_closed)
@@ -50,7 +53,6 @@ class PieceSearch:
         """The words a strip may offer (None: any spelling)."""
         return None if self.lexicon is None else Allowed(self.lexicon, learned, self.table, self._lexicon_rows)
 
-    @torch.inference_mode()
     def find(self, mark: Mark, fragment: str, lead: int, k: int, allowed: Allowed | None,
              step: Step) -> tuple[dict[str, float], float]:
         """Words that start with `fragment` (after its `lead` whitespace characters).
@@ -63,23 +65,23 @@ class PieceSearch:
         texts, modes = [""], [Mode.INSIDE if fragment else Mode.START_WORD]
         reached = 0.0 if fragment else 1.0
         state, logits = mark.state, mark.logits[None]  # [beam, vocab]
-        logp = torch.zeros(1, device=self.device)  # [beam]
+        logp = np.zeros(1, np.float32)  # [beam]
         path = ()  # the pieces read since the mark, while every step so far had one hypothesis
         steps = len(fragment) + self.config.max_depth
         for n in range(steps):
-            scores = torch.log_softmax(logits.float(), -1) + logp[:, None]  # [beam, vocab]
-            reached += self._collect(texts, modes, scores.exp(), fragment, lead, words, allowed)
+            scores = log_softmax(logits) + logp[:, None]  # [beam, vocab]
+            reached += self._collect(texts, modes, np.exp(scores), fragment, lead, words, allowed)
             if n == steps - 1:
                 break
             parents, ids, texts, modes, logp = self._extend(texts, modes, scores, fragment, lead, _floor(words, k), allowed)
             if not texts:
                 break
             if path is not None and len(texts) == 1:
-                path += (ids.item(),)
+                path += (int(ids[0]),)
                 state, logits = self._step_alone(mark, path, state, step)
             else:
                 path = None
-                state = select_state(state, parents)
+                state = self.select(state, parents)
                 logits, state = step(ids[:, None], state, mark)  # ids [beam, 1] -> logits [beam, vocab]
         return words, reached
 
@@ -87,7 +89,7 @@ class PieceSearch:
         """(state, logits [1, vocab]) after `path` read one piece per step from the mark, as kept there."""
         kept = mark.alone.get(path)
         if kept is None:
-            logits, new_state = step(torch.tensor([[path[-1]]], device=self.device), state, mark)
+            logits, new_state = step(np.array([[path[-1]]], np.int64), state, mark)
             if len(mark.alone) * logits.shape[-1] >= ALONE_FLOATS:
                 mark.alone.clear()
             kept = mark.alone[path] = (new_state, logits)
@@ -118,21 +120,21 @@ class PieceSearch:
             for word, p in finishing:
                 if p > 0.0 and (allowed is None or allowed.word(word)):
                     words[word] += p
-        return sum(reached).item() if reached else 0.0
+        return float(sum(reached)) if reached else 0.0
 
     def _extend(self, texts, modes, scores, fragment, lead, floor, allowed):
         """The best `beam_width` one-piece extensions of all hypotheses together (spelling words
         of the lexicon, when there is one)."""
-        closed = torch.stack([self._closed(text, mode, fragment, lead, allowed) for text, mode in zip(texts, modes)])
-        flat = (scores + closed).flatten()  # [beam * vocab]
-        top = flat.topk(min(self.config.beam_width, flat.numel()))  # best first
+        closed = np.stack([self._closed(text, mode, fragment, lead, allowed) for text, mode in zip(texts, modes)])
+        flat = (scores + closed).ravel()  # [beam * vocab]
+        values, indices = top_k(flat, self.config.beam_width)  # best first
         # Those above the floor (which also stops at the -inf of pieces not allowed).
-        kept = next((n for n, value in enumerate(top.values.tolist()) if value <= floor), len(top.values))
-        index, vocab = top.indices[:kept], scores.shape[1]
+        kept = next((n for n, value in enumerate(values.tolist()) if value <= floor), len(values))
+        index, vocab = indices[:kept], scores.shape[1]
         grown = [self._grow(texts[i // vocab], modes[i // vocab], i % vocab, fragment, lead) for i in index.tolist()]
-        return index // vocab, index % vocab, [t for t, _ in grown], [m for _, m in grown], top.values[:kept]
+        return index // vocab, index % vocab, [t for t, _ in grown], [m for _, m in grown], values[:kept]
 
-    def _closed(self, text: str, mode: Mode, fragment: str, lead: int, allowed: Allowed | None) -> torch.Tensor:
+    def _closed(self, text: str, mode: Mode, fragment: str, lead: int, allowed: Allowed | None) -> np.ndarray:
         """[vocab] 0 for the pieces that may extend a hypothesis, -inf for the others."""
         if mode == Mode.INSIDE:
             options = self.options(fragment, lead, len(text))
@@ -140,7 +142,9 @@ class PieceSearch:
                 return options.closed
             # Pieces that finish the typed prefix start a word of letters: one of the lexicon's?
             blocked = [i for i, word in options.to_letters if not allowed.prefix(word)]
-            return options.closed.index_fill(0, torch.tensor(blocked, dtype=torch.long, device=self.device), -math.inf)
+            closed = options.closed.copy()
+            closed[blocked] = -math.inf
+            return closed
         if allowed is None or mode == Mode.PUNCT:
             return self.table.closed[mode]
         return allowed.closed(text, mode)
@@ -153,10 +157,10 @@ class PieceSearch:
         return text + self.table.pieces[piece_id], mode
 
     def _fragment_options(self, fragment: str, lead: int, pos: int) -> Options:
-        return fragment_options(self.table, fragment, lead, pos, self.device)
+        return fragment_options(self.table, fragment, lead, pos)
 
-    def _lexicon_closed(self, key: str, mode: Mode, version: int) -> torch.Tensor:
-        return lexicon_closed(self.table, self.lexicon, key, mode, self.device)
+    def _lexicon_closed(self, key: str, mode: Mode, version: int) -> np.ndarray:
+        return lexicon_closed(self.table, self.lexicon, key, mode)
 
 
 def _floor(words: dict[str, float], k: int) -> float:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from ..data.lexicon import WORD
 from ..data.text import START_TEXT
@@ -37,13 +37,13 @@ class Mark:
     end: int
     words: int
     state: object
-    logits: torch.Tensor  # [vocab] next-token logits (with a cache: mixed log-probabilities)
+    logits: np.ndarray  # [vocab] next-token logits (with a cache: mixed log-probabilities)
     unknown: tuple = ()  # words outside the lexicon read since the previous mark (case-folded)
-    feature: torch.Tensor | None = None  # with a cache: what the output layer read last [emb]
+    feature: np.ndarray | None = None  # with a cache: what the output layer read last [emb]
     count: int = 0  # with a cache: entries of the text before this mark
     view: tuple | None = None  # with a cache, while suggesting: the memory (keys, values) before it
     context: tuple = ()  # with an n-gram: the last token ids read
-    probs: torch.Tensor | None = None  # word models: softmax(logits), worked out once per mark
+    probs: np.ndarray | None = None  # word models: softmax(logits), worked out once per mark
     # Search steps taken from this mark while the beam had one hypothesis (through the typed
     # prefix of a char model): piece ids -> (state, logits). The next keystroke's search
     # starts with the same steps. Only one-stream steps are kept: a row's logits depend in

@@ -21,9 +21,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from ..model.state import select_state
+from .._arrays import log_softmax
 from .pieces import word_end, word_mode
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class _Row:
     words: list[int] = field(default_factory=list)  # the candidates it spells the start of (or all of)
 
 
-@torch.inference_mode()
 def spelling_log_probs(search: PieceSearch, mark: Mark, lead: str, words: list[str], step: Step,
                        width: int = SPELLINGS) -> list[float]:
     """log P(word | context, a word starts after `lead`) for each word; -inf for what the
@@ -62,14 +61,14 @@ def spelling_log_probs(search: PieceSearch, mark: Mark, lead: str, words: list[s
     state, logits = mark.state, mark.logits[None]  # [rows, vocab]
     reached = None
     while rows:
-        log_probs = torch.log_softmax(logits.float(), -1)  # [rows, vocab]
+        log_probs = log_softmax(logits)  # [rows, vocab]
         if reached is None:
             reached = _lead_mass(search, lead, log_probs[0])
         _add_ends(search, rows, log_probs, targets, words, totals)
         parents, ids, rows = _extend(search, rows, log_probs, targets, words, totals, width)
         if rows:
-            state = select_state(state, torch.tensor(parents, dtype=torch.long, device=search.device))
-            logits, state = step(torch.tensor(ids, dtype=torch.long, device=search.device)[:, None], state, mark)
+            state = search.select(state, np.array(parents, np.int64))
+            logits, state = step(np.array(ids, np.int64)[:, None], state, mark)
     return [math.log(t / reached) if t > 0.0 and reached > 0.0 else -math.inf for t in totals]
 
 
@@ -79,12 +78,12 @@ def _spellable(word: str) -> bool:
     return mode is not None and word_end(word, mode) == len(word)
 
 
-def _lead_mass(search: PieceSearch, lead: str, log_probs: torch.Tensor) -> float:
+def _lead_mass(search: PieceSearch, lead: str, log_probs: np.ndarray) -> float:
     """The probability that a word starts after the lead, summed as the search sums it."""
     if not lead:
         return 1.0
     options = search.options(lead, len(lead), 0)
-    return log_probs.exp()[options.crossing_ids].sum().item()
+    return float(np.exp(log_probs)[options.crossing_ids].sum())
 
 
 def _add_ends(search, rows, log_probs, targets, words, totals) -> None:
@@ -94,7 +93,7 @@ def _add_ends(search, rows, log_probs, targets, words, totals) -> None:
         for j in row.words:
             if row.text == targets[j]:
                 if ended is None:
-                    ended = (log_probs.exp() @ search.table.ends_by_mode).tolist()  # [rows][mode]
+                    ended = (np.exp(log_probs) @ search.table.ends_by_mode).tolist()  # [rows][mode]
                 totals[j] += math.exp(row.logp) * ended[r][word_mode(words[j][0])]
 
 
@@ -117,7 +116,7 @@ def _extend(search, rows, log_probs, targets, words, totals, width):
     keys = list(grown) + [(r, i) for r, i, _ in finishing]
     if not keys:
         return [], [], []
-    index = torch.tensor(keys, dtype=torch.long, device=search.device)
+    index = np.array(keys, np.int64)
     chosen = log_probs[index[:, 0], index[:, 1]].tolist()
     for (r, i), lp in zip(grown, chosen):
         grown[(r, i)].logp = rows[r].logp + lp

@@ -7,7 +7,9 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
+
+from .._arrays import log, softmax, top_k
 
 if TYPE_CHECKING:
     from .session import Mark
@@ -16,32 +18,30 @@ if TYPE_CHECKING:
 class Vocabulary:
     """A word model's vocabulary, sorted by text, without <unk> and <eos>."""
 
-    def __init__(self, tokenizer, device: torch.device):
+    def __init__(self, tokenizer):
         special = tokenizer.special_ids
         ordered = sorted((w, i) for i, w in enumerate(tokenizer.pieces) if i not in special)
         self.texts = [w for w, _ in ordered]
-        self.ids = torch.tensor([i for _, i in ordered], dtype=torch.long, device=device)
+        self.ids = np.array([i for _, i in ordered], np.int64)
         self.pieces = tokenizer.pieces
         self.index = {w: i for i, w in enumerate(tokenizer.pieces) if i not in special}
         self.unk_id = tokenizer.unk_id
 
-    def matching(self, prefix: str) -> torch.Tensor:
+    def matching(self, prefix: str) -> np.ndarray:
         """Ids of the words that start with `prefix`."""
         lo = bisect.bisect_left(self.texts, prefix)
         hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff")
         return self.ids[lo:hi]
 
     @staticmethod
-    @torch.inference_mode()
-    def probs(mark: Mark) -> torch.Tensor:
+    def probs(mark: Mark) -> np.ndarray:
         """The mark's next-word distribution, computed on first use and kept on the mark: every
         keystroke of a word asks the same mark (a softmax over 33k words each time was most of
         a keystroke's cost)."""
         if mark.probs is None:
-            mark.probs = torch.softmax(mark.logits, -1)
+            mark.probs = softmax(mark.logits)
         return mark.probs
 
-    @torch.inference_mode()
     def find(self, mark: Mark, fragment: str, k: int) -> tuple[dict[str, float], float]:
         """The words that start with `fragment` (at least the best 4k + 8), and the probability
         that the next word starts with it at all."""
@@ -49,11 +49,10 @@ class Vocabulary:
         ids = self.matching(fragment)
         matching = probs[ids]  # [matching]
         # Extra candidates leave room for punctuation dropped and cases merged later.
-        top = matching.topk(min(len(ids), 4 * k + 8))
-        words = {self.pieces[i]: p for p, i in zip(top.values.tolist(), ids[top.indices].tolist())}
-        return words, matching.sum().item()
+        values, indices = top_k(matching, 4 * k + 8)
+        words = {self.pieces[i]: p for p, i in zip(values.tolist(), ids[indices].tolist())}
+        return words, float(matching.sum(dtype=np.float64))
 
-    @torch.inference_mode()
     def log_probs(self, mark: Mark, words: list[str]) -> list[float]:
         """log P(word | context) for each word, as the strip weighs it: the softmax row, given that
         a word comes next (the rows of <unk> and <eos> left out of the total).
@@ -63,5 +62,5 @@ class Vocabulary:
         """
         probs = self.probs(mark)  # [vocab]
         total = probs[self.ids].sum()
-        ids = torch.tensor([self.index.get(w, self.unk_id) for w in words], dtype=torch.long, device=probs.device)
-        return (probs[ids] / total).log().tolist()
+        ids = np.array([self.index.get(w, self.unk_id) for w in words], np.int64)
+        return log(probs[ids] / total).tolist()

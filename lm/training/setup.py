@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .._util import pick_device
-from ..checkpoint.store import (CONFIG_FILE, DEFAULT_ROOT, load_checkpoint, newest_checkpoint, read_config,
-                                recover_interrupted_save)
+from ..checkpoint.folder import CONFIG_FILE, DEFAULT_ROOT, newest_checkpoint, read_config, recover_interrupted_save
+from ..checkpoint.store import load_checkpoint
 from ..data.batching import batchify
 from ..data.corpus import Corpus, count_words, prepare_tokenizer, token_ids
 from ..data.lexicon import Lexicon
