@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from lm.evaluate.evaluation import EvalProgress
+from lm.evaluate.config import EvalProgress
 from lm.evaluate.typing import FIGURES as TYPING_ROWS
 from lm.model.config import REGULARIZERS
 from lm.training.config import TrainConfig

@@ -10,7 +10,8 @@ from torch import nn
 
 import lm
 from lm.data.corpus import token_ids
-from lm.evaluate.evaluation import EvalConfig, EvalProgress, evaluate_text, read_eval_text
+from lm.evaluate.config import EvalProgress
+from lm.evaluate.evaluation import EvalConfig, evaluate_text, read_eval_text
 from lm.mix.cache_tune import tune_on
 from lm.model.likelihood import stream_plan, total_nll
 from lm.data.tokenizer import CharTokenizer, WordTokenizer

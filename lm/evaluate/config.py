@@ -1,4 +1,4 @@
-"""How to evaluate: EvalConfig and the dataset splits the command line offers.
+"""How to evaluate: EvalConfig, the dataset splits the command line offers, and the quiet EvalProgress.
 
 It imports neither torch nor numpy, so the CLI can build `lm eval`'s flags from it at no cost;
 the evaluation itself is in lm/evaluate/evaluation.py.
@@ -54,3 +54,11 @@ class EvalConfig(ConfigBase):
                 raise ConfigError("--adapt takes gradient steps, which int8 weights cannot — drop --int8")
         if self.int8 and self.device not in ("auto", "cpu"):
             raise ConfigError(f"--int8 runs on the CPU, not --device {self.device} — drop one of the two")
+
+
+class EvalProgress:
+    """Receives evaluation events. This base class shows nothing: it is the quiet progress."""
+
+    def start(self, task: str, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...

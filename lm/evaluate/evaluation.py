@@ -21,7 +21,7 @@ from ..checkpoint.loader import load
 from ..checkpoint.store import update_config
 from ..data.corpus import HF_PREFIX, count_words, expand_paths, load_corpus, load_hf_dataset, read_text, token_ids
 from ..errors import ConfigError, CorpusError
-from .config import EvalConfig
+from .config import EvalConfig, EvalProgress
 from .fast_keyboard import fast_keyboard_metrics
 from .keyboard import KeyboardMetrics, leading_words
 from ..model.likelihood import LossMetrics, total_nll
@@ -97,14 +97,6 @@ class EvalResult:
             "seconds": self.seconds, "words_per_s": self.words_per_s, "keyboard": keyboard,
             "cache": cache, "ngram": ngram, "adapt": adapt, "config": self.config.to_dict(),
         }
-
-
-class EvalProgress:
-    """Receives evaluation events. This base class shows nothing: it is the quiet progress."""
-
-    def start(self, task: str, total: int) -> None: ...
-
-    def advance(self, n: int) -> None: ...
 
 
 def evaluate_paths(

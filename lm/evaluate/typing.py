@@ -352,7 +352,8 @@ def typing_paths(paths: list[str], checkpoint: str | Path | None = None, config:
     from ..checkpoint.loader import load
     from ..data.corpus import count_words
     from ..suggest.keyboard import Keyboard
-    from .evaluation import EvalProgress, read_eval_text
+    from .config import EvalProgress
+    from .evaluation import read_eval_text
 
     config = config or EvalConfig()
     config.validate()
