@@ -488,24 +488,46 @@ def suggest(text, checkpoint, words_file, output, int8, device, backend, cache, 
 @cli.command("export")
 @click.argument("out_dir", type=click.Path())
 @checkpoint_option
-@click.option("--int8", is_flag=True, help="Quantize the weights to int8 with ONNX Runtime (LSTM models): about a quarter of the size.")
+@click.option("--int8/--fp32", "int8", default=None,
+              help="Quantize the weights to int8 with ONNX Runtime (LSTM models): about a quarter of the size. "
+                   "Default: --fp32, and --int8 with --web.")
+@click.option("--web", is_flag=True, help="Write a static web page that suggests as you type, computed in the browser "
+              "with onnxruntime-web: no server, works offline (char and word models).")
+@click.option("--onnxruntime-web", "onnxruntime_web", type=click.Path(),
+              help="With --web: a copy of onnxruntime-web (its .tgz or unpacked folder) for machines without the npm "
+                   "registry (default: $LM_ONNXRUNTIME_WEB, else fetched once and cached).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
-def export(out_dir, checkpoint, int8, overwrite):
-    """Export a model for apps and phones: an ONNX graph, the tokenizer and a manifest.
+def export(out_dir, checkpoint, int8, web, onnxruntime_web, overwrite):
+    """Export a model for apps and phones, or as a web page that suggests as you type.
 
     OUT_DIR gets model.onnx, one step function (ids, state) -> (logits, state) with batch and
     time dynamic; the tokenizer's files; manifest.json (tokenizer, state names and shapes,
     checksums); and runtime.py, which suggests and generates with onnxruntime, numpy and
     sentencepiece only. The graph is checked against the PyTorch model before it is kept.
 
+    With --web, OUT_DIR gets a static page instead: index.html, the graph, the tokenizer and
+    lexicon as JSON, the suggestion engine in JavaScript and onnxruntime-web's files. Serve it
+    with any static file server; every suggestion is computed in the page.
+
     Example:
 
         lm export -c checkpoints/wiki phone-model --int8
+
+        lm export -c checkpoints/shakespeare-char site --web
     """
     import cli_render
+
+    if web:
+        from lm.export.web import export_web
+
+        result = export_web(checkpoint, out_dir, int8=int8 is not False, overwrite=overwrite, onnxruntime_web=onnxruntime_web)
+        cli_render.show_web_export(result)
+        return
+    if onnxruntime_web is not None:
+        raise click.UsageError("--onnxruntime-web goes with --web")
     from lm.export.onnx import export_checkpoint
 
-    cli_render.show_export(export_checkpoint(checkpoint, out_dir, int8=int8, overwrite=overwrite))
+    cli_render.show_export(export_checkpoint(checkpoint, out_dir, int8=bool(int8), overwrite=overwrite))
 
 
 @cli.command()

@@ -482,6 +482,25 @@ def export_table(result) -> Table:
     return _table(f"Exported to {result.folder}", rows)
 
 
+def show_web_export(result) -> None:
+    stdout.print(web_export_table(result))
+    stdout.print(f"Serve it and open the page: python -m http.server -d {result.folder} 8000, then http://127.0.0.1:8000/ "
+                 "(browsers run no WebAssembly from file://)", highlight=False, soft_wrap=True)
+
+
+def web_export_table(result) -> Table:
+    info = result.info
+    model, check = info["model"], info["check"]
+    rows = [("model", f"{model['layers']}×{model['hidden']} {model['cell'].upper()}, emb {model['emb']}, "
+                      f"{info['tokenizer']['kind']} vocab {model['vocab_size']:,}, {model['softmax']} softmax"),
+            ("weights", model["weights"])]
+    if "int8_top1_agreement" in check:
+        rows.append(("int8 graph vs PyTorch", f"top-1 agrees {check['int8_top1_agreement']:.1%}"))
+    rows += [(part, _size(size)) for part, size in result.parts.items()]
+    rows.append(("in all", _size(sum(result.files.values()))))
+    return _table(f"Web page written to {result.folder}", rows)
+
+
 # lm info -------------------------------------------------------------------------------------
 
 def show_info(summary: dict, metrics_log: list[dict]) -> None:
