@@ -38,6 +38,20 @@ class LMGroup(click.Group):
         except LMError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(1)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in OPTIONAL:
+                raise
+            click.echo(f"Error: {OPTIONAL[e.name.split('.')[0]]}", err=True)
+            sys.exit(1)
+
+
+# What each optional package is for, when a command needs one that is not installed.
+OPTIONAL = {
+    "torch": "this needs PyTorch, which is not installed — pip install 'lm[train]' (lm suggest, generate, repl "
+             "and serve run without it on ONNX Runtime: pip install 'lm[runtime]')",
+    "onnxruntime": "this needs ONNX Runtime, which is not installed — pip install 'lm[runtime]', or pass --backend torch",
+    "onnx": "this needs the onnx package, which is not installed — pip install 'lm[runtime]'",
+}
 
 
 @click.group(cls=LMGroup, context_settings={"help_option_names": ["-h", "--help"]})

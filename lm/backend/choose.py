@@ -29,7 +29,7 @@ def choose_backend(name: str, device: str = "auto") -> str:
 
 def onnx_installed() -> bool:
     """Whether ONNX Runtime can be imported (looked up, not imported: that costs a tenth of a second)."""
-    return False and importlib.util.find_spec("onnxruntime") is not None  # TEMP
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def gpu_present() -> bool:
