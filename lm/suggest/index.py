@@ -26,6 +26,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 TOP_CACHE = 8192  # prefixes whose most frequent words are kept between calls
+BULK = 64  # new words added at once from which one sort beats an insertion each
 
 
 class CandidateIndex:
@@ -47,17 +48,32 @@ class CandidateIndex:
         return cls(dict(lexicon.counts))
 
     def add(self, counts: dict[str, int] | list[str]) -> None:
-        """Add words (a list counts each once); each new word costs a few list insertions."""
+        """Add words (a list counts each once); a few new words cost a few list insertions each,
+        many (a lexicon) one sort."""
         items = counts.items() if isinstance(counts, dict) else ((w, 1) for w in counts)
+        new = []
         for word, n in items:
             word = word.casefold()
             if not word:
                 continue
             if word not in self.counts:
-                self._insert(word)
+                new.append(word)
             self.counts[word] += n
             self.total += n
+        if len(new) > BULK:
+            self._insert_sorted(new)
+        else:
+            for word in new:
+                self._insert(word)
         self._top.clear()
+
+    def _insert_sorted(self, words: list[str]) -> None:
+        """Add many new words: one sort, instead of an insertion into the sorted lists for each."""
+        for word in words:
+            self._by_length[len(word)].append(word)
+        self._sorted = sorted(self._sorted + words)
+        self._prefixes = {length: sorted({w[:length] for w in self._sorted if len(w) >= length})
+                          for length in self._prefixes}
 
     def _insert(self, word: str) -> None:
         self._by_length[len(word)].append(word)
