@@ -54,7 +54,7 @@ def session(folder):
 def run_graph(sess, ids: torch.Tensor, state: list[np.ndarray]):
     """One call of the exported step function; returns logits and the state as numpy."""
     names = [i.name for i in sess.get_inputs()][1:]
-    out = sess.run(None, {"ids": ids.numpy(), **dict(zip(names, state))})
+    out = sess.run(["logits", *(name + "_out" for name in names)], {"ids": ids.numpy(), **dict(zip(names, state))})
     return out[0], out[1:]
 
 
@@ -169,16 +169,27 @@ def test_int8_graph_holds_quantized_lstm_and_matmul_nodes(exports):
     graph = onnx.load(str(exports("char", int8=True) / "model.onnx")).graph
     ops = [n.op_type for n in graph.node]
     initializers = {i.name: i for i in graph.initializer}
+    transposed = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Transpose"}  # folded at load
     assert "LSTM" not in ops and ops.count("DynamicQuantizeLSTM") == 1  # the tiny model has one layer
-    assert ops.count("MatMulInteger") == 2  # the projection and the output layer
-    assert "MatMul" not in ops
+    assert ops.count("DynamicQuantizeMatMul") == 2  # the projection and the output layer
+    assert "MatMul" not in ops and "Gemm" not in ops
     int8_types = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
     for node in graph.node:
-        if node.op_type in ("DynamicQuantizeLSTM", "MatMulInteger"):
-            weights = [initializers[name] for name in node.input[1:3] if name in initializers]
+        if node.op_type in ("DynamicQuantizeLSTM", "DynamicQuantizeMatMul"):
+            inputs = node.input[1:3] if node.op_type == "DynamicQuantizeLSTM" else node.input[1:2]  # W, R or B
+            weights = [initializers[transposed.get(name, name)] for name in inputs if transposed.get(name, name) in initializers]
             assert weights and all(w.data_type in int8_types for w in weights)
     fp32_bytes = (exports("char") / "model.onnx").stat().st_size
     assert (exports("char", int8=True) / "model.onnx").stat().st_size < fp32_bytes / 2.5
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_tied_matrix_is_stored_once(random_checkpoint, tmp_path, int8):
+    result = export_checkpoint(random_checkpoint("lstm", "tied"), tmp_path / "out", int8=int8)
+    vocab, emb = result.manifest["model"]["vocab_size"], result.manifest["model"]["emb"]
+    graph = onnx.load(str(result.folder / "model.onnx")).graph
+    assert [list(i.dims) for i in graph.initializer].count([vocab, emb]) == 1
+    assert not any(list(i.dims) == [emb, vocab] for i in graph.initializer)
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
@@ -203,6 +214,10 @@ def test_manifest_describes_the_graph_and_its_files(exports, tiny_checkpoints):
     assert manifest["graph"]["opset"] == next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     assert inputs == {"ids": ["batch", "time"], "h": [1, "batch", 64], "c": [1, "batch", 64]}
+    outputs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    assert outputs == {"logits": ["batch", "time", tokenizer.vocab_size], "h_out": [1, "batch", 64],
+                       "c_out": [1, "batch", 64], "features": ["batch", "time", 32]}
+    assert [(o["name"], o["shape"]) for o in manifest["graph"]["outputs"]] == [(k, v) for k, v in outputs.items()]
     for name, info in manifest["files"].items():
         data = (folder / name).read_bytes()
         assert info == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -227,7 +242,7 @@ def one_error_line(result) -> str:
 def test_command_writes_the_export_and_shows_a_summary(tiny_checkpoints, tmp_path):
     result = invoke(str(tmp_path / "phone"), "-c", str(tiny_checkpoints("char")), "--int8")
     assert result.exit_code == 0, result.output
-    assert "int8, 1 DynamicQuantizeLSTM, 2 MatMulInteger" in result.stdout
+    assert "int8, 1 DynamicQuantizeLSTM, 2 DynamicQuantizeMatMul" in result.stdout
     assert f"python {tmp_path / 'phone'}/runtime.py" in result.stdout
     assert json.loads((tmp_path / "phone" / "manifest.json").read_text())["model"]["weights"] == "int8"
     assert [p.name for p in tmp_path.iterdir()] == ["phone"]  # no staging folder left

@@ -1,20 +1,20 @@
 """Export a checkpoint for apps and phones: an ONNX step function, the tokenizer, a manifest.
 
-    model.onnx       (ids [batch, time], state...) -> (logits [batch, time, vocab], state...),
-                     batch and time dynamic: read a prompt in one call, then step one token at
-                     a time with the state carried between calls
+    model.onnx       (ids [batch, time], state...) -> (logits [batch, time, vocab], state...,
+                     features [batch, time, emb]), batch and time dynamic: read a prompt in one
+                     call, then step one token at a time with the state carried between calls
     tokenizer.*      the tokenizer's own files, as in the checkpoint
     runtime.py       a copy of lm/export/runtime.py: runs the export with onnxruntime, numpy and
                      sentencepiece only (no torch, no lm)
     manifest.json    what a consumer needs to drive the graph: tokenizer kind, vocabulary size,
                      special ids, the state's names and shapes, opset, checksums of the files
 
-The graph is traced with PyTorch's TorchScript-based exporter (`dynamo=False`) with constant
-folding: it writes one ONNX LSTM / GRU / RNN node per layer whose weights are plain
-initializers, which ONNX Runtime's dynamic quantizer turns into DynamicQuantizeLSTM. (The
-dynamo exporter of torch 2.13 builds the LSTM weights from Slice and Concat nodes at run time;
-the quantizer leaves those float.) `--int8` quantizes the LSTM, the projection and output
-MatMuls and the embedding, and the export checks that the quantized nodes are there.
+The graph is lm.backend.graph's, built from the weights with onnx.helper (the one the onnx
+backend caches in a checkpoint): one ONNX LSTM / GRU / RNN node per layer, the tied embedding
+and output matrix stored once. `--int8` builds its int8 form (DynamicQuantizeLSTM and
+DynamicQuantizeMatMul, the embedding gathered from the int8 tied matrix), and the export checks
+that the quantized nodes are there. The export's graph has no `logits_from` input: ONNX Runtime
+warns about an input with a default each time a session loads it, and runtime.py would show that.
 
 Every export is checked against the PyTorch model before it is kept: the fp32 graph's logits
 and state must match within PARITY_TOLERANCE over a few calls with the state carried; the
@@ -23,40 +23,32 @@ staging folder beside OUT_DIR and renamed into place, so a failure leaves nothin
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .._util import first_line
+from ..backend.graph import INT8_CELLS, OPSET, build_graph, state_names
 from ..checkpoint.store import load_checkpoint
 from ..errors import ExportError
 from ..model.network import LanguageModel
 
 FORMAT = "lm-onnx"
 FORMAT_VERSION = 1
-OPSET = 17  # ONNX Runtime 1.14+ (2023) on every platform, mobile builds included
 GRAPH_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 RUNTIME_FILE = "runtime.py"
 PARITY_TOLERANCE = 1e-4  # largest |fp32 graph - PyTorch| allowed on logits and state
 CHECK_BATCH, CHECK_SPLITS = 2, (1, 7, 40)  # the export's own check: three calls, state carried
-# What the int8 graph must hold, by cell: ONNX Runtime quantizes LSTM weights, not GRU or RNN.
-INT8_CELLS = ("lstm",)
-INT8_OPS = ["LSTM", "MatMul", "Gather"]
-QUANTIZED_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}
+QUANTIZED_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}  # counted in the manifest
 
 
 @dataclass
@@ -74,48 +66,6 @@ class ExportResult:
     @property
     def graph_bytes(self) -> int:
         return self.files[GRAPH_FILE]
-
-
-class StepGraph(nn.Module):
-    """The model as the exported step function: (ids, h[, c]) -> (logits, h[, c]).
-
-    Calls the model's layers itself instead of `LanguageModel.forward`, whose per-step cell
-    loop for short inputs would be traced as a fixed number of steps: here the recurrent layer
-    is the whole nn.LSTM / GRU / RNN, one ONNX node per layer with a dynamic time axis.
-    The adaptive softmax becomes its full log-probabilities (exact, so suggestions and
-    sampling see the same distribution as in PyTorch); the full softmax gives raw logits.
-    """
-
-    def __init__(self, model: LanguageModel):
-        super().__init__()
-        self.model = model
-        self.lstm = model.config.cell == "lstm"
-
-    def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        m = self.model
-        out, state = m.rnn(m.embedding(ids), (h, c) if self.lstm else h)  # [batch, time, hidden]
-        if m.projection is not None:
-            out = m.projection(out)  # [batch, time, emb]
-        logits = adaptive_log_probs(m.adaptive, out) if m.config.softmax == "adaptive" else m.decoder(out)
-        return (logits, *state) if self.lstm else (logits, state)
-
-
-def adaptive_log_probs(adaptive: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> torch.Tensor:
-    """AdaptiveLogSoftmaxWithLoss.log_prob for [batch, time, emb] input, as one concatenation.
-
-    (log_prob fills a preallocated tensor slice by slice, which traces into scatter ops.)
-    """
-    head = F.log_softmax(adaptive.head(x), -1)  # [batch, time, shortlist + clusters]
-    short = adaptive.shortlist_size
-    parts = [head[..., :short]]
-    for i, tail in enumerate(adaptive.tail):
-        parts.append(F.log_softmax(tail(x), -1) + head[..., short + i: short + i + 1])
-    return torch.cat(parts, -1)  # [batch, time, vocab]
-
-
-def state_names(cell: str) -> list[tuple[str, str]]:
-    """(input name, output name) of each state tensor the graph carries."""
-    return [("h", "h_out"), ("c", "c_out")] if cell == "lstm" else [("h", "h_out")]
 
 
 def export_checkpoint(checkpoint: str | Path | None, out_dir: str | Path, int8: bool = False,
@@ -186,17 +136,15 @@ def _write_error(out: Path, e: OSError) -> ExportError:
 def _write_export(ckpt, folder: Path, int8: bool) -> dict:
     """Write every file of an export into `folder`; returns the manifest (written last)."""
     model = ckpt.model.eval()
-    graph = folder / GRAPH_FILE
-    fp32_graph = folder / "model.fp32.onnx" if int8 else graph
-    export_graph(model, fp32_graph)
-    check = {"fp32_max_abs_diff": _check_parity(model, fp32_graph)}
+    data = export_graph(model)
+    check = {"fp32_max_abs_diff": _check_parity(model, data)}
     if int8:
-        quantize_graph(fp32_graph, graph)
-        fp32_graph.unlink()
-        check.update(_check_int8(model, graph))
+        data = export_graph(model, int8=True)
+        check.update(_check_int8(model, data))
+    (folder / GRAPH_FILE).write_bytes(data)  # synced with the others by _file_info
     tokenizer_files = ckpt.tokenizer.save(folder)
     shutil.copyfile(Path(__file__).with_name(RUNTIME_FILE), folder / RUNTIME_FILE)
-    manifest = build_manifest(ckpt, int8, check, _quantized_ops(graph) if int8 else {})
+    manifest = build_manifest(ckpt, int8, check, _quantized_ops(data) if int8 else {})
     manifest["tokenizer"]["files"] = tokenizer_files
     manifest["files"] = {name: _file_info(folder / name) for name in [GRAPH_FILE, *tokenizer_files, RUNTIME_FILE]}
     with open(folder / MANIFEST_FILE, "w", encoding="utf-8") as f:
@@ -227,7 +175,9 @@ def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
             "inputs": [{"name": "ids", "shape": ["batch", "time"], "dtype": "int64"}]
                       + [{"name": s["input"], "shape": s["shape"], "dtype": "float32"} for s in states],
             "outputs": [{"name": "logits", "shape": ["batch", "time", config.vocab_size], "dtype": "float32"}]
-                       + [{"name": s["output"], "shape": s["shape"], "dtype": "float32"} for s in states],
+                       + [{"name": s["output"], "shape": s["shape"], "dtype": "float32"} for s in states]
+                       # what the output layer read at each position (a continuous cache's keys)
+                       + [{"name": "features", "shape": ["batch", "time", config.emb], "dtype": "float32"}],
             # Raw logits, or log-probabilities with the adaptive softmax: a softmax gives the same
             # probabilities either way.
             "logits": "log_probs" if config.softmax == "adaptive" else "logits",
@@ -241,66 +191,43 @@ def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
     }
 
 
-def export_graph(model: LanguageModel, path: Path) -> None:
-    """Trace the step function to an ONNX file (fp32) with dynamic batch and time."""
-    config = model.config
-    names = state_names(config.cell)
-    ids = torch.zeros(2, 3, dtype=torch.long)
-    state = [torch.zeros(config.layers, 2, config.hidden) for _ in names]
-    dynamic = {"ids": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
-    dynamic.update({name: {1: "batch"} for pair in names for name in pair})
-    step = StepGraph(model).eval()  # eval: the exporter restores the wrapper's mode on the model
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN notes
-        torch.onnx.export(
-            step, (ids, *state), str(path), input_names=["ids", *(i for i, _ in names)],
-            output_names=["logits", *(o for _, o in names)], dynamic_axes=dynamic,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
-        )
+def export_graph(model: LanguageModel, int8: bool = False) -> bytes:
+    """The step graph of a model (lm.backend.graph, without the logits_from input) as ONNX bytes."""
+    weights = {name: t.detach().float().cpu().numpy() for name, t in model.state_dict().items()}
+    return build_graph(model.config, weights, int8, logits_from=False).SerializeToString()
 
 
-def quantize_graph(fp32_path: Path, int8_path: Path) -> None:
-    """ONNX Runtime's dynamic quantization: int8 weights, activations quantized on the fly."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with _quiet_root_logger():  # it logs a note recommending pre-processing on every call
-        quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=INT8_OPS, weight_type=QuantType.QInt8)
-
-
-def _quantized_ops(path: Path) -> dict[str, int]:
+def _quantized_ops(graph: bytes) -> dict[str, int]:
     import onnx
 
     counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
+    for node in onnx.load_model_from_string(graph).graph.node:
         if node.op_type in QUANTIZED_OPS:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
 
-def _check_int8(model: LanguageModel, path: Path) -> dict:
+def _check_int8(model: LanguageModel, graph: bytes) -> dict:
     """The quantized nodes are there, and how closely the int8 graph follows the fp32 model."""
     config = model.config
-    ops = _quantized_ops(path)
-    matmuls = ops.get("MatMulInteger", 0) + ops.get("DynamicQuantizeMatMul", 0)
-    # The output layer is one MatMul (full softmax) or the head and two per tail (adaptive), plus the projection.
+    ops = _quantized_ops(graph)
+    # The output layer is one matrix (full softmax) or the head and two per tail (adaptive), plus the projection.
     outputs = 1 if config.softmax == "full" else 1 + 2 * len(config.cutoffs)
-    wanted_matmuls = outputs + (model.projection is not None)
-    if ops.get("DynamicQuantizeLSTM", 0) != config.layers or matmuls < wanted_matmuls:
-        raise ExportError(
-            f"the int8 graph holds {ops.get('DynamicQuantizeLSTM', 0)} quantized LSTM and {matmuls} quantized "
-            f"MatMul nodes, not {config.layers} and {wanted_matmuls} — the quantizer skipped weights; "
-            "export without --int8"
-        )
-    reference, found = _compare(model, path)
+    wanted = {"DynamicQuantizeLSTM": config.layers, "DynamicQuantizeMatMul": outputs + (model.projection is not None)}
+    if ops != wanted:
+        found = ", ".join(f"{ops.get(op, 0)} {op}" for op in wanted)
+        raise ExportError(f"the int8 graph holds {found}, not {', '.join(f'{n} {op}' for op, n in wanted.items())} — "
+                          "this is a bug in lm export; export without --int8")
+    reference, found = _compare(model, graph)
     return {
         "int8_max_abs_diff": float(np.abs(found - reference).max()),
         "int8_top1_agreement": float((found.argmax(-1) == reference.argmax(-1)).mean()),
     }
 
 
-def _check_parity(model: LanguageModel, path: Path) -> float:
+def _check_parity(model: LanguageModel, graph: bytes) -> float:
     """Largest |graph - PyTorch| over logits and state; refuses the export beyond PARITY_TOLERANCE."""
-    reference, found, states = _compare(model, path, with_state=True)
+    reference, found, states = _compare(model, graph, with_state=True)
     diff = max(float(np.abs(found - reference).max()), states)
     if not diff <= PARITY_TOLERANCE:
         raise ExportError(f"the exported graph differs from the PyTorch model by {diff:.2e} (more than "
@@ -308,11 +235,11 @@ def _check_parity(model: LanguageModel, path: Path) -> float:
     return diff
 
 
-def _compare(model: LanguageModel, path: Path, with_state: bool = False):
+def _compare(model: LanguageModel, graph: bytes, with_state: bool = False):
     """Logits of the model and of the graph over random ids read in CHECK_SPLITS calls, state carried."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     config = model.config
     names = state_names(config.cell)
     generator = torch.Generator().manual_seed(0)
@@ -324,12 +251,12 @@ def _compare(model: LanguageModel, path: Path, with_state: bool = False):
         at += size
         with torch.inference_mode():
             logits, state = model(chunk, state)
-        out = session.run(None, {"ids": chunk.numpy(), **{i: s for (i, _), s in zip(names, graph_state)}})
-        graph_state = out[1:]
+        logits_found, *graph_state = session.run(["logits", *(o for _, o in names)],
+                                                 {"ids": chunk.numpy(), **{i: s for (i, _), s in zip(names, graph_state)}})
         expected = state if isinstance(state, tuple) else (state,)
         state_diff = max([state_diff] + [float(np.abs(g - e.numpy()).max()) for g, e in zip(graph_state, expected)])
         reference.append(logits.numpy())
-        found.append(out[0])
+        found.append(logits_found)
     reference, found = np.concatenate(reference, 1), np.concatenate(found, 1)
     return (reference, found, state_diff) if with_state else (reference, found)
 
@@ -364,14 +291,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
