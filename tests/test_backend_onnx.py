@@ -325,7 +325,7 @@ def test_an_export_runs_through_the_backend(tiny_checkpoints, tmp_path):
         expected, _ = ckpt.model(torch.from_numpy(ids), None)
     np.testing.assert_allclose(backend.run(ids, None)[0], expected.numpy(), atol=TOLERANCE, rtol=0)
     assert not backend.reads_last_alone  # an export's graph has no logits_from input
-    state, last = backend.read(list(ids[0]), None)
+    _, last = backend.read(list(ids[0]), None)
     np.testing.assert_allclose(last, expected[0, -1].numpy(), atol=TOLERANCE, rtol=0)
 
 
