@@ -180,7 +180,7 @@ def test_suggest_uses_the_saved_cache_unless_told_not_to(tmp_path, tiny_checkpoi
     run = lambda *flags: json.loads(CliRunner().invoke(  # noqa: E731  (the cache alone: --no-ngram)
         cli, ["suggest", text, "-c", str(folder), "--json", "--fp32", "--no-ngram", *flags]).output)
     loaded = lm.load(folder)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer  # the backend the CLI runs on (auto)
     with_cache = Suggester(model, tokenizer, cache=CacheConfig(100, 0.05, 0.4)).suggest(text)
     assert run() == [s.to_dict() for s in with_cache]
     assert run("--no-cache") == [s.to_dict() for s in Suggester(model, tokenizer).suggest(text)]

@@ -101,7 +101,7 @@ def test_training_a_word_model_saves_an_ngram_that_lowers_validation_perplexity(
     ngram = load(word_run).ngram
     loaded = lm.load(word_run)
     # The saved n-gram is the training text's: "the clouds are in the" is always followed by "sky".
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     context = tokenizer.encode("the clouds are in the")
     assert int(np.argmax(ngram.probs(context))) == tokenizer.encode("sky")[0]
     # Char models get none.
@@ -140,7 +140,7 @@ def test_suggestions_mix_the_ngram_into_the_models_next_word_distribution(word_r
 def test_lm_suggest_uses_the_saved_ngram_unless_told_not_to(word_run):
     text = "our teacher wants the "
     loaded = lm.load(word_run)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     cache = load(word_run).cache
 
     def run(*flags):

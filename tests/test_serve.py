@@ -42,7 +42,7 @@ def checkpoint(tiny_checkpoints) -> str:
 @pytest.fixture(scope="module")
 def reference(checkpoint) -> Suggester:
     """The library on its own copy of the model: what the server must answer."""
-    return Suggester(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint))
+    return Suggester(lm.load(checkpoint).backend, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def library(keyboard: Keyboard, text: str, k: int | None = None) -> list[dict]:
 
 def serve(checkpoint: str, **settings) -> TestClient:
     loaded = lm.load(checkpoint)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     app = create_app(model, tokenizer, ServeSettings(**settings), lm.Lexicon.load(checkpoint))  # as lm serve loads it
     return TestClient(app, raise_server_exceptions=False)
 
@@ -100,7 +100,7 @@ def test_suggest_equals_lm_suggest_json(checkpoint):
     """The CLI's default int8 model, served: the same words, probabilities, completions and slots,
     a correction and a fixed slip included (one engine behind both)."""
     loaded = lm.load(checkpoint, int8=True)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     with TestClient(create_app(model, tokenizer, lexicon=lm.Lexicon.load(checkpoint))) as client:
         for text in (CLOUDS, CLOUDS + "s", "the clouds are in teh ", "the clouds are in teh"):
             result = CliRunner().invoke(cli, ["suggest", text, "-c", checkpoint, "--json"])
@@ -141,7 +141,7 @@ def test_a_session_keystroke_reads_one_word_not_the_text(tiny_checkpoints):
             client.post("/suggest", json={"text": text, "session": session})
             read.clear()
             answer = client.post("/suggest", json={"text": text + " t", "session": session}).json()
-            assert answer["suggestions"] == as_dicts(Suggester(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint)).suggest(text + " t"))
+            assert answer["suggestions"] == as_dicts(Suggester(lm.load(checkpoint, backend="torch").backend, tokenizer, lexicon=lm.Lexicon.load(checkpoint)).suggest(text + " t"))
             if session:
                 assert sum(read) <= 2  # the word "in" and at most the start
             else:
@@ -181,7 +181,7 @@ def test_the_memory_budget_lowers_the_session_count(reference):
 
 def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, reference):
     loaded = lm.load(checkpoint)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     app = create_app(model, tokenizer, ServeSettings(processes=3, max_sessions=10))
     assert app.state.service.sessions.max_sessions == 4  # 10 over 3 processes, rounded up
     tight = ServeSettings(processes=2, max_sessions=1000, session_memory=1)  # 1 MB: half each
@@ -190,7 +190,7 @@ def test_each_server_process_keeps_its_share_of_the_sessions(checkpoint, referen
 
 
 def library_generation(checkpoint, prompt: str, **config):
-    generation = generate(lm.load(checkpoint).model, lm.load(checkpoint).tokenizer, prompt, GenerationConfig(**config))
+    generation = generate(lm.load(checkpoint).backend, lm.load(checkpoint).tokenizer, prompt, GenerationConfig(**config))
     samples = [{"text": s.text, "finish_reason": s.finish_reason, "tokens": len(s.ids)} for s in generation.run()]
     return {**samples[0], "seed": generation.seed, "samples": samples}
 
@@ -334,7 +334,7 @@ def test_the_page_and_its_files_are_served_and_nothing_else(client):
 
 def test_bad_settings_are_one_line_errors(checkpoint):
     loaded = lm.load(checkpoint)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.backend, loaded.tokenizer
     with pytest.raises(ConfigError, match=r"^--workers must be a positive integer, not 0$"):
         create_app(model, tokenizer, ServeSettings(workers=0))
     with pytest.raises(ConfigError, match=r"^--api-key must not be empty"):
@@ -587,13 +587,13 @@ def test_a_swipe_over_the_layouts_keys_gives_the_word(client):
 def test_the_servers_keyboard_settings_reach_the_keyboard(checkpoint):
     loaded = lm.load(checkpoint)
     settings = ServeSettings(layout="qwertz-de", words=("teh",))
-    with TestClient(create_app(loaded.model, loaded.tokenizer, settings, lm.Lexicon.load(checkpoint))) as client:
+    with TestClient(create_app(loaded.backend, loaded.tokenizer, settings, lm.Lexicon.load(checkpoint))) as client:
         assert client.get("/layout").json()["name"] == "qwertz-de"
         answer = client.post("/suggest", json={"text": "the clouds are in teh "}).json()
         assert answer["correction"] is None and answer["text"] == "the clouds are in teh "  # a user word
     off = ServeSettings(correct=False)
-    with TestClient(create_app(loaded.model, loaded.tokenizer, off, lm.Lexicon.load(checkpoint))) as client:
+    with TestClient(create_app(loaded.backend, loaded.tokenizer, off, lm.Lexicon.load(checkpoint))) as client:
         assert client.get("/layout").json()["forgiving"] is False
         assert client.post("/suggest", json={"text": "the clouds are in teh "}).json()["correction"] is None
     with pytest.raises(lm.ConfigError, match="layout"):
-        create_app(loaded.model, loaded.tokenizer, ServeSettings(layout="dvorak"), lm.Lexicon.load(checkpoint))
+        create_app(loaded.backend, loaded.tokenizer, ServeSettings(layout="dvorak"), lm.Lexicon.load(checkpoint))

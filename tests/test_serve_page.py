@@ -46,7 +46,7 @@ def test_the_strip_follows_typing_and_tab_inserts_the_top_suggestion(tiny_checkp
     from test_serve import served
 
     checkpoint = str(tiny_checkpoints("char"))
-    expected = Suggester(lm.load(checkpoint, int8=True).model, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint)).suggest(TYPED)  # as served
+    expected = Suggester(lm.load(checkpoint, int8=True).backend, lm.load(checkpoint).tokenizer, lexicon=lm.Lexicon.load(checkpoint)).suggest(TYPED)  # as served
     with served(checkpoint) as (_, url):
         with sync_playwright() as playwright:
             browser, page = open_page(playwright, url)

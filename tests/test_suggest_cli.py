@@ -26,7 +26,7 @@ def expected(checkpoint):
     """What the library suggests with the command's defaults (int8 model, the checkpoint's cache and
     n-gram), for comparing with."""
     loaded = lm.load(checkpoint, int8=True)
-    suggester = Suggester(loaded.model, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram)
+    suggester = Suggester(loaded.backend, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram)
     return lambda text, k=3: suggester.suggest(text, k)
 
 
@@ -48,7 +48,7 @@ def test_fp32_flag_gives_the_exact_model(checkpoint):
     result = invoke(CLOUDS, "-c", checkpoint, "--fp32", "--json")
     assert result.exit_code == 0, result.output
     loaded = lm.load(checkpoint)
-    exact = Suggester(loaded.model, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram).suggest(CLOUDS)
+    exact = Suggester(loaded.backend, loaded.tokenizer, cache=loaded.cache, ngram=loaded.ngram).suggest(CLOUDS)
     assert json.loads(result.stdout) == [s.to_dict() for s in exact]
 
 

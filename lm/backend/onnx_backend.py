@@ -83,7 +83,9 @@ class OnnxBackend(Backend):
         import_onnxruntime()  # before a build that would need it anyway
         from .graph_cache import cached_graph
 
-        return cls(cached_graph(folder, config, int8), int8=int8, threads=threads)
+        backend = cls(cached_graph(folder, config, int8), int8=int8, threads=threads)
+        backend.config = config
+        return backend
 
     @classmethod
     def from_export(cls, folder: str | Path, threads: int = DEFAULT_THREADS):
@@ -107,8 +109,8 @@ class OnnxBackend(Backend):
         logits, *state, features = self.session.run(self._all_outputs, feed)
         return (logits[:, -1] if last_only else logits), features, tuple(state)
 
-    def select(self, state, rows: np.ndarray) -> tuple:
-        return tuple(s[:, rows] for s in state)
+    def select(self, state, rows: np.ndarray) -> tuple | None:
+        return None if state is None else tuple(s[:, rows] for s in state)
 
     def _feed(self, ids: np.ndarray, state) -> dict[str, np.ndarray]:
         ids = np.asarray(ids, np.int64)  # [batch, time]

@@ -47,8 +47,10 @@ def mix(logits: np.ndarray, query: np.ndarray, keys: np.ndarray, values: np.ndar
         return logp
     weight = weight_for(config.weight, len(values), config.window)
     attention = softmax(config.sharpness * (np.asarray(query, np.float32) @ keys.T))  # [q, n]
-    vocab = logp.shape[-1]
-    cached = np.stack([np.bincount(values, row, minlength=vocab) for row in attention]).astype(np.float32)  # [q, vocab]
+    q, vocab = logp.shape
+    # Each row's attention summed per token, all rows in one bincount: (row, token) -> row * vocab + token.
+    slots = (np.arange(q)[:, None] * vocab + values[None, :]).ravel()
+    cached = np.bincount(slots, attention.ravel(), minlength=q * vocab).reshape(q, vocab).astype(np.float32)
     return np.logaddexp(logp + math.log1p(-weight), log(cached) + math.log(weight))
 
 
