@@ -46,7 +46,7 @@ def mix(logits: np.ndarray, query: np.ndarray, keys: np.ndarray, values: np.ndar
     if not config.enabled or len(values) == 0:
         return logp
     weight = weight_for(config.weight, len(values), config.window)
-    attention = softmax(config.sharpness * (np.asarray(query, np.float32) @ keys.T))  # [q, n]
+    attention = softmax((config.sharpness * np.asarray(query, np.float32)) @ keys.T)  # [q, n]
     q, vocab = logp.shape
     # Each row's attention summed per token, all rows in one bincount: (row, token) -> row * vocab + token.
     slots = (np.arange(q)[:, None] * vocab + values[None, :]).ravel()
