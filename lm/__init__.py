@@ -30,7 +30,6 @@ _EXPORTS = {
     "model.likelihood": ["LossMetrics", "evaluate_loss"],
     "model.config": ["ModelConfig"],
     "model.network": ["LanguageModel"],
-    "model.reading": ["read_ids"],
     "model.state": ["detach_state"],
     "mix.ngram": ["Ngram"],
     "training.presets": ["SIZES", "apply_size"],

@@ -9,7 +9,7 @@ from torch import nn
 import lm
 from lm.model.config import ModelConfig
 from lm.model.network import LanguageModel
-from lm.model.reading import read_chunk
+from lm.backend.base import read_chunk
 from lm.suggest.sampler import (
     START_TEXT, GenerationConfig, Sampler, TextStream, count_word_starts, generate, next_tokens,
     repetition_guard, top_k_filter, top_p_filter,

@@ -6,7 +6,6 @@ Every other stage calls `model(ids, state) -> (logits, state)`.
 - state.py: zero state, detach, select, map: the carried state in any of its forms
 - loss.py: token NLL and the training objective, functions of the model
 - likelihood.py: the NLL of a whole text read in primed streams, in comparable units
-- reading.py: reading a prompt through the model in bounded chunks
 - int8.py: int8 dynamic quantization for CPU inference
 
 May import: lm.errors, lm._util. Nothing else of the project, like nanoGPT's model.py.
