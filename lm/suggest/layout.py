@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from ..errors import ConfigError
 
-LAYOUTS = Path(__file__).resolve().parent / "layouts"
+# The bundled layouts, read through importlib.resources: a folder, or one inside a zip (the
+# engine an `lm export` folder carries, lm/export/engine_zip.py).
+LAYOUTS = files(__package__) / "layouts"
 DEFAULT_LAYOUT = "qwerty-en-us"
 
 
@@ -87,16 +90,15 @@ def load_layout(source: str | Path | None = None) -> Layout:
     """
     source = DEFAULT_LAYOUT if source is None else source
     path = Path(source)
-    if not path.suffix:
-        path = LAYOUTS / f"{source}.json"
-    return _read_layout(path.resolve())
+    return _read_layout(LAYOUTS / f"{source}.json" if not path.suffix else path.resolve())
 
 
-def _read_layout(path: Path) -> Layout:
+def _read_layout(path) -> Layout:
+    """A layout from a file: a Path, or a bundled layout's importlib.resources Traversable."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        bundled = ", ".join(sorted(p.stem for p in LAYOUTS.glob("*.json")))
+        bundled = ", ".join(sorted(p.name[:-5] for p in LAYOUTS.iterdir() if p.name.endswith(".json")))
         raise ConfigError(f"cannot read the layout {path}: {e.strerror or e} — give a layout JSON file "
                           f"or a bundled name ({bundled})") from None
     except ValueError as e:
@@ -109,4 +111,4 @@ def _read_layout(path: Path) -> Layout:
                           "see lm/suggest/layouts/ for the format") from None
     if not keys or any(len(k.label) != 1 or k.width <= 0 or k.height <= 0 for k in keys):
         raise ConfigError(f"the layout {path} needs keys of one character each, with a positive width and height")
-    return Layout(str(doc.get("name", path.stem)), keys)
+    return Layout(str(doc.get("name", Path(path.name).stem)), keys)
