@@ -504,7 +504,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, backend, cache, 
 @checkpoint_option
 @click.option("--int8/--fp32", "int8", default=None,
               help="Quantize the weights to int8 with ONNX Runtime (LSTM models): about a quarter of the size. "
-                   "Default: --fp32, and --int8 with --web.")
+                   "Default: --fp32; with --web, --int8 for LSTM models.")
 @click.option("--web", is_flag=True, help="Write a static web page that suggests as you type, computed in the browser "
               "with onnxruntime-web: no server, works offline (char and word models).")
 @click.option("--onnxruntime-web", "onnxruntime_web", type=click.Path(),
@@ -534,7 +534,7 @@ def export(out_dir, checkpoint, int8, web, onnxruntime_web, overwrite):
     if web:
         from lm.export.web import export_web
 
-        result = export_web(checkpoint, out_dir, int8=int8 is not False, overwrite=overwrite, onnxruntime_web=onnxruntime_web)
+        result = export_web(checkpoint, out_dir, int8=int8, overwrite=overwrite, onnxruntime_web=onnxruntime_web)
         cli_render.show_web_export(result)
         return
     if onnxruntime_web is not None:

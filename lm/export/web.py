@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..backend.base import read_chunk
+from ..backend.graph import INT8_CELLS
 from ..checkpoint.store import read_config, resolve_checkpoint
 from ..data.lexicon import Lexicon
 from ..data.text import JOINERS, SENTENCE_END, START_TEXT
@@ -70,13 +71,14 @@ class WebExportResult:
         return {part: sum(self.files.get(name, 0) for name in names) for part, names in parts.items()}
 
 
-def export_web(checkpoint: str | Path | None, out_dir: str | Path, int8: bool = True, overwrite: bool = False,
+def export_web(checkpoint: str | Path | None, out_dir: str | Path, int8: bool | None = None, overwrite: bool = False,
                onnxruntime_web: str | Path | None = None, config: SuggestConfig | None = None) -> WebExportResult:
     """Write a static web folder that suggests with a checkpoint (the newest under checkpoints/ when None).
 
     Args:
         int8: the int8 graph (about a quarter of the size); False: the fp32 graph, which gives
-            the same numbers as the PyTorch model.
+            the same numbers as the PyTorch model; None: int8 where ONNX Runtime has int8
+            weights for the cell (LSTM), else fp32.
         overwrite: replace `out_dir` if it is an earlier web export.
         onnxruntime_web: a copy of the pinned onnxruntime-web (its .tgz or unpacked folder);
             None: $LM_ONNXRUNTIME_WEB, else fetched once from the npm registry and cached.
@@ -87,10 +89,13 @@ def export_web(checkpoint: str | Path | None, out_dir: str | Path, int8: bool = 
     out = Path(out_dir)
     _check_target(out, overwrite)
     folder = resolve_checkpoint(checkpoint)
-    kind = read_config(folder).get("tokenizer", {}).get("kind")
+    checkpoint_config = read_config(folder)
+    kind = checkpoint_config.get("tokenizer", {}).get("kind")
     if kind not in KINDS:
         raise ExportError(f"--web supports char and word models, and {folder} is a {kind} model: the page cannot "
                           "split text into its sentencepiece pieces — export it without --web")
+    if int8 is None:
+        int8 = checkpoint_config.get("model", {}).get("cell") in INT8_CELLS
     config = config or SuggestConfig()
     config.validate()
     runtime = onnxruntime_web_files(onnxruntime_web)  # before the slower graph export: a missing package fails at once

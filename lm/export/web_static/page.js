@@ -127,6 +127,7 @@ async function start() {
     document.body.dataset.ready = "true"; // everything is fetched: typing asks nothing of the network
     refresh();
   } catch (error) {
+    document.body.dataset.failed = "true";
     statusLine.textContent = location.protocol === "file:"
       ? "Serve this folder over http (python -m http.server): browsers run no WebAssembly modules from file://"
       : `cannot load the model: ${error.message}`;
