@@ -78,3 +78,19 @@ def test_int8_weights_agree_on_most_top_words(predictors, kind):
     top = lambda p, text: [s.word for s in lm.Suggester.load(p).suggest(text)][:1]  # noqa: E731
     same = [top(int8, text) == top(fp32, text) for text in TEXTS]
     assert sum(same) >= len(TEXTS) - 1
+
+
+def test_auto_takes_onnx_runtime_on_the_cpu_and_pytorch_on_a_gpu(monkeypatch):
+    from lm.backend import choose
+
+    monkeypatch.setattr(choose, "gpu_present", lambda: False)
+    assert choose.choose_backend("auto", "auto") == "onnx" and choose.choose_backend("auto", "cpu") == "onnx"
+    assert choose.choose_backend("auto", "cuda") == "torch" and choose.choose_backend("torch", "cpu") == "torch"
+    monkeypatch.setattr(choose, "gpu_present", lambda: True)
+    assert choose.choose_backend("auto", "auto") == "torch" and choose.choose_backend("auto", "cpu") == "onnx"
+    monkeypatch.setattr(choose, "onnx_installed", lambda: False)
+    assert choose.choose_backend("auto", "cpu") == "torch"
+    with pytest.raises(lm.ConfigError, match="--backend onnx runs on the CPU, not --device cuda"):
+        choose.choose_backend("onnx", "cuda")
+    with pytest.raises(lm.ConfigError, match="unknown backend 'tensorrt' — use auto, torch or onnx"):
+        choose.choose_backend("tensorrt")

@@ -34,3 +34,16 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     with pytest.raises(lm.ConfigError, match="no CUDA GPU is available — use --device cpu"):
         lm._util.pick_device("cuda")
     assert lm._util.pick_device("auto").type == "cpu"
+
+
+@cuda
+def test_the_engine_on_a_gpu_gives_the_cpus_strip(tiny_checkpoints):
+    """On a GPU the torch backend steps the model there and the numpy engine reads its logits."""
+    folder = tiny_checkpoints("char")
+    on_gpu = lm.load(folder, device="auto")  # a GPU is present: auto picks PyTorch on it
+    assert on_gpu.backend.name == "torch" and on_gpu.device.startswith("cuda")
+    on_cpu = lm.load(folder, backend="torch")
+    for text in ("the clouds are in the", "a dog sees the gre"):
+        gpu, cpu = lm.Suggester.load(on_gpu).suggest(text), lm.Suggester.load(on_cpu).suggest(text)
+        assert [s.word for s in gpu] == [s.word for s in cpu]
+        assert [s.probability for s in gpu] == pytest.approx([s.probability for s in cpu], abs=1e-4)
