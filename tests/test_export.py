@@ -8,8 +8,10 @@ import errno
 import hashlib
 import json
 import os
+import pkgutil
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,16 @@ ort = pytest.importorskip("onnxruntime")
 import lm  # noqa: E402
 from cli import cli  # noqa: E402
 from conftest import make_text  # noqa: E402
+from lm.backend.graph_cache import cached_graph  # noqa: E402
 from lm.checkpoint.store import load_checkpoint, save_checkpoint  # noqa: E402
 from lm.export.onnx import export_checkpoint  # noqa: E402
 from lm.model.config import ModelConfig  # noqa: E402
 from lm.model.network import LanguageModel  # noqa: E402
 
 KINDS = ["char", "word", "unigram", "bpe"]
+# An export of a tiny checkpoint (no n-gram): a checkpoint for inference, without the PyTorch weights.
+EXPORT_FILES = ["config.json", "lexicon.txt", "lm-engine.zip", "manifest.json", "model.onnx", "runtime.py",
+                "tokenizer.json"]
 TOLERANCE = 1e-4
 SPLITS = (1, 3, 16, 80, 100)  # a 200-token text in five calls: single steps and long reads
 
@@ -204,7 +210,7 @@ def test_manifest_describes_the_graph_and_its_files(exports, tiny_checkpoints):
     manifest = json.loads((folder / "manifest.json").read_text())
     tokenizer = load_checkpoint(tiny_checkpoints("word")).tokenizer
     model = onnx.load(str(folder / "model.onnx"))
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "runtime.py", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == EXPORT_FILES
     assert manifest["tokenizer"] | {"files": None} == {
         "kind": "word", "files": None, "vocab_size": tokenizer.vocab_size, "special_ids": {"unk": 0, "eos": 1},
         "start_text": "\n"}
@@ -213,16 +219,39 @@ def test_manifest_describes_the_graph_and_its_files(exports, tiny_checkpoints):
         {"input": "c", "output": "c_out", "shape": [1, "batch", 64], "dtype": "float32"}]
     assert manifest["graph"]["opset"] == next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
-    assert inputs == {"ids": ["batch", "time"], "h": [1, "batch", 64], "c": [1, "batch", 64]}
+    assert inputs == {"ids": ["batch", "time"], "h": [1, "batch", 64], "c": [1, "batch", 64], "logits_from": [1]}
+    assert [(i["name"], i["shape"]) for i in manifest["graph"]["inputs"]] == [(k, v) for k, v in inputs.items()]
     outputs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
-    assert outputs == {"logits": ["batch", "time", tokenizer.vocab_size], "h_out": [1, "batch", 64],
+    assert outputs == {"logits": ["batch", "positions", tokenizer.vocab_size], "h_out": [1, "batch", 64],
                        "c_out": [1, "batch", 64], "features": ["batch", "time", 32]}
     assert [(o["name"], o["shape"]) for o in manifest["graph"]["outputs"]] == [(k, v) for k, v in outputs.items()]
     for name, info in manifest["files"].items():
         data = (folder / name).read_bytes()
         assert info == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert sorted(manifest["files"]) == sorted(set(EXPORT_FILES) - {"manifest.json"})
     assert manifest["cache"] is None and manifest["model"]["weights"] == "fp32"
     assert (folder / "runtime.py").read_bytes() == Path(lm.export.onnx.__file__).with_name("runtime.py").read_bytes()
+    for name in ("config.json", "lexicon.txt", "tokenizer.json"):  # as the checkpoint holds them
+        assert (folder / name).read_bytes() == (tiny_checkpoints("word") / name).read_bytes()
+    assert manifest["engine"]["file"] == "lm-engine.zip"
+
+
+def test_the_engine_zip_holds_every_module_of_lm_and_its_layouts(exports):
+    with zipfile.ZipFile(exports("char") / "lm-engine.zip") as engine:
+        names = set(engine.namelist())
+    for module in pkgutil.walk_packages(lm.__path__, "lm."):
+        path = module.name.replace(".", "/") + ("/__init__.py" if module.ispkg else ".py")
+        assert {path, path + "c"} <= names
+    assert {"lm/__init__.py", "lm/suggest/layouts/qwerty-en-us.json"} <= names
+    assert not any("__pycache__" in name for name in names)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_graph_is_the_one_the_onnx_backend_builds_for_the_checkpoint(exports, tiny_checkpoints, int8):
+    checkpoint = tiny_checkpoints("unigram")
+    graph = cached_graph(checkpoint, load_checkpoint(checkpoint).model.config, int8)
+    graph = graph if isinstance(graph, bytes) else graph.read_bytes()
+    assert (exports("unigram", int8) / "model.onnx").read_bytes() == graph
 
 
 # --- the command and bad input ---------------------------------------------------------------
@@ -246,8 +275,7 @@ def test_command_writes_the_export_and_shows_a_summary(tiny_checkpoints, tmp_pat
     assert f"python {tmp_path / 'phone'}/runtime.py" in result.stdout
     assert json.loads((tmp_path / "phone" / "manifest.json").read_text())["model"]["weights"] == "int8"
     assert [p.name for p in tmp_path.iterdir()] == ["phone"]  # no staging folder left
-    assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == ["manifest.json", "model.onnx", "runtime.py",
-                                                                    "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == EXPORT_FILES
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
@@ -324,7 +352,7 @@ def test_a_failure_while_writing_leaves_nothing_half_written(tiny_checkpoints, t
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lm.export.onnx.shutil, "copyfile", disk_full)  # the runtime's copy, after the graph
+    monkeypatch.setattr(lm.export.onnx.shutil, "copyfile", disk_full)  # config.json's copy, after the graph
     line = one_error_line(invoke(str(out), "-c", str(tiny_checkpoints("word")), "--overwrite"))
     assert "No space left on device" in line
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder

@@ -1,6 +1,10 @@
 """Reading a checkpoint folder without building the model: which folder, its config.json, its
 tokenizer, and the weights' header checked against the config. Imports no torch, so the
 ONNX Runtime backend loads a checkpoint without it (lm/checkpoint/store.py builds the PyTorch model).
+
+An `lm export` folder reads the same way: it is a checkpoint for inference without the PyTorch
+weights (config.json, the tokenizer, lexicon and n-gram as the checkpoint has them, and the
+ONNX graph with manifest.json in place of model.safetensors: lm/export/onnx.py writes it).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from ..model.config import ModelConfig, expected_shapes
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+EXPORT_MANIFEST = "manifest.json"  # what marks an `lm export` folder (lm/export/onnx.py)
+EXPORT_FORMAT, EXPORT_FORMAT_VERSION = "lm-onnx", 2  # version 2: config.json and the engine inside (1: the graph alone)
 DEFAULT_ROOT = Path("checkpoints")
 # Limits checked before anything is allocated from a config read off disk.
 MAX_VOCAB, MAX_WIDTH, MAX_LAYERS = 10_000_000, 65_536, 64
@@ -32,8 +38,29 @@ def read_parts(folder: Path) -> tuple[dict, ModelConfig, Tokenizer]:
             f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model expects "
             f"{model_config.vocab_size} — the tokenizer files do not belong to these weights"
         )
-    check_weight_shapes(folder, model_config)
+    if not is_export(folder):  # an export's graph was checked against the weights when it was written
+        check_weight_shapes(folder, model_config)
     return config, model_config, tokenizer
+
+
+def is_export(folder: Path) -> bool:
+    """Whether `folder` is an `lm export` folder (a manifest and no PyTorch weights), not a checkpoint."""
+    return (Path(folder) / EXPORT_MANIFEST).is_file() and not (Path(folder) / WEIGHTS_FILE).exists()
+
+
+def read_export_manifest(folder: Path) -> dict:
+    """manifest.json of an export folder, checked for a format this version reads."""
+    try:
+        manifest = json.loads((Path(folder) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        found = (manifest["format"], manifest["format_version"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{folder}/{EXPORT_MANIFEST} cannot be read ({first_line(e)}) — the export is "
+                              "damaged; export the checkpoint again") from None
+    if found[0] != EXPORT_FORMAT or not isinstance(found[1], int) or found[1] > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{folder} is a {found[0]} {found[1]} export, which this lm does not read "
+                              f"({EXPORT_FORMAT} up to {EXPORT_FORMAT_VERSION}) — run it with its own runtime.py, "
+                              "or upgrade lm")
+    return manifest
 
 
 def resolve_checkpoint(path: str | Path | None = None, root: Path = DEFAULT_ROOT) -> Path:
@@ -53,6 +80,9 @@ def resolve_checkpoint(path: str | Path | None = None, root: Path = DEFAULT_ROOT
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a checkpoint folder — pass the folder `lm train` wrote")
     if not (folder / CONFIG_FILE).exists():
+        if is_export(folder):
+            raise CheckpointError(f"{folder} is an export from an earlier lm (it has no {CONFIG_FILE}) — run it "
+                                  "with its own runtime.py, or export the checkpoint again")
         raise CheckpointError(f"{folder} has no {CONFIG_FILE} — it is not a complete checkpoint; retrain or restore it")
     return folder
 

@@ -11,6 +11,9 @@ tokenizer, the lexicon, the continuous cache's settings and the n-gram always co
 On the ONNX Runtime backend nothing here imports torch: the graph is built from the weights
 (lm/backend/graph.py) and cached in the folder. `p.model`, the PyTorch model, is loaded when
 first asked for (evaluation and dynamic evaluation train or score with it).
+
+An `lm export` folder loads too, on ONNX Runtime: its graph in place of the weights, with the
+checkpoint's config.json, tokenizer, lexicon and n-gram beside it (its runtime.py does this).
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from ..backend.base import Backend
 from ..backend.choose import choose_backend
 from ..data.lexicon import Lexicon
 from ..data.tokenizer import Tokenizer
+from ..errors import CheckpointError, ConfigError
 from ..mix.cache import CacheConfig
 from ..mix.ngram import FILE as NGRAM_FILE, Ngram, NgramConfig
-from .folder import read_parts, resolve_checkpoint
+from .folder import is_export, read_export_manifest, read_parts, resolve_checkpoint
 
 
 @dataclass
@@ -45,6 +49,9 @@ class Predictor:
     def model(self):
         """The PyTorch model: the torch backend's, or loaded now on the CPU (int8 when the predictor is)."""
         if self._model is None:
+            if is_export(self.path):
+                raise ConfigError(f"{self.path} is an lm export: it has no PyTorch weights to score or train — "
+                                  "use the checkpoint it was exported from")
             self._model = getattr(self.backend, "model", None) or _torch_model(self.path, "cpu", self.int8)
         return self._model
 
@@ -72,6 +79,9 @@ def load(path: str | Path | None = None, device: str = "cpu", int8: bool = False
          ngram: bool = True, words: list[str] = (), backend: str = "auto") -> Predictor:
     """Load a checkpoint folder (the newest under checkpoints/ when `path` is None) for inference.
 
+    An `lm export` folder loads on ONNX Runtime, with the weights it was exported with (`int8`
+    does not change them).
+
     Args:
         device: "cpu", "cuda", or "auto" (a CUDA GPU when there is one, else the CPU).
         int8: on the CPU, run int8 weights (several times faster per token, a slightly
@@ -87,8 +97,9 @@ def load(path: str | Path | None = None, device: str = "cpu", int8: bool = False
     """
     folder = resolve_checkpoint(path)
     config, model_config, tokenizer = read_parts(folder)
-    kind = choose_backend(backend, str(device))
-    if kind == "onnx":
+    if is_export(folder):
+        stepper = _export_backend(folder, backend, device, model_config)
+    elif choose_backend(backend, str(device)) == "onnx":
         from ..backend.onnx_backend import OnnxBackend
 
         stepper = OnnxBackend.from_checkpoint(folder, model_config, int8)
@@ -99,6 +110,24 @@ def load(path: str | Path | None = None, device: str = "cpu", int8: bool = False
         stepper = TorchBackend(model, _is_int8(model))
     return Predictor(folder, stepper, tokenizer, config, _lexicon(folder, words),
                      _cache(config) if cache else None, _ngram(folder, config) if ngram else None, stepper.int8)
+
+
+def _export_backend(folder: Path, backend: str, device, model_config) -> Backend:
+    """An export's graph on ONNX Runtime: an export has no PyTorch weights for torch or a GPU."""
+    read_export_manifest(folder)
+    choose_backend(backend, "cpu")  # an unknown name is refused as for a checkpoint
+    if backend == "torch" or str(device).startswith("cuda"):
+        asked = "--backend torch" if backend == "torch" else f"--device {device}"
+        raise ConfigError(f"{folder} is an lm export: its model is an ONNX graph, with no PyTorch weights for {asked} — "
+                          "run it on ONNX Runtime on the CPU (--backend onnx), or load the checkpoint it came from")
+    from ..backend.onnx_backend import OnnxBackend
+
+    stepper = OnnxBackend.from_export(folder)
+    if stepper.vocab_size != model_config.vocab_size:
+        raise CheckpointError(f"{folder}: the graph has {stepper.vocab_size} tokens but config.json says "
+                              f"{model_config.vocab_size} — the files do not belong together; export the checkpoint again")
+    stepper.config = model_config
+    return stepper
 
 
 def _torch_model(folder: Path, device, int8: bool):

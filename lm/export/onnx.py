@@ -1,20 +1,28 @@
-"""Export a checkpoint for apps and phones: an ONNX step function, the tokenizer, a manifest.
+"""Export a checkpoint for apps and phones: a checkpoint for inference, without the PyTorch weights.
 
-    model.onnx       (ids [batch, time], state...) -> (logits [batch, time, vocab], state...,
-                     features [batch, time, emb]), batch and time dynamic: read a prompt in one
-                     call, then step one token at a time with the state carried between calls
-    tokenizer.*      the tokenizer's own files, as in the checkpoint
-    runtime.py       a copy of lm/export/runtime.py: runs the export with onnxruntime, numpy and
-                     sentencepiece only (no torch, no lm)
+    model.onnx       (ids [batch, time], state..., logits_from) -> (logits [batch, positions, vocab],
+                     state..., features [batch, time, emb]), batch and time dynamic: read a prompt
+                     in one call, then step one token at a time with the state carried between calls
     manifest.json    what a consumer needs to drive the graph: tokenizer kind, vocabulary size,
                      special ids, the state's names and shapes, opset, checksums of the files
+    config.json      the checkpoint's: model, tokenizer kind, cache and n-gram settings, metrics
+    tokenizer.*      the tokenizer's own files, as in the checkpoint
+    lexicon.txt      the words suggestions offer and corrections aim at (when the checkpoint has one)
+    ngram.safetensors  a word model's n-gram (when the checkpoint mixes one in)
+    lm-engine.zip    the lm package (engine_zip.py): the suggestion engine's own code
+    runtime.py       a copy of lm/export/runtime.py: runs that engine over the graph with
+                     onnxruntime and numpy (no torch, no lm installed)
 
-The graph is lm.backend.graph's, built from the weights with onnx.helper (the one the onnx
-backend caches in a checkpoint): one ONNX LSTM / GRU / RNN node per layer, the tied embedding
+`lm.load(EXPORT_DIR)` loads the folder as it loads a checkpoint, on ONNX Runtime, so the strip
+an export gives is the one `lm suggest` gives for the checkpoint with the same weights.
+
+The graph is lm.backend.graph's, built from the weights with onnx.helper: the one the onnx
+backend caches in a checkpoint, `logits_from` input included (reading a text computes the last
+position's logits alone; ONNX Runtime notes that input in a warning when it loads the graph, so
+lm's sessions log errors only). One ONNX LSTM / GRU / RNN node per layer, the tied embedding
 and output matrix stored once. `--int8` builds its int8 form (DynamicQuantizeLSTM and
 DynamicQuantizeMatMul, the embedding gathered from the int8 tied matrix), and the export checks
-that the quantized nodes are there. The export's graph has no `logits_from` input: ONNX Runtime
-warns about an input with a default each time a session loads it, and runtime.py would show that.
+that the quantized nodes are there.
 
 Every export is checked against the PyTorch model before it is kept: the fp32 graph's logits
 and state must match within PARITY_TOLERANCE over a few calls with the state carried; the
@@ -35,17 +43,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import __version__
 from .._util import first_line
-from ..backend.graph import INT8_CELLS, OPSET, build_graph, state_names
+from ..backend.graph import INT8_CELLS, LOGITS_FROM, OPSET, build_graph, state_names
+from ..checkpoint.folder import CONFIG_FILE, EXPORT_FORMAT as FORMAT, EXPORT_FORMAT_VERSION as FORMAT_VERSION
+from ..checkpoint.folder import EXPORT_MANIFEST as MANIFEST_FILE
 from ..checkpoint.store import load_checkpoint
+from ..data.lexicon import FILE as LEXICON_FILE
 from ..errors import ExportError
+from ..mix.config import NgramConfig
+from ..mix.ngram import FILE as NGRAM_FILE
 from ..model.network import LanguageModel
+from .engine_zip import ENGINE_FILE, write_engine_zip
 
-FORMAT = "lm-onnx"
-FORMAT_VERSION = 1
 GRAPH_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
 RUNTIME_FILE = "runtime.py"
+# What the runtime imports beside the engine (sentencepiece for subword models alone).
+RUNTIME_PACKAGES = ["onnxruntime", "numpy", "rapidfuzz", "safetensors", "sentencepiece"]
 PARITY_TOLERANCE = 1e-4  # largest |fp32 graph - PyTorch| allowed on logits and state
 CHECK_BATCH, CHECK_SPLITS = 2, (1, 7, 40)  # the export's own check: three calls, state carried
 QUANTIZED_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}  # counted in the manifest
@@ -143,15 +157,31 @@ def _write_export(ckpt, folder: Path, int8: bool) -> dict:
         check.update(_check_int8(model, data))
     (folder / GRAPH_FILE).write_bytes(data)  # synced with the others by _file_info
     tokenizer_files = ckpt.tokenizer.save(folder)
+    inference_files = _copy_inference_files(ckpt, folder)
+    write_engine_zip(folder / ENGINE_FILE)
     shutil.copyfile(Path(__file__).with_name(RUNTIME_FILE), folder / RUNTIME_FILE)
     manifest = build_manifest(ckpt, int8, check, _quantized_ops(data) if int8 else {})
     manifest["tokenizer"]["files"] = tokenizer_files
-    manifest["files"] = {name: _file_info(folder / name) for name in [GRAPH_FILE, *tokenizer_files, RUNTIME_FILE]}
+    names = [GRAPH_FILE, *tokenizer_files, *inference_files, ENGINE_FILE, RUNTIME_FILE]
+    manifest["files"] = {name: _file_info(folder / name) for name in names}
     with open(folder / MANIFEST_FILE, "w", encoding="utf-8") as f:
         f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
     return manifest
+
+
+def _copy_inference_files(ckpt, folder: Path) -> list[str]:
+    """Copy what lm.load reads besides the weights: config.json, the lexicon, the n-gram it mixes in."""
+    names = [CONFIG_FILE, LEXICON_FILE]
+    if NgramConfig.from_dict(ckpt.config.get("ngram") or {}).weight > 0:  # as lm.load decides (loader.py)
+        names.append(NGRAM_FILE)
+    copied = []
+    for name in names:
+        if (ckpt.path / name).is_file():
+            shutil.copyfile(ckpt.path / name, folder / name)
+            copied.append(name)
+    return copied
 
 
 def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
@@ -173,8 +203,10 @@ def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
             "file": GRAPH_FILE,
             "opset": OPSET,
             "inputs": [{"name": "ids", "shape": ["batch", "time"], "dtype": "int64"}]
-                      + [{"name": s["input"], "shape": s["shape"], "dtype": "float32"} for s in states],
-            "outputs": [{"name": "logits", "shape": ["batch", "time", config.vocab_size], "dtype": "float32"}]
+                      + [{"name": s["input"], "shape": s["shape"], "dtype": "float32"} for s in states]
+                      # the first position whose logits are computed: 0 (its default) every one, -1 the last
+                      + [{"name": LOGITS_FROM, "shape": [1], "dtype": "int64", "optional": True, "default": [0]}],
+            "outputs": [{"name": "logits", "shape": ["batch", "positions", config.vocab_size], "dtype": "float32"}]
                        + [{"name": s["output"], "shape": s["shape"], "dtype": "float32"} for s in states]
                        # what the output layer read at each position (a continuous cache's keys)
                        + [{"name": "features", "shape": ["batch", "time", config.emb], "dtype": "float32"}],
@@ -186,15 +218,17 @@ def build_manifest(ckpt, int8: bool, check: dict, quantized_ops: dict) -> dict:
         },
         "tokenizer": {"kind": tokenizer.kind, "files": [], "vocab_size": tokenizer.vocab_size,
                       "special_ids": special, "start_text": "\n"},  # no BOS: a text starts where a line starts
-        "cache": None,  # no inference cache settings yet
+        "cache": ckpt.config.get("cache"),  # the continuous cache's settings (config.json holds them too)
+        "engine": {"file": ENGINE_FILE, "lm_version": __version__, "runtime": RUNTIME_FILE,
+                   "packages": RUNTIME_PACKAGES},
         "check": check,
     }
 
 
 def export_graph(model: LanguageModel, int8: bool = False) -> bytes:
-    """The step graph of a model (lm.backend.graph, without the logits_from input) as ONNX bytes."""
+    """The step graph of a model (lm.backend.graph's, as the onnx backend caches it) as ONNX bytes."""
     weights = {name: t.detach().float().cpu().numpy() for name, t in model.state_dict().items()}
-    return build_graph(model.config, weights, int8, logits_from=False).SerializeToString()
+    return build_graph(model.config, weights, int8).SerializeToString()
 
 
 def _quantized_ops(graph: bytes) -> dict[str, int]:
@@ -237,9 +271,9 @@ def _check_parity(model: LanguageModel, graph: bytes) -> float:
 
 def _compare(model: LanguageModel, graph: bytes, with_state: bool = False):
     """Logits of the model and of the graph over random ids read in CHECK_SPLITS calls, state carried."""
-    import onnxruntime as ort
+    from ..backend.onnx_backend import make_session
 
-    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    session = make_session(graph)  # errors only: the graph's logits_from input is no news
     config = model.config
     names = state_names(config.cell)
     generator = torch.Generator().manual_seed(0)
