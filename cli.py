@@ -515,9 +515,11 @@ def export(out_dir, checkpoint, int8, web, onnxruntime_web, overwrite):
     """Export a model for apps and phones, or as a web page that suggests as you type.
 
     OUT_DIR gets model.onnx, one step function (ids, state) -> (logits, state) with batch and
-    time dynamic; the tokenizer's files; manifest.json (tokenizer, state names and shapes,
-    checksums); and runtime.py, which suggests and generates with onnxruntime, numpy and
-    sentencepiece only. The graph is checked against the PyTorch model before it is kept.
+    time dynamic; manifest.json (tokenizer, state names and shapes, checksums); the checkpoint's
+    config.json, tokenizer, lexicon and n-gram; lm-engine.zip, lm's own suggestion engine; and
+    runtime.py, which runs that engine with onnxruntime and numpy, without torch or lm installed:
+    the strip lm suggest shows. lm suggest -c OUT_DIR loads it too. The graph is checked against
+    the PyTorch model before it is kept.
 
     With --web, OUT_DIR gets a static page instead: index.html, the graph, the tokenizer and
     lexicon as JSON, the suggestion engine in JavaScript and onnxruntime-web's files. Serve it

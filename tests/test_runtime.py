@@ -153,6 +153,8 @@ def test_the_graph_keeps_the_models_contract(exported, tiny_checkpoints):
     logits, state = model.step([ids[4:]], state)
     np.testing.assert_allclose(logits[0, -1], torch_logits(ckpt.model, ckpt.tokenizer, "the old man sees the river"),
                                atol=1e-4)
+    threads = runtime.Model(exported("unigram"), threads=2).backend.session.get_session_options()
+    assert threads.intra_op_num_threads == 2
 
 
 def torch_greedy(model, tokenizer, text: str, tokens: int) -> list[int]:
@@ -179,9 +181,11 @@ def test_an_export_has_no_pytorch_weights_to_run_on_torch(exported):
     folder = exported("char")
     with pytest.raises(lm.ConfigError) as error:
         lm.load(folder, backend="torch")
-    assert str(error.value) == (f"{folder} is an lm export: its model is an ONNX graph, with no PyTorch weights for "
-                                "--backend torch — run it on ONNX Runtime on the CPU (--backend onnx), or load the "
-                                "checkpoint it came from")
+    assert str(error.value) == (f"{folder} is an lm export: an ONNX graph, without the PyTorch weights that PyTorch "
+                                "or a GPU would run — use ONNX Runtime on the CPU (--backend onnx), or the checkpoint "
+                                "it was exported from")
+    with pytest.raises(lm.ConfigError, match="is an lm export: an ONNX graph, without the PyTorch weights"):
+        lm.load(folder, device="cuda")
     with pytest.raises(lm.ConfigError, match="is an lm export: it has no PyTorch weights to score or train"):
         lm.load(folder).model
 

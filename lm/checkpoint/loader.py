@@ -117,9 +117,8 @@ def _export_backend(folder: Path, backend: str, device, model_config) -> Backend
     read_export_manifest(folder)
     choose_backend(backend, "cpu")  # an unknown name is refused as for a checkpoint
     if backend == "torch" or str(device).startswith("cuda"):
-        asked = "--backend torch" if backend == "torch" else f"--device {device}"
-        raise ConfigError(f"{folder} is an lm export: its model is an ONNX graph, with no PyTorch weights for {asked} — "
-                          "run it on ONNX Runtime on the CPU (--backend onnx), or load the checkpoint it came from")
+        raise ConfigError(f"{folder} is an lm export: an ONNX graph, without the PyTorch weights that PyTorch or a GPU "
+                          "would run — use ONNX Runtime on the CPU (--backend onnx), or the checkpoint it was exported from")
     from ..backend.onnx_backend import OnnxBackend
 
     stepper = OnnxBackend.from_export(folder)
