@@ -11,7 +11,7 @@ from lm.model.config import ModelConfig
 from lm.model.network import LanguageModel
 from lm.backend.base import read_chunk
 from lm.suggest.sampler import (
-    START_TEXT, GenerationConfig, Sampler, TextStream, count_word_starts, generate, next_tokens,
+    START_TEXT, GenerationConfig, Sampler, draw, TextStream, count_word_starts, generate, next_tokens,
     repetition_guard, top_k_filter, top_p_filter,
 )
 from lm.data.tokenizer import CharTokenizer, TokenizerConfig, WordTokenizer, train_tokenizer
@@ -352,3 +352,30 @@ def test_no_prompt_starts_from_the_newline_context():
     model = random_model()
     first = generate(model, CHAR, "", GenerationConfig(max_tokens=1, **GREEDY)).run()[0].ids[0]
     assert first == read_at_once(model, CHAR, CHAR.encode("\n")).argmax().item()
+
+
+@pytest.mark.parametrize("vocab", [5, 700])  # one block, and several with a partial last one
+def test_a_draw_follows_the_softmax_and_never_takes_a_token_of_probability_zero(vocab):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (1, vocab))
+    logits[0, rng.choice(vocab, vocab // 3, replace=False)] = -np.inf  # a third filtered out, as top-k does
+    probs = np.exp(logits[0] - logits[0].max())
+    probs /= probs.sum()
+    draws = np.concatenate([draw(logits, rng) for _ in range(20000)])
+    counts = np.bincount(draws, minlength=vocab)
+    assert counts[probs == 0].sum() == 0
+    expected = probs * len(draws)
+    seen = expected > 50  # a chi-square statistic over the tokens drawn often enough to count
+    chi2 = (((counts - expected) ** 2)[seen] / expected[seen]).sum()
+    assert chi2 < seen.sum() + 4 * np.sqrt(2 * seen.sum())  # its mean is the degrees of freedom, its sd sqrt(2 df)
+
+
+def test_the_top_of_the_range_lands_on_the_last_token_with_weight():
+    """u * total can round up to the total: the draw must still take a token of weight, never one filtered out."""
+    from lm.suggest.sampler import DRAW_BLOCK, inverse_cdf
+
+    assert inverse_cdf(np.array([0.5, 0.5, 0.0, 0.0]), 1.0) == 1
+    weights = np.zeros(3 * DRAW_BLOCK + 7)
+    weights[[3, DRAW_BLOCK + 5]] = 1.0  # the last blocks hold no weight
+    assert inverse_cdf(weights, 1.0) == DRAW_BLOCK + 5
+    assert inverse_cdf(weights, 0.0) == 3

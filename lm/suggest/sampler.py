@@ -20,6 +20,8 @@ from ..backend.base import as_backend
 from ..data.text import START_TEXT, count_word_starts
 from .config import HISTORY_LIMIT, GenerationConfig
 
+DRAW_BLOCK = 256  # weights summed per block when drawing a token (see inverse_cdf)
+
 SENTENCE_MARKS = (".", "!", "?", "…")
 CLOSERS = "\"'”’)]»"
 
@@ -80,19 +82,44 @@ def next_tokens(logits: np.ndarray, recent: np.ndarray, config: GenerationConfig
     logits = repetition_guard(logits, recent, config.repetition_penalty)
     if config.temperature == 0:
         return logits.argmax(-1)
-    logits = apply_temperature(logits.astype(np.float64), config.temperature)
+    logits = apply_temperature(logits, config.temperature)
     logits = top_p_filter(top_k_filter(logits, config.top_k), config.top_p)
     return draw(logits, rng or np.random.default_rng())
 
 
 def draw(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One token per row, with probability softmax(logits): the inverse of the cumulative sum
-    at a uniform draw (a token of probability 0 is never drawn)."""
+    """One token per row, with probability softmax(logits) (a token of probability 0 is never drawn)."""
     probs = np.exp(logits - logits.max(-1, keepdims=True))
-    cumulative = probs.cumsum(-1)  # [batch, vocab]
-    at = rng.random(len(logits)) * cumulative[:, -1]
-    tokens = [np.searchsorted(row, a, side="right") for row, a in zip(cumulative, at)]
-    return np.minimum(np.array(tokens, np.int64), logits.shape[-1] - 1)
+    return np.array([inverse_cdf(row, u) for row, u in zip(probs, rng.random(len(probs)))], np.int64)
+
+
+def inverse_cdf(weights: np.ndarray, u: float) -> int:
+    """The index at which the running sum of `weights` first passes u times their total.
+
+    Blocks first, then the weights of one block: a running sum over a word model's whole
+    vocabulary was most of the time a token took to draw (73 µs of 286 for 33k words).
+    """
+    if len(weights) <= DRAW_BLOCK:
+        return _first_past(weights, u * weights.sum(dtype=np.float64))
+    whole = len(weights) // DRAW_BLOCK * DRAW_BLOCK
+    sums = weights[:whole].reshape(-1, DRAW_BLOCK).sum(1, dtype=np.float64)
+    if whole < len(weights):
+        sums = np.append(sums, weights[whole:].sum(dtype=np.float64))
+    running = np.cumsum(sums)
+    at = u * running[-1]
+    block = min(int(np.searchsorted(running, at, side="right")), len(sums) - 1)
+    while sums[block] == 0.0:  # rounding past the last block with weight
+        block -= 1
+    start = block * DRAW_BLOCK
+    return start + _first_past(weights[start: start + DRAW_BLOCK], at - (running[block - 1] if block else 0.0))
+
+
+def _first_past(weights: np.ndarray, at: float) -> int:
+    """The first index whose running sum of `weights` passes `at` (never one of weight 0)."""
+    i = min(int(np.searchsorted(np.cumsum(weights, dtype=np.float64), at, side="right")), len(weights) - 1)
+    while weights[i] == 0.0:  # rounding past the last index with weight
+        i -= 1
+    return i
 
 
 class TextStream:
