@@ -31,6 +31,7 @@ staging folder beside OUT_DIR and renamed into place, so a failure leaves nothin
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -102,6 +104,19 @@ def export_checkpoint(checkpoint: str | Path | None, out_dir: str | Path, int8: 
             f"--int8 supports LSTM models only: ONNX Runtime has no int8 {config.cell.upper()} operator, so its "
             f"weights would stay float — export {ckpt.path} without --int8"
         )
+    with staged_folder(out) as staging:
+        manifest = _write_export(ckpt, staging, int8)
+    return ExportResult(out, manifest)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A folder beside `out` to write an export into, renamed to `out` when the block ends
+    without an error; on any error it is removed, so nothing is left half-written.
+
+    Raises:
+        ExportError: the folder cannot be written (no space, no permission), in one line.
+    """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -109,13 +124,12 @@ def export_checkpoint(checkpoint: str | Path | None, out_dir: str | Path, int8: 
         raise _write_error(out, e) from None
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; an export is as shareable as any folder
-        manifest = _write_export(ckpt, staging, int8)
+        yield staging
         _swap_in(staging, out)
     except OSError as e:
         raise _write_error(out, e) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out, manifest)
 
 
 def _require_onnx() -> None:

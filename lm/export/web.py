@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +38,7 @@ from ..suggest.config import SuggestConfig
 from ..suggest.search import ALONE_FLOATS
 from ..suggest.session import GROUP_WORDS, MAX_MARKS
 from ..suggest.typed import MAX_WORD_CHARS
-from .onnx import GRAPH_FILE, _swap_in, _umask, _write_error, export_checkpoint
+from .onnx import GRAPH_FILE, export_checkpoint, staged_folder
 from .web_onnxruntime import FILES as ONNXRUNTIME_WEB_FILES
 from .web_onnxruntime import VERSION as ONNXRUNTIME_WEB_VERSION
 from .web_onnxruntime import onnxruntime_web_files
@@ -49,6 +48,8 @@ FORMAT_VERSION = 1
 INFO_FILE = "lm-web.json"
 LEXICON_FILE = "lexicon.json"
 STATIC = Path(__file__).with_name("web_static")
+# The served page's stylesheet (lm serve's look, one file for both pages), copied beside the rest.
+SERVED_STYLE = Path(__file__).parents[1] / "serve" / "static" / "style.css"
 PAGE_FILES = ("index.html", "style.css", "page.js", "lm.js", "text.js", "search.js")
 KINDS = ("char", "word")
 
@@ -99,20 +100,9 @@ def export_web(checkpoint: str | Path | None, out_dir: str | Path, int8: bool | 
     config = config or SuggestConfig()
     config.validate()
     runtime = onnxruntime_web_files(onnxruntime_web)  # before the slower graph export: a missing package fails at once
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    except OSError as e:
-        raise _write_error(out, e) from None
-    try:
-        staging.chmod(0o777 & ~_umask())
+    with staged_folder(out) as staging:
         info = _write_folder(folder, kind, staging, int8, runtime, config)
         files = {p.name: p.stat().st_size for p in sorted(staging.iterdir())}
-        _swap_in(staging, out)
-    except OSError as e:
-        raise _write_error(out, e) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     info["tokenizer"] = {k: v for k, v in info["tokenizer"].items() if k not in ("pieces", "sorted_ids")}
     return WebExportResult(out, info, files)
 
@@ -142,7 +132,7 @@ def _write_folder(checkpoint: Path, kind: str, folder: Path, int8: bool, runtime
     info = build_info(checkpoint, graph.manifest, tokenizer, lexicon is not None, config)
     _write_json(folder / INFO_FILE, info)
     for name in PAGE_FILES:
-        shutil.copyfile(STATIC / name, folder / name)
+        shutil.copyfile(SERVED_STYLE if name == "style.css" else STATIC / name, folder / name)
     for name, data in runtime.items():
         (folder / name).write_bytes(data)
     return info
