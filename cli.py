@@ -1,15 +1,13 @@
 """The `lm` command: a thin click layer over the `lm` library.
 
-Each command parses its options, calls one library function and hands the result to
-cli_render, which draws it with rich. Both the library and cli_render are imported inside the
+Each command parses its options (the shared ones are in cli_options.py), calls one library
+function and hands the result to cli_render or cli_inference, which draw it with rich. Both the library and cli_render are imported inside the
 command that runs: `lm --help` loads neither torch nor rich. The flags are built from the
 torch-free config dataclasses (lm/*/config.py), so no default is typed twice.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import shlex
 import sys
 
@@ -17,9 +15,9 @@ import click
 from click.core import ParameterSource
 
 import lm
-from lm.backend.choose import BACKENDS
+from cli_options import (LMGroup, backend_option, checkpoint_option, device_option, field_option, int8_option,
+                         parse_duration, per_optimizer, read_text_argument)
 from lm.data.config import DEFAULT_SUBWORD_VOCAB, KINDS, TokenizerConfig
-from lm.errors import LMError
 from lm.evaluate.config import SPLITS, EvalConfig
 from lm.model.config import ADAPTIVE_MIN_VOCAB, CELLS, SOFTMAXES, ModelConfig
 from lm.serve.settings import LOOPBACK, ServeSettings
@@ -27,31 +25,6 @@ from lm.suggest.config import DEFAULT_MAX_TOKENS, STOP_AT, GenerationConfig, Rep
 from lm.training.config import (AVERAGES, DEFAULT_CLIP, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, PRECISIONS,
                                 SCHEDULES, TrainConfig, run_configs)
 from lm.training.presets import SIZES
-
-
-class LMGroup(click.Group):
-    """Turns library errors into one `Error: ...` line and exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LMError as e:
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(1)
-        except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] not in OPTIONAL:
-                raise
-            click.echo(f"Error: {OPTIONAL[e.name.split('.')[0]]}", err=True)
-            sys.exit(1)
-
-
-# What each optional package is for, when a command needs one that is not installed.
-OPTIONAL = {
-    "torch": "this needs PyTorch, which is not installed — pip install 'lm[train]' (lm suggest, generate, repl "
-             "and serve run without it on ONNX Runtime: pip install 'lm[runtime]')",
-    "onnxruntime": "this needs ONNX Runtime, which is not installed — pip install 'lm[runtime]', or pass --backend torch",
-    "onnx": "this needs the onnx package, which is not installed — pip install 'lm[runtime]'",
-}
 
 
 @click.group(cls=LMGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,60 +36,6 @@ def cli():
 
         lm train corpus.txt
     """
-
-
-def field_option(cls, name: str, help: str, flag: str | None = None, **kwargs):
-    """A --flag whose default is the dataclass field's own (defaults are never typed twice)."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = field.default
-    kwargs.setdefault("show_default", default is not None)
-    if "type" not in kwargs and default is not None and not isinstance(default, str):
-        kwargs["type"] = type(default)
-    flag = flag or f"--{name.replace('_', '-')}"
-    return click.option(flag, name, default=default, help=help, **kwargs)
-
-
-checkpoint_option = click.option("--checkpoint", "-c", type=click.Path(),
-                                 help="Checkpoint folder (default: the newest under checkpoints/).")
-int8_option = click.option(
-    "--int8/--fp32", "int8", default=True, show_default=True,
-    help="On the CPU, run the model with int8 weights: several times faster per token; "
-         "--fp32 for the exact trained weights (a GPU always runs those).",
-)
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="auto (a CUDA GPU when there is one, else the CPU), cpu or cuda.")
-backend_option = click.option(
-    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-    help="What steps the model: onnx (ONNX Runtime on the CPU: fastest, no torch imported; the graph is built "
-         "on first use and kept in the checkpoint), torch, or auto (onnx on the CPU when onnxruntime is installed).",
-)
-
-
-def parse_duration(ctx, param, value):
-    """Seconds, or a number with s / m / h: 300, 90s, 5m, 1.5h."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", value)
-    if not match:
-        raise click.BadParameter(f"{value!r} is not a duration — use seconds or 90s, 5m, 1h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-def _per_optimizer(defaults: dict[str, float]) -> str:
-    """A default that depends on the optimizer, for a help text: "0.006 adamw, 20 sgd, …"."""
-    return ", ".join(f"{value:g} {name}" for name, value in defaults.items())
-
-
-def read_text_argument(value: str, name: str) -> str:
-    """A TEXT or PROMPT argument; '-' reads all of stdin (a text too long for the command line)."""
-    if value != "-":
-        return value
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise click.BadParameter(f"stdin is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} — "
-                                 "convert it first (e.g. iconv -t utf-8)", param_hint=name) from None
 
 
 @cli.command()
@@ -152,9 +71,9 @@ def read_text_argument(value: str, name: str) -> str:
 @field_option(TrainConfig, "batch", "Parallel streams per step.")
 @field_option(TrainConfig, "bptt", "Tokens per window of truncated backpropagation through time.")
 @field_option(TrainConfig, "optimizer", "Optimizer.", type=click.Choice(OPTIMIZERS))
-@field_option(TrainConfig, "lr", f"Peak learning rate (default: {_per_optimizer(DEFAULT_LR)}).", type=float)
-@field_option(TrainConfig, "weight_decay", f"Weight decay, decoupled for adamw (default: {_per_optimizer(DEFAULT_WEIGHT_DECAY)}).", type=float)
-@field_option(TrainConfig, "clip", f"Clip the gradient norm to this (0: off; default: {_per_optimizer(DEFAULT_CLIP)}).", type=float)
+@field_option(TrainConfig, "lr", f"Peak learning rate (default: {per_optimizer(DEFAULT_LR)}).", type=float)
+@field_option(TrainConfig, "weight_decay", f"Weight decay, decoupled for adamw (default: {per_optimizer(DEFAULT_WEIGHT_DECAY)}).", type=float)
+@field_option(TrainConfig, "clip", f"Clip the gradient norm to this (0: off; default: {per_optimizer(DEFAULT_CLIP)}).", type=float)
 @field_option(TrainConfig, "schedule", "Learning-rate schedule after warm-up.", type=click.Choice(SCHEDULES))
 @field_option(TrainConfig, "average", "Keep an averaged copy of the weights and save it when it validates better: "
               "ema (moving average), asgd (from the first evaluation without improvement), none.",
@@ -335,7 +254,7 @@ def generate(prompt, checkpoint, as_json, int8, device, backend, **options):
 
         lm generate "The old man" --max-words 40 --temperature 0.7 --n 3
     """
-    import cli_render
+    import cli_inference
     from lm.suggest.sampler import generate as generate_text
 
     config = GenerationConfig(**options)
@@ -349,9 +268,9 @@ def generate(prompt, checkpoint, as_json, int8, device, backend, **options):
             generation.run()
             click.echo(json.dumps({"prompt": prompt, "config": config.to_dict(), **generation.to_dict()}, indent=2, ensure_ascii=False))
         else:
-            cli_render.show_generation(shown, generation, config.n)
+            cli_inference.show_generation(shown, generation, config.n)
     except KeyboardInterrupt:
-        cli_render.interrupted()
+        cli_inference.interrupted()
         sys.exit(130)
 
 
@@ -386,10 +305,10 @@ def repl(checkpoint, int8, device, backend, **options):
 
         lm repl -c checkpoints/wiki --temperature 0.7
     """
-    import cli_render
+    import cli_inference
     from lm.suggest.repl import Repl
 
-    cli_render.run_repl(Repl.load(lm.load(checkpoint, device=device, int8=int8, backend=backend), ReplConfig(**options)))
+    cli_inference.run_repl(Repl.load(lm.load(checkpoint, device=device, int8=int8, backend=backend), ReplConfig(**options)))
 
 
 @cli.command()
@@ -432,17 +351,17 @@ def serve(checkpoint, host, port, device, int8, backend, words_file, **options):
 
         lm serve -c checkpoints/wiki --port 8000
     """
-    import cli_render
+    import cli_inference
     from lm.data.lexicon import read_words_file
     from lm.serve import listen, load_app, run
 
     if host not in LOOPBACK:
-        cli_render.warn_open_host(host, has_key=bool(options["api_key"]))
+        cli_inference.warn_open_host(host, has_key=bool(options["api_key"]))
     words = tuple(read_words_file(words_file)) if words_file else ()
     app = load_app(checkpoint, ServeSettings(**options, words=words), device=device, int8=int8, backend=backend)
     service = app.state.service
     sock = listen(host, port, service.settings.processes)
-    line = cli_render.serving_line(service, host, sock.getsockname()[1])
+    line = cli_inference.serving_line(service, host, sock.getsockname()[1])
     sys.exit(run(app, sock, service.settings.processes, lambda: click.echo(line, err=True)))  # once every process listens
 
 
@@ -487,7 +406,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, backend, cache, 
 
         lm suggest "the clouds are in the" -k 5
     """
-    import cli_render
+    import cli_inference
     from lm.data.lexicon import read_words_file
     from lm.mix.config import AdaptConfig
     from lm.suggest.keyboard import suggest_text
@@ -496,7 +415,7 @@ def suggest(text, checkpoint, words_file, output, int8, device, backend, cache, 
     words = read_words_file(words_file) if words_file else ()
     strip = suggest_text(text, checkpoint, SuggestConfig(**options), device=device, int8=int8, words=words,
                          cache=cache, ngram=ngram, adapt=AdaptConfig() if adapt else None, backend=backend)
-    cli_render.show_strip(strip, text, output)
+    cli_inference.show_strip(strip, text, output)
 
 
 @cli.command("export")
@@ -531,19 +450,19 @@ def export(out_dir, checkpoint, int8, web, onnxruntime_web, overwrite):
 
         lm export -c checkpoints/shakespeare-char site --web
     """
-    import cli_render
+    import cli_inference
 
     if web:
         from lm.export.web import export_web
 
         result = export_web(checkpoint, out_dir, int8=int8, overwrite=overwrite, onnxruntime_web=onnxruntime_web)
-        cli_render.show_web_export(result)
+        cli_inference.show_web_export(result)
         return
     if onnxruntime_web is not None:
         raise click.UsageError("--onnxruntime-web goes with --web")
     from lm.export.onnx import export_checkpoint
 
-    cli_render.show_export(export_checkpoint(checkpoint, out_dir, int8=bool(int8), overwrite=overwrite))
+    cli_inference.show_export(export_checkpoint(checkpoint, out_dir, int8=bool(int8), overwrite=overwrite))
 
 
 @cli.command()
