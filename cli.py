@@ -8,8 +8,14 @@ torch-free config dataclasses (lm/*/config.py), so no default is typed twice.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
+
+# numpy's BLAS runs the engine's small products (the continuous cache's attention) fastest on one
+# thread once anything else holds a core: 152 against 278 µs a step beside one busy process, and
+# 143 against 128 µs alone (bench/NOTES.md). Set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import click
 from click.core import ParameterSource
