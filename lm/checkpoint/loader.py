@@ -28,7 +28,7 @@ from ..data.tokenizer import Tokenizer
 from ..errors import CheckpointError, ConfigError
 from ..mix.cache import CacheConfig
 from ..mix.ngram import FILE as NGRAM_FILE, Ngram, NgramConfig
-from .folder import is_export, read_export_manifest, read_parts, resolve_checkpoint
+from .folder import is_export, read_export_manifest, read_model_config, read_parts, resolve_checkpoint
 
 
 @dataclass
@@ -52,7 +52,9 @@ class Predictor:
             if is_export(self.path):
                 raise ConfigError(f"{self.path} is an lm export: it has no PyTorch weights to score or train — "
                                   "use the checkpoint it was exported from")
-            self._model = getattr(self.backend, "model", None) or _torch_model(self.path, "cpu", self.int8)
+            self._model = getattr(self.backend, "model", None)
+            if self._model is None:
+                self._model, _ = _torch_model(self.path, read_model_config(self.config, self.path), "cpu", self.int8)
         return self._model
 
     @property
@@ -106,8 +108,7 @@ def load(path: str | Path | None = None, device: str = "cpu", int8: bool = False
     else:
         from ..backend.torch_backend import TorchBackend
 
-        model = _torch_model(folder, device, int8)
-        stepper = TorchBackend(model, _is_int8(model))
+        stepper = TorchBackend(*_torch_model(folder, model_config, device, int8))
     return Predictor(folder, stepper, tokenizer, config, _lexicon(folder, words),
                      _cache(config) if cache else None, _ngram(folder, config) if ngram else None, stepper.int8)
 
@@ -129,19 +130,17 @@ def _export_backend(folder: Path, backend: str, device, model_config) -> Backend
     return stepper
 
 
-def _torch_model(folder: Path, device, int8: bool):
-    """The checkpoint's PyTorch model on `device`; int8 on the CPU when asked (a GPU runs the trained weights)."""
+def _torch_model(folder: Path, model_config, device, int8: bool):
+    """The checkpoint's PyTorch model on `device`, and whether it is int8: on the CPU when asked
+    (a GPU runs the trained weights)."""
     from .._util import pick_device
     from ..model.int8 import quantize_int8
-    from .store import load_checkpoint
+    from .store import load_weights
 
     device = pick_device(device) if isinstance(device, str) else device
-    model = load_checkpoint(folder, device).model
-    return quantize_int8(model) if int8 and device.type == "cpu" else model
-
-
-def _is_int8(model) -> bool:
-    return any("quantized" in type(m).__module__ for m in model.modules())
+    model = load_weights(folder, model_config, device)
+    quantized = int8 and device.type == "cpu"
+    return (quantize_int8(model) if quantized else model), quantized
 
 
 def _lexicon(folder: Path, words: list[str]) -> Lexicon | None:

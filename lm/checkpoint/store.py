@@ -26,6 +26,7 @@ import torch
 
 from .._util import first_line
 from ..errors import CheckpointError
+from ..model.config import ModelConfig
 from ..model.network import LanguageModel
 from ..data.tokenizer import Tokenizer
 from .folder import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, read_config, read_parts, resolve_checkpoint
@@ -139,21 +140,26 @@ def read_metrics(folder: Path) -> list[dict]:
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint folder (the newest under checkpoints/ when `path` is None)."""
+    folder = resolve_checkpoint(path)
+    config, model_config, tokenizer = read_parts(folder)
+    return Checkpoint(folder, load_weights(folder, model_config, device), tokenizer, config)
+
+
+def load_weights(folder: Path, model_config: ModelConfig, device: str | torch.device = "cpu") -> LanguageModel:
+    """The folder's model.safetensors in a LanguageModel of `model_config` (read and checked by
+    lm.checkpoint.folder), on `device`, in eval mode."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    folder = resolve_checkpoint(path)
-    config, model_config, tokenizer = read_parts(folder)
     model = LanguageModel(model_config)
     try:
-        load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+        load_model(model, str(Path(folder) / WEIGHTS_FILE), strict=True, device=str(device))
     except (SafetensorError, RuntimeError, OSError) as e:
         raise CheckpointError(
-            f"{folder / WEIGHTS_FILE} cannot be read ({first_line(e)}) — the checkpoint is "
+            f"{Path(folder) / WEIGHTS_FILE} cannot be read ({first_line(e)}) — the checkpoint is "
             "damaged; retrain or restore it"
         ) from None
-    model.to(device).eval()
-    return Checkpoint(folder, model, tokenizer, config)
+    return model.to(device).eval()
 
 
 def read_resume(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..backend.base import read_chunk
 from ..backend.graph import INT8_CELLS
-from ..checkpoint.store import read_config, resolve_checkpoint
+from ..checkpoint.folder import read_config, resolve_checkpoint
 from ..data.lexicon import Lexicon
 from ..data.text import JOINERS, SENTENCE_END, START_TEXT
 from ..data.tokenizer import load_tokenizer
