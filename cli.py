@@ -54,9 +54,12 @@ def cli():
 @field_option(TokenizerConfig, "min_count", "Word tokenizer: rarer words become <unk> (default: 1 when the text "
               "already has <unk> marks, as WikiText does, else 2).", type=int)
 @click.option("--size", type=click.Choice(["auto", *SIZES]), default="auto", show_default=True,
-              help="A preset: tiny (a phone-keyboard model, about 1.4 M parameters at 10k words), small, medium, large "
-              "(AWD-LSTM style, for a GPU); auto picks the largest of tiny, small and medium that the time (--max-time, "
-              "else the epochs) can train on this corpus, timing them on this machine. Flags given beside it win.")
+              help="A preset: tiny (a phone-keyboard model, about 1.4 M parameters at 10k words), small, medium, classic "
+              "(PyTorch's word_language_model recipe: 2×200, SGD lr 20, 20×35 windows), large (AWD-LSTM style, for a "
+              "GPU); auto picks the largest of tiny, small and medium that the time (--max-time, else the epochs) can "
+              "train on this corpus, timing them on this machine, and classic for a word vocabulary when the time "
+              "cannot feed medium. A timed run re-plans once if it goes slower or faster than timed. Flags given "
+              "beside it win.")
 @field_option(ModelConfig, "cell", "Recurrent cell.", type=click.Choice(list(CELLS)))
 @field_option(ModelConfig, "layers", "Stacked recurrent layers.")
 @field_option(ModelConfig, "hidden", "Hidden units per layer.")

@@ -344,6 +344,10 @@ def _run_rows(summary: dict) -> list[tuple[str, str]]:
         plan = summary["plan"]
         timed = f" at {plan['tokens_per_s']:,.0f} tokens/s" if plan.get("tokens_per_s") else ""
         rows.append(("size chosen", f"{plan['size']} by --size auto{timed}, for about {plan['epochs']:.1f} epochs"))
+        if plan.get("replanned"):
+            again = plan["replanned"]
+            rows.append(("re-planned", f"after {again['after_s']:g} s: {again['tokens_per_s']:,.0f} tokens/s, "
+                                       f"about {again['epochs']:.1f} epochs, dropout {again['dropout']:g}"))
     if summary["fine_tuned_from"]:
         rows.append(("fine-tuned from", summary["fine_tuned_from"]))
     if summary["resumed_at"]:

@@ -39,7 +39,8 @@ def test_size_on_the_command_line_with_a_flag_beside_it(tmp_path, corpus_file):
 # The budget rule (--size auto). Recurrent weights and speeds of three made-up sizes, so the
 # expected choices can be worked out by hand.
 WEIGHTS = {"tiny": 400_000, "small": 1_000_000, "medium": 4_000_000}
-SPEEDS = {"tiny": 20_000.0, "small": 8_000.0, "medium": 3_000.0}  # tokens/s
+SPEEDS = {"tiny": 20_000.0, "small": 8_000.0, "medium": 3_000.0, "classic": 9_000.0}  # tokens/s
+CHARS, WORDS, MANY_WORDS = 65, 10_000, 33_000  # vocabularies: characters, a tied word layer, an adaptive softmax's
 
 
 def test_repeated_tokens_count_less_with_each_epoch():
@@ -52,7 +53,7 @@ def test_repeated_tokens_count_less_with_each_epoch():
 
 def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time():
     def choose(tokens, seconds):
-        return lm.training.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__).size
+        return lm.training.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__, CHARS).size
 
     # At 0.8 useful tokens per weight: an hour lets medium read 10.8 M tokens of a large corpus
     # (≥ 0.8 × 4 M); 15 minutes only 2.7 M, so small (7.2 M ≥ 0.8 M); a 20k-token corpus read
@@ -65,6 +66,25 @@ def test_the_budget_rule_picks_a_smaller_model_for_a_tiny_corpus_or_a_short_time
     assert choose(2_000_000, None) == "medium"
     assert choose(200_000, None) == "small"
     assert choose(50_000, None) == "tiny"
+
+
+def test_a_word_vocabulary_gets_the_classic_recipe_when_the_time_cannot_feed_medium():
+    def choose(tokens, seconds, vocab=WORDS):
+        return lm.training.presets.choose_size(tokens, seconds, 10, WEIGHTS, SPEEDS.__getitem__, vocab).size
+
+    # 1 M words: in 2 minutes medium reads 360k tokens (< 0.8 × 4 M) and small would be chosen, so
+    # the word vocabulary takes the classic recipe; in an hour medium reads 10.8 epochs, worth
+    # 1 M × (1 + 15.4 (1 − e^(−9.8/15.4))) ≈ 8.3 M ≥ 3.2 M: medium.
+    assert choose(1_000_000, 120) == "classic"
+    assert choose(1_000_000, 3600) == "medium"
+    # The same hour: 10 M words feed medium (10.8 M tokens in 1.08 epochs); 100 k words read 108
+    # times are worth only ≈ 1.64 M: small is fed, and a word vocabulary gets the classic recipe.
+    assert choose(10_000_000, 3600) == "medium"
+    assert choose(100_000, 3600) == "classic"
+    # Characters and an adaptive softmax's vocabulary keep AdamW's sizes; so does a run by epochs.
+    assert choose(1_000_000, 120, CHARS) == "small"
+    assert choose(1_000_000, 120, MANY_WORDS) == "small"
+    assert choose(200_000, None) == "small"
 
 
 def test_a_run_of_few_epochs_gets_less_dropout():
@@ -114,3 +134,26 @@ def test_auto_size_times_the_sizes_and_keeps_the_flags_given(tmp_path, corpus_fi
         (chosen["layers"], chosen["emb"], chosen["dropout"])
     info = CliRunner().invoke(cli, ["info", "-c", str(out)])
     assert f"{saved['plan']['size']} by --size auto" in info.output
+
+
+def test_the_classic_recipe_keeps_the_flags_given(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm.training.setup, "measure_speed", lambda *args, **kwargs: 9_000.0)
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(1_500)]  # a word vocabulary of 1,500, above CLASSIC_VOCAB's floor
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(10)) for _ in range(2_000)) + "\n")
+    runs, outputs = {}, {}
+    for name, given in (("plain", []), ("given", ["--optimizer", "adamw", "--hidden", "48", "--batch", "8"])):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, ["train", str(corpus), "--tokenizer", "word", "--max-steps", "2", "--max-time", "2m",
+                                          "--no-tune-cache", "--out", str(out), *given])
+        assert result.exit_code == 0, result.output
+        runs[name], outputs[name] = json.loads((out / "config.json").read_text()), result.output
+        assert runs[name]["plan"]["size"] == "classic"
+    plain, given = (runs[k] for k in ("plain", "given"))
+    # 9,000 tokens/s for 2 minutes over 18,000 training words: dozens of epochs, the preset's dropout
+    assert (plain["model"]["hidden"], plain["model"]["emb"], plain["model"]["dropout"]) == (200, 200, 0.2)
+    assert (plain["training"]["optimizer"], plain["training"]["batch"], plain["training"]["bptt"]) == ("sgd", 20, 35)
+    assert "Size classic (2×200 LSTM, emb 200, dropout 0.2, SGD lr 20, EMA 0.995, batch 20×35)" in outputs["plain"]
+    assert (given["model"]["hidden"], given["model"]["emb"]) == (48, 200)
+    assert (given["training"]["optimizer"], given["training"]["lr"], given["training"]["batch"]) == ("adamw", None, 8)

@@ -55,6 +55,12 @@ class LanguageModel(nn.Module):
             self.decoder.weight = self.embedding.weight
         self._init_weights()
 
+    def set_dropout(self, p: float) -> None:
+        """Change --dropout between the layers and before the output (the budget rule's re-plan)."""
+        self.config.dropout = p
+        self.dropout.p = p
+        self.rnn.dropout = p if self.config.layers > 1 else 0.0
+
     def _init_weights(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if self.config.softmax == "full":

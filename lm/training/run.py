@@ -21,6 +21,7 @@ from ..mix.ngram import Ngram
 from ..model.network import LanguageModel
 from .averaging import WeightAverage
 from .config import TrainConfig
+from .forecast import Forecast
 from .progress import Progress
 
 @dataclass
@@ -151,6 +152,7 @@ class Run:
     progress: Progress = field(default_factory=Progress)
     training_loss: Callable | None = None  # lm.model.loss.training_loss of the model, through DDP with several workers
     stop_requested: bool = False  # Ctrl-C or SIGTERM: stop after this step
+    forecast: Forecast | None = None  # a new timed run's plan, checked once (lm/training/forecast.py)
 
     def fraction_done(self) -> float:
         return self.length.fraction_done(self.counters)

@@ -24,6 +24,7 @@ from ..model.network import LanguageModel
 from . import distributed
 from .averaging import WeightAverage
 from .config import TrainConfig
+from .forecast import Forecast
 from .presets import AUTO_SIZES, apply_size, choose_size, recurrent_weights
 from .progress import Progress
 from .run import Folder, Run, RunLength, Texts
@@ -46,11 +47,13 @@ def new_run(corpus, out, model_config: ModelConfig, tokenizer_config: TokenizerC
         tokenizer = prepare_tokenizer(corpus, tokenizer_config, cache_dir)
         train_ids = token_ids(corpus.train, tokenizer, cache_dir)
         token_ids(corpus.valid, tokenizer, cache_dir)
-    model_config, config, plan = sized(model_config, config, tokenizer, train_ids, given, progress)
+    model_config, config, plan, forecast = sized(model_config, config, tokenizer, train_ids, given, progress)
     torch.manual_seed(config.seed)  # timing the sizes drew from the generator
     model = build_model(model_config, tokenizer.vocab_size)
-    return _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir,
-                      {"plan": plan} if plan else {}, Lexicon.from_text(corpus.train))
+    run = _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir,
+                     {"plan": plan.to_dict()} if plan else {}, Lexicon.from_text(corpus.train))
+    run.forecast = forecast
+    return run
 
 
 def fine_tune_run(corpus, out, init_from: Path, model_config: ModelConfig, config: TrainConfig, overwrite: bool,
@@ -103,9 +106,10 @@ def resumed_run(corpus, out, model_config: ModelConfig, tokenizer_config: Tokeni
 def sized(model_config: ModelConfig, config: TrainConfig, tokenizer, train_ids, given: set[str] | None,
           progress: Progress):
     """The settings with config.size's preset (for "auto": the one the time can feed) under the
-    settings given; and the plan that chose it, for config.json and the start line."""
+    settings given; the plan that chose it, for config.json and the start line; and for a timed
+    run, the forecast the loop checks once (lm/training/forecast.py)."""
     if not config.size:
-        return model_config, config, None
+        return model_config, config, None, None
     if given is None:
         given = _changed(model_config) | _changed(config)
     model_config, config = replace(model_config, vocab_size=tokenizer.vocab_size), replace(config)
@@ -120,17 +124,19 @@ def sized(model_config: ModelConfig, config: TrainConfig, tokenizer, train_ids, 
 
             if config.max_time is not None:
                 progress.message("Timing the model sizes on this machine…")
-            plan = choose_size(len(train_ids), config.max_time, config.epochs, weights, speed)
+            plan = choose_size(len(train_ids), config.max_time, config.epochs, weights, speed, tokenizer.vocab_size)
         plan = distributed.from_writer(plan)
         size = plan.size
     model_config, config = apply_size(size, model_config, config, given)
+    forecast = None
     if plan is not None:
-        if "dropout" not in given:
-            model_config.dropout = plan.dropout(model_config.dropout)
+        preset_dropout = None if "dropout" in given else model_config.dropout
+        if preset_dropout is not None:
+            model_config.dropout = plan.dropout(preset_dropout)
         progress.message(plan.describe(model_config, config, config.max_time))
-        plan = {"size": plan.size, "tokens_per_s": plan.tokens_per_s, "epochs": plan.epochs,
-                "seen_tokens": plan.seen_tokens}
-    return model_config, config, plan
+        if config.max_time is not None and plan.tokens_per_s:
+            forecast = Forecast(plan, config.max_time, preset_dropout)
+    return model_config, config, plan, forecast
 
 
 def _build_run(corpus, out, tokenizer, tokenizer_config, model, config, cache_dir, extra: dict, lexicon: Lexicon,

@@ -121,6 +121,9 @@ def _loop(run: Run) -> TrainResult:
             inputs, targets = window_at(streams, counters.position, length, run.device)
             # Learning rate from how far the run has come (and, with variable windows, their length).
             counters.elapsed = distributed.from_writer(time.perf_counter() - started)  # one clock, one schedule
+            # Once, early in a timed run: is it going at the speed it was planned for?
+            if run.forecast and (replanned := run.forecast.check(counters.elapsed, counters.tokens)):
+                _replan(run, replanned)
             _set_lr(run.optimizer, _lr_at(run) * (length / config.bptt if config.vary_bptt else 1))
             # Forward, backward, clip and step over one window; the state enters detached.
             loss, run.state = train_step(run.model, run.training_loss, run.optimizer, inputs, targets, run.state,
@@ -185,6 +188,18 @@ def _lr_at(run: Run) -> float:
     if config.warmup and run.counters.step < config.warmup:
         lr *= (run.counters.step + 1) / config.warmup
     return lr
+
+
+def _replan(run: Run, plan) -> None:
+    """The run goes at another speed than planned: re-plan its epochs and dropout, and say so."""
+    before = run.folder.saved_config["plan"]
+    dropout = run.forecast.dropout(plan, run.model.config.dropout)
+    change = f", dropout {run.model.config.dropout:g} → {dropout:g}" if dropout != run.model.config.dropout else ""
+    run.model.set_dropout(dropout)
+    run.folder.saved_config["plan"] = {**before, "replanned": {"after_s": round(run.counters.elapsed, 1), **plan.to_dict(),
+                                                               "dropout": dropout}}
+    run.progress.message(f"Re-planned: the run goes at {plan.tokens_per_s:,.0f} tokens/s, not the {before['tokens_per_s']:,.0f} "
+                         f"timed, so ≈ {plan.epochs:.1f} epochs{change}; the rate's schedule follows the clock.")
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
