@@ -7,7 +7,9 @@ figures go to bench/results/budget-<corpus>.json and a PNG beside it.
     python bench/budget.py --corpus wt1m --minutes 15 classic defaults    # the 1 M-word, 10k-vocab corpus
     python bench/budget.py --corpus wikitext-2 --minutes 15 defaults
     python bench/budget.py --corpus shakespeare --minutes 5 defaults
+    python bench/budget.py --corpus wt100k --minutes 5 classic auto       # 100 k words of WikiText-2
     python bench/budget.py --list                                          # the named settings
+    python bench/budget.py --grid docs/budget-grid.png                     # issue 33's grid, every corpus
     python bench/budget.py --corpus wt1m --plot classic-ema medium-d01-ema # redraw with only these runs
 
 wt1m is built from WikiText-2's training text (the first 1 M words, its 10,000 most frequent
@@ -79,17 +81,39 @@ def build_wt1m(work: Path, words: int = 1_000_000, vocab: int = 10_000) -> Path:
     return folder
 
 
+def build_wt100k(work: Path, words: int = 100_000) -> Path:
+    """A small corpus: the first 100 k words of WikiText-2's training text, its own vocabulary
+    (the word tokenizer's), and WikiText-2's valid and test text, under work/wt100k."""
+    folder = work / "wt100k"
+    if (folder / "test.txt").exists():
+        return folder
+    lines, count = [], 0
+    for line in (WIKITEXT / "train.txt").read_text(encoding="utf-8").splitlines(keepends=True):
+        if count >= words:
+            break
+        lines.append(line)
+        count += len(line.split())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.txt").write_text("".join(lines), encoding="utf-8")
+    for split in ("valid", "test"):
+        (folder / f"{split}.txt").write_text((WIKITEXT / f"{split}.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    return folder
+
+
 def corpus_for(name: str, work: Path):
     """(corpus, test text, tokenizer kind)."""
     if name == "wt1m":
         folder = build_wt1m(work)
+        return lm.load_corpus([str(folder)]), (folder / "test.txt").read_text(encoding="utf-8"), "word"
+    if name == "wt100k":
+        folder = build_wt100k(work)
         return lm.load_corpus([str(folder)]), (folder / "test.txt").read_text(encoding="utf-8"), "word"
     if name == "wikitext-2":
         return lm.load_corpus([str(WIKITEXT)]), (WIKITEXT / "test.txt").read_text(encoding="utf-8"), "word"
     if name == "shakespeare":  # lm train's own split of one file: valid and test text from the last 10 %
         corpus = lm.load_corpus([str(SHAKESPEARE)])
         return corpus, corpus.test, "char"
-    raise SystemExit(f"unknown corpus {name!r} — wt1m, wikitext-2 or shakespeare")
+    raise SystemExit(f"unknown corpus {name!r} — wt1m, wt100k, wikitext-2 or shakespeare")
 
 
 class Curve(lm.Progress):
@@ -153,22 +177,57 @@ def plot(report: dict, path: Path, names: list[str] | None = None) -> None:
     figure.savefig(path, dpi=110)
 
 
+def plot_grid(path: Path) -> None:
+    """Issue 33's grid in one picture: per corpus, valid perplexity against minutes for the
+    runs named classic-M (dashed) and auto-M (solid, `lm train`'s defaults), one colour per budget."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    corpora = [name for name in ("wt1m", "wikitext-2", "wt100k", "shakespeare") if (RESULTS / f"budget-{name}.json").exists()]
+    figure, axes = plt.subplots(1, len(corpora), figsize=(4.2 * len(corpora), 4.2), squeeze=False)
+    colours = {2: "tab:blue", 5: "tab:orange", 15: "tab:green", 60: "tab:red"}
+    for axis, corpus in zip(axes[0], corpora):
+        runs = json.loads((RESULTS / f"budget-{corpus}.json").read_text())["runs"]
+        for minutes, colour in colours.items():
+            for setting, style in (("classic", "--"), ("auto", "-")):
+                row = runs.get(f"{setting}-{minutes}")
+                if row is None:
+                    continue
+                points = row["curve"]
+                label = f"{'defaults' if setting == 'auto' else 'classic flags'}, {minutes} min"
+                axis.plot([p["minutes"] for p in points], [p["valid_perplexity"] for p in points], style, marker="o",
+                          markersize=3, color=colour, label=label)
+        axis.set_title(corpus)
+        axis.set_xlabel("minutes")
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("valid perplexity (per token)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("settings", nargs="*", help="names from --list")
-    parser.add_argument("--corpus", default="wt1m", choices=["wt1m", "wikitext-2", "shakespeare"])
+    parser.add_argument("--corpus", default="wt1m", choices=["wt1m", "wt100k", "wikitext-2", "shakespeare"])
     parser.add_argument("--minutes", type=float, default=15)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lm-budget"), help="where the corpus and checkpoints go")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="extra model or training field for every run, e.g. --set dropout=0.2 (JSON values)")
     parser.add_argument("--tag", default="", help="suffix for the run's name in the report")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--grid", type=Path, metavar="PNG", help="draw the runs named classic-M and auto-M of every "
+                        "corpus's report into one picture and stop")
     parser.add_argument("--plot", nargs="+", metavar="RUN", help="draw only these runs of the report "
                         "(without settings to run: redraw the picture and stop)")
     args = parser.parse_args()
     if args.list:
         for name, (model_fields, train_fields) in SETTINGS.items():
             print(f"{name:10} {model_fields} {train_fields}")
+        return
+    if args.grid:
+        plot_grid(args.grid)
         return
     if not WIKITEXT.exists():
         sys.exit(f"{WIKITEXT} not found — the shared corpora live beside the repository")

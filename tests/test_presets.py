@@ -154,6 +154,6 @@ def test_the_classic_recipe_keeps_the_flags_given(tmp_path, monkeypatch):
     # 9,000 tokens/s for 2 minutes over 18,000 training words: dozens of epochs, the preset's dropout
     assert (plain["model"]["hidden"], plain["model"]["emb"], plain["model"]["dropout"]) == (200, 200, 0.2)
     assert (plain["training"]["optimizer"], plain["training"]["batch"], plain["training"]["bptt"]) == ("sgd", 20, 35)
-    assert "Size classic (2×200 LSTM, emb 200, dropout 0.2, SGD lr 20, EMA 0.995, batch 20×35)" in outputs["plain"]
+    assert "Size classic (2×200 LSTM, emb 200 tied without a projection, dropout 0.2, SGD lr 20, EMA 0.995, batch 20×35)" in outputs["plain"]
     assert (given["model"]["hidden"], given["model"]["emb"]) == (48, 200)
     assert (given["training"]["optimizer"], given["training"]["lr"], given["training"]["batch"]) == ("adamw", None, 8)

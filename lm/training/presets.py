@@ -116,7 +116,8 @@ class Plan:
         return min(preset_dropout, SHORT_RUN_DROPOUT) if self.epochs < SHORT_RUN_EPOCHS else preset_dropout
 
     def describe(self, model_config, train_config, seconds: float | None) -> str:
-        shape = f"{model_config.layers}×{model_config.hidden} {model_config.cell.upper()}, emb {model_config.emb}"
+        shape = f"{model_config.layers}×{model_config.hidden} {model_config.cell.upper()}, emb {model_config.emb}" \
+            + ("" if model_config.projection else " tied without a projection")
         optimizer = {"adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}[train_config.optimizer]
         average = {"ema": f", EMA {train_config.ema_decay:g}", "asgd": ", ASGD"}.get(train_config.average, "")
         settings = (f"{shape}, dropout {model_config.dropout:g}, {optimizer} lr {train_config.learning_rate:g}{average}, "
