@@ -5,10 +5,12 @@ import json
 import types
 
 import pytest
+from click.testing import CliRunner
 
 import lm
 import lm.training.setup
 import lm.training.trainer
+from cli import cli
 from lm.training.forecast import Forecast
 from lm.training.presets import Plan
 
@@ -92,6 +94,8 @@ def test_a_run_slower_than_its_forecast_re_plans_once_and_says_so(tmp_path, monk
     assert saved["plan"]["replanned"]["epochs"] == pytest.approx(2_000 * 5 / train_tokens)
     assert saved["plan"]["replanned"]["after_s"] == pytest.approx(0.5, abs=0.05)  # a tenth of the budget
     assert saved["model"]["dropout"] == saved["plan"]["replanned"]["dropout"] == 0.1
+    info = CliRunner().invoke(cli, ["info", "-c", str(tmp_path / "run")])
+    assert "re-planned" in info.output and "2,000 tokens/s" in info.output
 
 
 def test_a_run_on_its_forecast_does_not_re_plan(tmp_path, monkeypatch):
