@@ -76,8 +76,9 @@ def timed_run(tmp_path, monkeypatch, planned: float, runs_at: float):
 
     out = tmp_path / "run"
     lm.train(lm.load_corpus([str(corpus_path)]), out, lm.ModelConfig(hidden=32, emb=16),
-             lm.TokenizerConfig(kind="char"), lm.TrainConfig(size="auto", max_time=5, batch=4, bptt=16, tune_cache=False),
-             Listen(), given={"hidden", "emb", "batch", "bptt"})
+             lm.TokenizerConfig(kind="char"), lm.TrainConfig(size="auto", max_time=5, epochs=50, batch=4, bptt=16,
+                                                             tune_cache=False),
+             Listen(), given={"hidden", "emb", "batch", "bptt", "epochs"})
     return json.loads((out / "config.json").read_text()), messages
 
 

@@ -87,6 +87,17 @@ def test_a_word_vocabulary_gets_the_classic_recipe_when_the_time_cannot_feed_med
     assert choose(200_000, None) == "small"
 
 
+def test_a_timed_plan_counts_no_more_epochs_than_the_run_will_take():
+    # An hour at medium's 3,000 tokens/s buys 10.8 passes over 1 M tokens, but --epochs 10 ends
+    # the run first: the plan says 10, and its line says why.
+    plan = lm.training.presets.choose_size(1_000_000, 3600, 10, WEIGHTS, SPEEDS.__getitem__, CHARS)
+    assert (plan.size, plan.epochs, plan.seen_tokens) == ("medium", 10.0, 10_000_000)
+    line = plan.describe(lm.ModelConfig(), lm.TrainConfig(), 3600)
+    assert "≈ 10.0 epochs (--epochs stops it first: the time would buy 10.8)" in line
+    assert plan.at_speed(2_000, 3600).epochs == 7.2  # a slower run is not capped
+    assert plan.at_speed(6_000, 3600).epochs == 10.0
+
+
 def test_a_run_of_few_epochs_gets_less_dropout():
     def plan(epochs):
         return lm.training.presets.Plan("medium", 1000.0, epochs * 1e6, epochs, 1_000_000)

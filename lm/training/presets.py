@@ -97,6 +97,7 @@ class Plan:
     seen_tokens: float  # training tokens the run can read
     epochs: float  # passes over the corpus that buys
     train_tokens: int
+    max_epochs: float = math.inf  # --epochs, which ends a timed run too when it comes first
 
     @property
     def useful_tokens(self) -> float:
@@ -108,7 +109,7 @@ class Plan:
 
     def at_speed(self, tokens_per_s: float, seconds: float) -> "Plan":
         """The same plan for a run of `seconds` at another speed."""
-        seen = tokens_per_s * seconds
+        seen = min(tokens_per_s * seconds, self.max_epochs * self.train_tokens)
         return replace(self, tokens_per_s=tokens_per_s, seen_tokens=seen, epochs=seen / max(self.train_tokens, 1))
 
     def dropout(self, preset_dropout: float) -> float:
@@ -126,6 +127,8 @@ class Plan:
             budget = f"{train_config.epochs} epochs"
         else:
             budget = f"{_duration(seconds)} at {self.tokens_per_s:,.0f} tokens/s ≈ {self.epochs:.1f} epochs"
+            if self.tokens_per_s * seconds > self.seen_tokens:
+                budget += f" (--epochs stops it first: the time would buy {self.tokens_per_s * seconds / self.train_tokens:.1f})"
         return f"Size {self.size} ({settings}) for {budget} of {self.train_tokens / 1e6:.1f} M tokens"
 
 
@@ -152,7 +155,8 @@ def _plan(size: str, train_tokens: int, seconds: float | None, epochs: int, spee
     if seconds is None:
         return Plan(size, None, float(epochs * train_tokens), float(epochs), train_tokens)
     rate = speed(size)
-    return Plan(size, rate, rate * seconds, rate * seconds / max(train_tokens, 1), train_tokens)
+    seen = min(rate * seconds, epochs * train_tokens)  # a timed run still stops after --epochs
+    return Plan(size, rate, seen, seen / max(train_tokens, 1), train_tokens, epochs)
 
 
 def useful_tokens(train_tokens: int, epochs: float) -> float:
