@@ -55,17 +55,23 @@ SETTINGS = {
 }
 
 
-def build_wt1m(work: Path, words: int = 1_000_000, vocab: int = 10_000) -> Path:
-    """The 1 M-word, 10k-vocabulary corpus: train/valid/test files under work/wt1m."""
-    folder = work / "wt1m"
-    if (folder / "test.txt").exists():
-        return folder
+def first_words(words: int) -> list[str]:
+    """WikiText-2's training lines from the start, until they hold `words` words."""
     lines, count = [], 0
     for line in (WIKITEXT / "train.txt").read_text(encoding="utf-8").splitlines():
         if count >= words:
             break
         lines.append(line)
         count += len(line.split())
+    return lines
+
+
+def build_wt1m(work: Path, words: int = 1_000_000, vocab: int = 10_000) -> Path:
+    """The 1 M-word, 10k-vocabulary corpus: train/valid/test files under work/wt1m."""
+    folder = work / "wt1m"
+    if (folder / "test.txt").exists():
+        return folder
+    lines = first_words(words)
     counts = Counter(word for line in lines for word in line.split())
     counts.pop("<unk>", None)
     kept = {word for word, _ in counts.most_common(vocab - 1)}  # and <unk>
@@ -87,14 +93,8 @@ def build_wt100k(work: Path, words: int = 100_000) -> Path:
     folder = work / "wt100k"
     if (folder / "test.txt").exists():
         return folder
-    lines, count = [], 0
-    for line in (WIKITEXT / "train.txt").read_text(encoding="utf-8").splitlines(keepends=True):
-        if count >= words:
-            break
-        lines.append(line)
-        count += len(line.split())
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train.txt").write_text("".join(lines), encoding="utf-8")
+    (folder / "train.txt").write_text("".join(line + "\n" for line in first_words(words)), encoding="utf-8")
     for split in ("valid", "test"):
         (folder / f"{split}.txt").write_text((WIKITEXT / f"{split}.txt").read_text(encoding="utf-8"), encoding="utf-8")
     return folder

@@ -108,7 +108,7 @@ class Plan:
         return {"size": self.size, "tokens_per_s": self.tokens_per_s, "epochs": self.epochs, "seen_tokens": self.seen_tokens}
 
     def at_speed(self, tokens_per_s: float, seconds: float) -> "Plan":
-        """The same plan for a run of `seconds` at another speed."""
+        """The same plan for a run of `seconds` at this speed (a timed run still stops after --epochs)."""
         seen = min(tokens_per_s * seconds, self.max_epochs * self.train_tokens)
         return replace(self, tokens_per_s=tokens_per_s, seen_tokens=seen, epochs=seen / max(self.train_tokens, 1))
 
@@ -154,9 +154,7 @@ def _plan(size: str, train_tokens: int, seconds: float | None, epochs: int, spee
     """A size's run: for the time at its speed here, or for the epochs."""
     if seconds is None:
         return Plan(size, None, float(epochs * train_tokens), float(epochs), train_tokens)
-    rate = speed(size)
-    seen = min(rate * seconds, epochs * train_tokens)  # a timed run still stops after --epochs
-    return Plan(size, rate, seen, seen / max(train_tokens, 1), train_tokens, epochs)
+    return Plan(size, None, 0.0, 0.0, train_tokens, epochs).at_speed(speed(size), seconds)
 
 
 def useful_tokens(train_tokens: int, epochs: float) -> float:

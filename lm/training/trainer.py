@@ -192,13 +192,13 @@ def _lr_at(run: Run) -> float:
 
 def _replan(run: Run, plan) -> None:
     """The run goes at another speed than planned: re-plan its epochs and dropout, and say so."""
-    before = run.folder.saved_config["plan"]
+    timed = run.forecast.plan
     dropout = run.forecast.dropout(plan, run.model.config.dropout)
     change = f", dropout {run.model.config.dropout:g} → {dropout:g}" if dropout != run.model.config.dropout else ""
     run.model.set_dropout(dropout)
-    run.folder.saved_config["plan"] = {**before, "replanned": {"after_s": round(run.counters.elapsed, 1), **plan.to_dict(),
-                                                               "dropout": dropout}}
-    run.progress.message(f"Re-planned: the run goes at {plan.tokens_per_s:,.0f} tokens/s, not the {before['tokens_per_s']:,.0f} "
+    run.folder.saved_config["plan"] = {**timed.to_dict(), "replanned": {"after_s": round(run.counters.elapsed, 1), **plan.to_dict(),
+                                                                     "dropout": dropout}}
+    run.progress.message(f"Re-planned: the run goes at {plan.tokens_per_s:,.0f} tokens/s, not the {timed.tokens_per_s:,.0f} "
                          f"timed, so ≈ {plan.epochs:.1f} epochs{change}; the rate's schedule follows the clock.")
 
 
